@@ -1,0 +1,196 @@
+//! The token cache: one signed token per (video, token settings), reused while it still has
+//! enough life left for a viewer to use it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use crate::token::{IssuedToken, SignError, Signer, TokenSettings, VideoUid};
+
+/// What makes two tokens interchangeable: the video and every setting that goes into the
+/// claims. Two callers with different entitlements therefore never share a token.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TokenKey {
+    uid: VideoUid,
+    settings: Arc<TokenSettings>,
+}
+
+/// Expires each entry when its token's remaining life drops to `min_remaining`.
+struct ReuseWindow {
+    min_remaining: Duration,
+}
+
+impl Expiry<TokenKey, Arc<IssuedToken>> for ReuseWindow {
+    fn expire_after_create(
+        &self,
+        _key: &TokenKey,
+        token: &Arc<IssuedToken>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(token.remaining().saturating_sub(self.min_remaining))
+    }
+}
+
+/// Counters for the cache; read with [`TokenCache::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Requests answered with a token that was already cached (or being signed by another).
+    pub hits: u64,
+    /// Requests that caused a signature.
+    pub misses: u64,
+    /// Entries currently held.
+    pub entries: u64,
+}
+
+/// A bounded, single-flight cache of signed tokens in front of a [`Signer`].
+pub struct TokenCache {
+    tokens: Cache<TokenKey, Arc<IssuedToken>>,
+    signer: Arc<Signer>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl TokenCache {
+    /// A cache holding at most `capacity` tokens, serving each until it has less than
+    /// `min_remaining` life left.
+    pub fn new(signer: Arc<Signer>, capacity: u64, min_remaining: Duration) -> Self {
+        let tokens = Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(ReuseWindow { min_remaining })
+            .build();
+        Self {
+            tokens,
+            signer,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// A token for `uid` under `settings`: the cached one while it has enough life left,
+    /// else a new signature. Concurrent misses on one key wait for a single signature.
+    pub async fn token(
+        &self,
+        uid: VideoUid,
+        settings: &Arc<TokenSettings>,
+    ) -> Result<Arc<IssuedToken>, Arc<SignError>> {
+        let key = TokenKey {
+            uid,
+            settings: Arc::clone(settings),
+        };
+        let signer = &self.signer;
+        let entry = self
+            .tokens
+            .entry(key)
+            .or_try_insert_with(async move { signer.sign(uid, Arc::clone(settings)).await.map(Arc::new) })
+            .await?;
+        let counter = if entry.is_fresh() { &self.misses } else { &self.hits };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(entry.into_value())
+    }
+
+    /// Hits, misses and size so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.tokens.entry_count(),
+        }
+    }
+
+    /// The signer behind this cache.
+    pub fn signer(&self) -> &Arc<Signer> {
+        &self.signer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::SigningKey;
+    use crate::token::claims::{AccessRule, RuleAction};
+
+    const FIXTURE_PEM: &str = include_str!("../tests/fixtures/test-only-signing-key.pem");
+
+    fn cache(min_remaining: Duration) -> TokenCache {
+        let key =
+            SigningKey::from_material(Some("0a1b2c3d4e5f60718293a4b5c6d7e8f9"), FIXTURE_PEM).unwrap();
+        let signer = Arc::new(Signer::new(vec![key], Duration::ZERO, 4));
+        TokenCache::new(signer, 1000, min_remaining)
+    }
+
+    fn settings(ttl_secs: u64, downloadable: bool) -> Arc<TokenSettings> {
+        Arc::new(TokenSettings {
+            ttl: Duration::from_secs(ttl_secs),
+            downloadable,
+            access_rules: Arc::from(vec![]),
+        })
+    }
+
+    fn uid(n: u8) -> VideoUid {
+        format!("{n:032x}").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_on_one_key_sign_exactly_once() {
+        let cache = Arc::new(cache(Duration::from_secs(60)));
+        let settings = settings(3600, false);
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let cache = Arc::clone(&cache);
+            let settings = Arc::clone(&settings);
+            tasks.push(tokio::spawn(async move { cache.token(uid(1), &settings).await.unwrap() }));
+        }
+        let mut tokens = Vec::new();
+        for task in tasks {
+            tokens.push(task.await.unwrap());
+        }
+        assert_eq!(cache.signer().signatures(), 1);
+        assert!(tokens.iter().all(|t| t.token == tokens[0].token));
+        assert_eq!(cache.stats().misses, 1);
+        assert_eq!(cache.stats().hits, 199);
+    }
+
+    #[tokio::test]
+    async fn different_settings_or_videos_never_share_a_token() {
+        let cache = cache(Duration::from_secs(60));
+        let plain = cache.token(uid(1), &settings(3600, false)).await.unwrap();
+        let download = cache.token(uid(1), &settings(3600, true)).await.unwrap();
+        let longer = cache.token(uid(1), &settings(7200, false)).await.unwrap();
+        let other_video = cache.token(uid(2), &settings(3600, false)).await.unwrap();
+        let ruled = Arc::new(TokenSettings {
+            access_rules: Arc::from(vec![AccessRule::Any {
+                action: RuleAction::Block,
+            }]),
+            ..(*settings(3600, false)).clone()
+        });
+        let with_rules = cache.token(uid(1), &ruled).await.unwrap();
+        let all = [&plain, &download, &longer, &other_video, &with_rules];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a.token, b.token);
+            }
+        }
+        assert_eq!(cache.signer().signatures(), 5);
+        // An equal-but-distinct settings value still hits.
+        let again = cache.token(uid(1), &settings(3600, false)).await.unwrap();
+        assert_eq!(again.token, plain.token);
+    }
+
+    #[tokio::test]
+    async fn token_is_reused_until_min_remaining_then_resigned() {
+        // ttl 3 s, min_remaining 1 s: reusable for about 2 s.
+        let cache = cache(Duration::from_secs(1));
+        let settings = settings(3, false);
+        let first = cache.token(uid(7), &settings).await.unwrap();
+        let second = cache.token(uid(7), &settings).await.unwrap();
+        assert_eq!(first.token, second.token);
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        let third = cache.token(uid(7), &settings).await.unwrap();
+        assert_ne!(third.token, first.token);
+        assert!(third.expires_at > first.expires_at);
+        assert_eq!(cache.signer().signatures(), 2);
+    }
+}

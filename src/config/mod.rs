@@ -1,0 +1,699 @@
+//! Configuration: parse the YAML ([`raw`]), validate it into a [`Settings`] snapshot, load keys.
+//!
+//! [`Settings::from_yaml`] is pure (no file or environment access) so tests can feed it
+//! strings; [`Settings::load`] reads the file; [`load_signing_keys`] reads key material.
+//! Every error names the file, the line and column where known, and the field.
+
+mod locate;
+mod raw;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+
+pub use locate::{Seg, display_path, locate};
+use raw::{RawAction, RawConfig, RawKey, RawRule};
+
+use crate::catalogue::{Catalogue, Video, is_valid_alias};
+use crate::identity::ApiKeys;
+use crate::policy::{Action, Policy, Rule, Subject, VideoSelector};
+use crate::token::claims::{AccessRule, MAX_ACCESS_RULES};
+use crate::token::{SigningKey, TokenSettings, VideoUid};
+
+/// One configuration problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based line and column, where known.
+    pub position: Option<(usize, usize)>,
+    /// The field path, e.g. `rules[2].videos[0]`; empty for whole-file problems.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in one configuration; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where tokens are played from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSettings {
+    /// A real (or other external) Stream origin, e.g. `https://customer-abc.cloudflarestream.com`.
+    Origin(String),
+    /// Start the built-in emulator and use it as the origin.
+    Emulator(EmulatorOptions),
+}
+
+/// Options for the built-in Stream emulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmulatorOptions {
+    pub listen: SocketAddr,
+    pub country_header: HeaderName,
+    pub client_ip_header: Option<HeaderName>,
+    pub leeway: Duration,
+}
+
+/// Where one signing key's material comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLocation {
+    File(PathBuf),
+    Env(String),
+}
+
+/// One configured signing key, not yet read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySource {
+    pub id: Option<String>,
+    pub location: KeyLocation,
+    /// Development only: create the file with a fresh key when it does not exist.
+    pub generate_if_missing: bool,
+    /// `signing_keys[i]`, for error messages.
+    field: String,
+    position: Option<(usize, usize)>,
+}
+
+/// The validated configuration: what the rest of the program reads.
+#[derive(Debug)]
+pub struct Settings {
+    /// The config file, as named to the program.
+    pub file: String,
+    pub listen: SocketAddr,
+    pub stream: StreamSettings,
+    pub signing_keys: Vec<KeySource>,
+    /// Token settings for rules that do not override them.
+    pub default_token: Arc<TokenSettings>,
+    /// A cached token is served only while it has at least this much life left.
+    pub min_remaining: Duration,
+    /// `nbf` is set this far before signing, for viewers with slow clocks.
+    pub nbf_backdate: Duration,
+    pub cache_capacity: u64,
+    pub max_signing_in_flight: usize,
+    pub catalogue: Catalogue,
+    pub api_keys: ApiKeys,
+    pub policy: Policy,
+    /// Things that are allowed but probably mistakes.
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// Read and validate the file at `path`. Key material is not read here.
+    pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|error| {
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                position: None,
+                field: String::new(),
+                message: format!("cannot read the configuration: {error}"),
+            }])
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        Self::from_yaml(&source, &file, base_dir)
+    }
+
+    /// Parse and validate `source`; `file` names it in errors and relative key paths are
+    /// resolved against `base_dir`.
+    pub fn from_yaml(source: &str, file: &str, base_dir: &Path) -> Result<Settings, ConfigErrors> {
+        let raw: RawConfig = serde_yaml::from_str(source).map_err(|error| {
+            ConfigErrors(vec![ConfigError {
+                file: file.to_string(),
+                position: error.location().map(|l| (l.line(), l.column())),
+                field: String::new(),
+                message: strip_location(&error.to_string()),
+            }])
+        })?;
+        let mut check = Checker {
+            file,
+            source,
+            errors: Vec::new(),
+        };
+        let settings = validate(raw, &mut check, base_dir);
+        if check.errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigErrors(check.errors))
+        }
+    }
+
+    /// The origin tokens are redirected to, when it is known before start-up (not for the
+    /// emulator, whose address is known once it listens).
+    pub fn configured_origin(&self) -> Option<&str> {
+        match &self.stream {
+            StreamSettings::Origin(origin) => Some(origin),
+            StreamSettings::Emulator(_) => None,
+        }
+    }
+}
+
+/// serde_yaml appends " at line L column C"; the position is reported separately.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    source: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: &[Seg], message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            position: locate(self.source, path),
+            field: display_path(path),
+            message: message.into(),
+        });
+    }
+
+    fn position(&self, path: &[Seg]) -> Option<(usize, usize)> {
+        locate(self.source, path)
+    }
+}
+
+fn key(name: &str) -> Seg {
+    Seg::key(name)
+}
+
+fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Settings {
+    let mut warnings = Vec::new();
+    let stream = validate_stream(raw.stream, check);
+    let is_emulated = matches!(stream, Some(StreamSettings::Emulator(_)));
+    let signing_keys = validate_keys(&raw.signing_keys, is_emulated, check, base_dir);
+
+    let min_remaining = raw.token.min_remaining.0;
+    let ttl = raw.token.ttl.0;
+    if min_remaining >= ttl {
+        check.error(
+            &[key("token"), key("min_remaining")],
+            format!(
+                "min_remaining ({}) must be less than ttl ({}), or no token could ever be reused",
+                humantime::format_duration(min_remaining),
+                humantime::format_duration(ttl)
+            ),
+        );
+    }
+    check_access_rules(&raw.token.access_rules, &[key("token"), key("access_rules")], check);
+    let default_token = Arc::new(TokenSettings {
+        ttl,
+        downloadable: raw.token.downloadable,
+        access_rules: Arc::from(raw.token.access_rules),
+    });
+
+    if raw.cache.capacity == 0 {
+        check.error(&[key("cache"), key("capacity")], "must be at least 1");
+    }
+    if raw.signing.max_in_flight == 0 {
+        check.error(&[key("signing"), key("max_in_flight")], "must be at least 1");
+    }
+
+    let catalogue = build_catalogue(raw.videos.0, check);
+    let api_keys = build_api_keys(raw.api_keys, check);
+    let policy = build_policy(
+        raw.rules,
+        &catalogue,
+        &default_token,
+        min_remaining,
+        check,
+        &mut warnings,
+    );
+
+    Settings {
+        file: check.file.to_string(),
+        listen: raw.listen,
+        stream: stream.unwrap_or_else(|| StreamSettings::Origin(String::new())),
+        signing_keys,
+        default_token,
+        min_remaining,
+        nbf_backdate: raw.token.nbf_backdate.0,
+        cache_capacity: raw.cache.capacity,
+        max_signing_in_flight: raw.signing.max_in_flight,
+        catalogue,
+        api_keys,
+        policy,
+        warnings,
+    }
+}
+
+fn validate_stream(raw: raw::RawStream, check: &mut Checker<'_>) -> Option<StreamSettings> {
+    let path = [key("stream")];
+    let chosen = [
+        raw.customer_code.is_some(),
+        raw.origin.is_some(),
+        raw.emulator.is_some(),
+    ];
+    if chosen.iter().filter(|set| **set).count() != 1 {
+        check.error(&path, "set exactly one of `customer_code`, `origin` or `emulator`");
+        return None;
+    }
+    if let Some(code) = raw.customer_code {
+        if code.is_empty() || !code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            check.error(
+                &[key("stream"), key("customer_code")],
+                "a customer code is lowercase letters and digits, as in customer-<code>.cloudflarestream.com",
+            );
+            return None;
+        }
+        return Some(StreamSettings::Origin(format!(
+            "https://customer-{code}.cloudflarestream.com"
+        )));
+    }
+    if let Some(origin) = raw.origin {
+        return match parse_origin(&origin) {
+            Ok(origin) => Some(StreamSettings::Origin(origin)),
+            Err(message) => {
+                check.error(&[key("stream"), key("origin")], message);
+                None
+            }
+        };
+    }
+    let emulator = raw.emulator?;
+    let mut header = |name: &str, field: &str| match HeaderName::try_from(name) {
+        Ok(header) => Some(header),
+        Err(_) => {
+            check.error(
+                &[key("stream"), key("emulator"), key(field)],
+                format!("`{name}` is not a valid header name"),
+            );
+            None
+        }
+    };
+    let country_header = header(&emulator.country_header, "country_header")?;
+    let client_ip_header = match emulator.client_ip_header {
+        Some(name) => Some(header(&name, "client_ip_header")?),
+        None => None,
+    };
+    Some(StreamSettings::Emulator(EmulatorOptions {
+        listen: emulator.listen,
+        country_header,
+        client_ip_header,
+        leeway: emulator.leeway.0,
+    }))
+}
+
+/// `scheme://host[:port]` with nothing after it; returned without a trailing slash.
+fn parse_origin(origin: &str) -> Result<String, String> {
+    let uri: http::Uri = origin
+        .parse()
+        .map_err(|_| format!("`{origin}` is not a URL"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("https" | "http"));
+    let bare = matches!(uri.path(), "" | "/") && uri.query().is_none();
+    match uri.authority() {
+        Some(authority) if scheme_ok && bare => {
+            Ok(format!("{}://{}", uri.scheme_str().unwrap_or("https"), authority))
+        }
+        _ => Err(format!(
+            "`{origin}` must be an origin like https://customer-abc123.cloudflarestream.com (no path)"
+        )),
+    }
+}
+
+fn validate_keys(
+    raw: &[RawKey],
+    is_emulated: bool,
+    check: &mut Checker<'_>,
+    base_dir: &Path,
+) -> Vec<KeySource> {
+    if raw.is_empty() {
+        check.error(
+            &[key("signing_keys")],
+            "at least one signing key is required (Cloudflare's POST /stream/keys creates one)",
+        );
+    }
+    let mut ids = HashSet::new();
+    let mut sources = Vec::new();
+    for (i, entry) in raw.iter().enumerate() {
+        let path = [key("signing_keys"), Seg::Index(i)];
+        if let Some(id) = &entry.id {
+            if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                check.error(
+                    &[key("signing_keys"), Seg::Index(i), key("id")],
+                    "a key id is 32 hex characters",
+                );
+            } else if !ids.insert(id.to_ascii_lowercase()) {
+                check.error(
+                    &[key("signing_keys"), Seg::Index(i), key("id")],
+                    format!("key id `{id}` is listed twice"),
+                );
+            }
+        }
+        let location = match (&entry.file, &entry.env) {
+            (Some(file), None) => KeyLocation::File(base_dir.join(file)),
+            (None, Some(env)) => KeyLocation::Env(env.clone()),
+            _ => {
+                check.error(&path, "set exactly one of `file` or `env` (keys are never inline)");
+                continue;
+            }
+        };
+        if entry.generate_if_missing {
+            if !matches!(location, KeyLocation::File(_)) {
+                check.error(
+                    &[key("signing_keys"), Seg::Index(i), key("generate_if_missing")],
+                    "only a `file` key can be generated",
+                );
+            } else if !is_emulated {
+                check.error(
+                    &[key("signing_keys"), Seg::Index(i), key("generate_if_missing")],
+                    "a generated key only works with `stream.emulator`: real Stream knows only keys it created",
+                );
+            }
+        }
+        sources.push(KeySource {
+            id: entry.id.clone(),
+            location,
+            generate_if_missing: entry.generate_if_missing,
+            field: display_path(&path),
+            position: check.position(&path),
+        });
+    }
+    sources
+}
+
+fn check_access_rules(rules: &[AccessRule], path: &[Seg], check: &mut Checker<'_>) {
+    if rules.len() > MAX_ACCESS_RULES {
+        check.error(
+            path,
+            format!(
+                "{} access rules; Stream accepts at most {MAX_ACCESS_RULES} per token",
+                rules.len()
+            ),
+        );
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        if let Err(message) = rule.validate() {
+            let mut item = path.to_vec();
+            item.push(Seg::Index(i));
+            check.error(&item, message);
+        }
+    }
+}
+
+fn build_catalogue(videos: Vec<(String, raw::RawVideo)>, check: &mut Checker<'_>) -> Catalogue {
+    let mut catalogue = Catalogue::default();
+    let mut aliases_by_uid: HashMap<VideoUid, String> = HashMap::new();
+    for (alias, video) in videos {
+        let path = [key("videos"), key(&alias)];
+        if !is_valid_alias(&alias) {
+            check.error(
+                &path,
+                format!(
+                    "`{alias}` is not a usable alias: 1-64 letters, digits, `.`, `_` or `-`, starting with a letter or digit, and not shaped like a uid"
+                ),
+            );
+            continue;
+        }
+        if let Some(first) = aliases_by_uid.get(&video.uid) {
+            check.error(
+                &[key("videos"), key(&alias), key("uid")],
+                format!("uid {} is already listed as `{first}`", video.uid),
+            );
+            continue;
+        }
+        aliases_by_uid.insert(video.uid, alias.clone());
+        catalogue.insert(Video {
+            uid: video.uid,
+            alias: alias.into(),
+            tags: video.tags.into_iter().map(Arc::from).collect(),
+            title: video.title,
+        });
+    }
+    catalogue
+}
+
+fn build_api_keys(raw: Vec<raw::RawApiKey>, check: &mut Checker<'_>) -> ApiKeys {
+    let mut keys = ApiKeys::default();
+    let mut names = HashSet::new();
+    for (i, entry) in raw.into_iter().enumerate() {
+        if entry.name.is_empty() || !names.insert(entry.name.clone()) {
+            check.error(
+                &[key("api_keys"), Seg::Index(i), key("name")],
+                format!("API key name `{}` is empty or listed twice", entry.name),
+            );
+            continue;
+        }
+        if !keys.insert(entry.sha256.0, entry.name.into()) {
+            check.error(
+                &[key("api_keys"), Seg::Index(i), key("sha256")],
+                "this digest is listed twice",
+            );
+        }
+    }
+    keys
+}
+
+fn build_policy(
+    raw: Vec<RawRule>,
+    catalogue: &Catalogue,
+    default_token: &Arc<TokenSettings>,
+    min_remaining: Duration,
+    check: &mut Checker<'_>,
+    warnings: &mut Vec<String>,
+) -> Policy {
+    if raw.is_empty() {
+        warnings.push("no rules: every request will be denied".into());
+    }
+    let known_tags: HashSet<&str> = catalogue
+        .videos()
+        .flat_map(|video| video.tags.iter().map(|t| &**t))
+        .collect();
+    let mut names = HashSet::new();
+    let mut rules = Vec::new();
+    for (i, rule) in raw.into_iter().enumerate() {
+        let at = |field: &str| vec![key("rules"), Seg::Index(i), key(field)];
+        if rule.name.is_empty() || !names.insert(rule.name.clone()) {
+            check.error(&at("name"), format!("rule name `{}` is empty or used twice", rule.name));
+        }
+
+        let mut uids = HashSet::new();
+        let mut tags = HashSet::new();
+        let mut all = false;
+        if rule.videos.is_empty() {
+            check.error(&at("videos"), "list at least one video, `tag:<name>` or `*`");
+        }
+        for (j, entry) in rule.videos.iter().enumerate() {
+            let mut path = at("videos");
+            path.push(Seg::Index(j));
+            if entry == "*" {
+                all = true;
+            } else if let Some(tag) = entry.strip_prefix("tag:") {
+                if !known_tags.contains(tag) {
+                    warnings.push(format!(
+                        "{}: no video has tag `{tag}`",
+                        display_path(&path)
+                    ));
+                }
+                tags.insert(Arc::from(tag));
+            } else if let Some(video) = catalogue.resolve(entry) {
+                uids.insert(video.uid);
+            } else {
+                check.error(&path, format!("`{entry}` is not a video alias or uid in `videos`"));
+            }
+        }
+
+        let mut subjects = Vec::new();
+        if rule.subjects.is_empty() {
+            check.error(&at("subjects"), "list at least one subject: anyone, authenticated or api_key:<name>");
+        }
+        for (j, entry) in rule.subjects.iter().enumerate() {
+            let mut path = at("subjects");
+            path.push(Seg::Index(j));
+            match parse_subject(entry) {
+                Ok(subject) => subjects.push(subject),
+                Err(message) => check.error(&path, message),
+            }
+        }
+
+        let ttl = rule.ttl.map_or(default_token.ttl, |ttl| ttl.0);
+        if rule.ttl.is_some() && min_remaining >= ttl {
+            check.error(
+                &at("ttl"),
+                format!(
+                    "ttl {} must be more than token.min_remaining ({})",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(min_remaining)
+                ),
+            );
+        }
+        let access_rules = match rule.access_rules {
+            Some(list) => {
+                check_access_rules(&list, &at("access_rules"), check);
+                Arc::from(list)
+            }
+            None => Arc::clone(&default_token.access_rules),
+        };
+        rules.push(Rule {
+            name: rule.name.into(),
+            videos: if all {
+                VideoSelector::All
+            } else {
+                VideoSelector::Some { uids, tags }
+            },
+            subjects,
+            action: match rule.action {
+                RawAction::Allow => Action::Allow,
+                RawAction::Deny => Action::Deny,
+            },
+            token: Arc::new(TokenSettings {
+                ttl,
+                downloadable: rule.downloadable.unwrap_or(default_token.downloadable),
+                access_rules,
+            }),
+        });
+    }
+    Policy::new(rules)
+}
+
+fn parse_subject(entry: &str) -> Result<Subject, String> {
+    match entry {
+        "anyone" => Ok(Subject::Anyone),
+        "authenticated" => Ok(Subject::Authenticated),
+        _ => match entry.strip_prefix("api_key:") {
+            Some(name) if !name.is_empty() => Ok(Subject::ApiKey(name.into())),
+            _ => Err(format!(
+                "`{entry}` is not a subject: use anyone, authenticated or api_key:<name>"
+            )),
+        },
+    }
+}
+
+/// Whether missing development keys may be created while loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKeys {
+    /// Create keys marked `generate_if_missing` whose file is absent (serve, emulate).
+    Generate,
+    /// Report them as errors (check, sign).
+    Fail,
+}
+
+/// What happened while loading keys, for the operator.
+#[derive(Debug, Default)]
+pub struct KeyLoadReport {
+    /// Files created with a fresh development key.
+    pub generated: Vec<PathBuf>,
+}
+
+/// Read and parse every configured signing key.
+pub fn load_signing_keys(
+    settings: &Settings,
+    missing: MissingKeys,
+) -> Result<(Vec<SigningKey>, KeyLoadReport), ConfigErrors> {
+    let mut keys = Vec::new();
+    let mut errors = Vec::new();
+    let mut report = KeyLoadReport::default();
+    for source in &settings.signing_keys {
+        let fail = |message: String| ConfigError {
+            file: settings.file.clone(),
+            position: source.position,
+            field: source.field.clone(),
+            message,
+        };
+        let material = match &source.location {
+            KeyLocation::Env(var) => match std::env::var(var) {
+                Ok(value) => value,
+                Err(_) => {
+                    errors.push(fail(format!("environment variable {var} is not set or not UTF-8")));
+                    continue;
+                }
+            },
+            KeyLocation::File(path) => {
+                if source.generate_if_missing
+                    && missing == MissingKeys::Generate
+                    && !path.exists()
+                {
+                    if let Err(message) = write_generated_key(path) {
+                        errors.push(fail(message));
+                        continue;
+                    }
+                    report.generated.push(path.clone());
+                }
+                match std::fs::read_to_string(path) {
+                    Ok(text) => text,
+                    Err(error) => {
+                        errors.push(fail(format!("cannot read key file {}: {error}", path.display())));
+                        continue;
+                    }
+                }
+            }
+        };
+        match SigningKey::from_material(source.id.as_deref(), &material) {
+            Ok(key) => keys.push(key),
+            Err(error) => errors.push(fail(error.to_string())),
+        }
+    }
+    let mut seen = HashSet::new();
+    for (key, source) in keys.iter().zip(&settings.signing_keys) {
+        if !seen.insert(key.id().to_string()) {
+            errors.push(ConfigError {
+                file: settings.file.clone(),
+                position: source.position,
+                field: source.field.clone(),
+                message: format!("key id {} is configured twice", key.id()),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok((keys, report))
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn write_generated_key(path: &Path) -> Result<(), String> {
+    let generated = crate::token::keys::generate().map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    write_private_file(path, generated.cloudflare_json.expose())
+        .map_err(|e| format!("cannot write key file {}: {e}", path.display()))
+}
+
+/// Create `path` readable by its owner only, failing if it exists.
+pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests;

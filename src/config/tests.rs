@@ -1,0 +1,195 @@
+use super::*;
+
+const GOOD: &str = "\
+listen: 127.0.0.1:0
+stream:
+  emulator:
+    listen: 127.0.0.1:0
+signing_keys:
+  - file: key.json
+token:
+  ttl: 1h
+  min_remaining: 10m
+videos:
+  intro:
+    uid: 0123456789abcdef0123456789abcdef
+    tags: [public]
+  keynote:
+    uid: fedcba9876543210fedcba9876543210
+api_keys:
+  - name: ci
+    sha256: ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+rules:
+  - name: public
+    videos: [\"tag:public\"]
+    subjects: [anyone]
+  - name: ci
+    videos: [keynote]
+    subjects: [api_key:ci]
+    ttl: 30m
+    downloadable: true
+";
+
+fn parse(source: &str) -> Result<Settings, ConfigErrors> {
+    Settings::from_yaml(source, "test.yaml", Path::new("/etc/streamgate"))
+}
+
+fn single_error(source: &str) -> ConfigError {
+    let errors = parse(source).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    errors.0.into_iter().next().unwrap()
+}
+
+#[test]
+fn good_config_builds_a_snapshot() {
+    let settings = parse(GOOD).unwrap();
+    assert_eq!(settings.catalogue.len(), 2);
+    assert_eq!(settings.api_keys.len(), 1);
+    assert_eq!(settings.policy.rules().len(), 2);
+    assert_eq!(settings.policy.rules()[1].token.ttl, Duration::from_secs(1800));
+    assert!(settings.policy.rules()[1].token.downloadable);
+    assert_eq!(
+        settings.signing_keys[0].location,
+        KeyLocation::File(PathBuf::from("/etc/streamgate/key.json"))
+    );
+    assert!(settings.warnings.is_empty(), "{:?}", settings.warnings);
+}
+
+#[test]
+fn unknown_field_names_line_and_field() {
+    let error = single_error(&GOOD.replace("  ttl: 1h\n", "  ttl: 1h\n  tll: 2h\n"));
+    assert_eq!(error.position.map(|p| p.0), Some(9));
+    assert!(error.message.contains("unknown field `tll`"), "{error}");
+    assert!(error.to_string().starts_with("test.yaml:9:"), "{error}");
+}
+
+#[test]
+fn ttl_over_24h_is_rejected_with_its_line() {
+    let error = single_error(&GOOD.replace("ttl: 1h", "ttl: 25h"));
+    assert_eq!(error.position.map(|p| p.0), Some(8));
+    assert!(error.message.contains("24h"), "{error}");
+}
+
+#[test]
+fn human_durations_are_required() {
+    let error = single_error(&GOOD.replace("ttl: 1h", "ttl: soon"));
+    assert!(error.message.contains("not a duration"), "{error}");
+}
+
+#[test]
+fn duplicate_alias_is_rejected() {
+    let doubled = GOOD.replace(
+        "  keynote:\n",
+        "  intro:\n    uid: 11111111111111111111111111111111\n  keynote:\n",
+    );
+    let error = single_error(&doubled);
+    assert!(error.message.contains("duplicate entry `intro`"), "{error}");
+    assert!(error.position.is_some());
+}
+
+#[test]
+fn bad_uid_is_rejected_at_its_line() {
+    let error = single_error(&GOOD.replace("0123456789abcdef0123456789abcdef", "not-a-uid"));
+    assert_eq!(error.position.map(|p| p.0), Some(12));
+    assert!(error.message.contains("not a video uid"), "{error}");
+}
+
+#[test]
+fn unknown_alias_in_a_rule_points_at_the_rule() {
+    let error = single_error(&GOOD.replace("videos: [keynote]", "videos: [keynot]"));
+    assert_eq!(error.field, "rules[1].videos[0]");
+    assert_eq!(error.position.map(|p| p.0), Some(24));
+    assert!(error.message.contains("`keynot`"), "{error}");
+}
+
+#[test]
+fn min_remaining_must_leave_room_to_reuse() {
+    let error = single_error(&GOOD.replace("ttl: 30m", "ttl: 5m"));
+    assert_eq!(error.field, "rules[1].ttl");
+    assert_eq!(error.position.map(|p| p.0), Some(26));
+}
+
+#[test]
+fn more_than_five_access_rules_are_rejected() {
+    let rules = "    access_rules:\n".to_string()
+        + &"      - {type: any, action: allow}\n".repeat(6);
+    let error = single_error(&format!("{GOOD}{rules}"));
+    assert_eq!(error.field, "rules[1].access_rules");
+    assert!(error.message.contains("at most 5"), "{error}");
+}
+
+#[test]
+fn bad_subject_and_several_errors_are_all_reported() {
+    let source = GOOD
+        .replace("subjects: [anyone]", "subjects: [everyone]")
+        .replace("videos: [keynote]", "videos: [nope]");
+    let errors = parse(&source).unwrap_err();
+    assert_eq!(errors.0.len(), 2, "{errors}");
+}
+
+#[test]
+fn stream_needs_exactly_one_origin() {
+    let both = GOOD.replace("stream:\n", "stream:\n  customer_code: abc123\n");
+    assert!(single_error(&both).message.contains("exactly one"));
+    let origin = GOOD.replace(
+        "  emulator:\n    listen: 127.0.0.1:0\n",
+        "  origin: https://customer-x.cloudflarestream.com/path\n",
+    );
+    assert!(single_error(&origin).message.contains("no path"));
+    let code = GOOD.replace(
+        "  emulator:\n    listen: 127.0.0.1:0\n",
+        "  customer_code: abc123\n",
+    );
+    let settings = parse(&code).unwrap();
+    assert_eq!(
+        settings.configured_origin(),
+        Some("https://customer-abc123.cloudflarestream.com")
+    );
+}
+
+#[test]
+fn generated_keys_need_the_emulator() {
+    let source = GOOD
+        .replace("  - file: key.json\n", "  - file: key.json\n    generate_if_missing: true\n")
+        .replace(
+            "  emulator:\n    listen: 127.0.0.1:0\n",
+            "  customer_code: abc123\n",
+        );
+    let error = single_error(&source);
+    assert_eq!(error.field, "signing_keys[0].generate_if_missing");
+}
+
+#[test]
+fn inline_keys_are_not_accepted() {
+    let error = single_error(&GOOD.replace("  - file: key.json\n", "  - pem: abc\n"));
+    assert!(error.message.contains("unknown field `pem`"), "{error}");
+}
+
+#[test]
+fn bad_key_material_names_the_key_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.json"), "not a key").unwrap();
+    let settings = Settings::from_yaml(GOOD, "test.yaml", dir.path()).unwrap();
+    let errors = load_signing_keys(&settings, MissingKeys::Fail).unwrap_err();
+    let error = &errors.0[0];
+    assert_eq!(error.field, "signing_keys[0]");
+    assert_eq!(error.position.map(|p| p.0), Some(6));
+    assert!(error.message.contains("not recognised"), "{error}");
+    assert!(!error.to_string().contains("not a key"));
+}
+
+#[test]
+fn missing_dev_key_is_generated_once_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = GOOD.replace(
+        "  - file: key.json\n",
+        "  - file: keys/dev.json\n    generate_if_missing: true\n",
+    );
+    let settings = Settings::from_yaml(&source, "test.yaml", dir.path()).unwrap();
+    assert!(load_signing_keys(&settings, MissingKeys::Fail).is_err());
+    let (keys, report) = load_signing_keys(&settings, MissingKeys::Generate).unwrap();
+    assert_eq!(report.generated.len(), 1);
+    let (again, report) = load_signing_keys(&settings, MissingKeys::Generate).unwrap();
+    assert!(report.generated.is_empty());
+    assert_eq!(keys[0].id(), again[0].id());
+}

@@ -1,0 +1,440 @@
+//! A local stand-in for a Cloudflare Stream origin (`customer-<code>.cloudflarestream.com`).
+//!
+//! It judges tokens the way Stream documents it and must not share validation code with the
+//! gateway's signer: it is the independent check.
+
+mod content;
+mod judge;
+mod rules;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use jsonwebtoken::DecodingKey;
+
+use self::content::Resource;
+use self::judge::{Permit, Rejection, TokenJudge};
+use self::rules::Viewer;
+use crate::Body;
+use crate::server::Handler;
+
+/// The public half of one signing key, as the emulator knows it.
+#[derive(Clone, Debug)]
+pub struct VerifyingKeySpec {
+    /// Key id (`kid`), 32 hex characters.
+    pub id: String,
+    /// RSA modulus, big-endian, no leading zero byte.
+    pub modulus: Vec<u8>,
+    /// RSA public exponent, big-endian.
+    pub exponent: Vec<u8>,
+}
+
+/// What the emulator needs to know to judge tokens and serve content.
+#[derive(Clone, Debug)]
+pub struct EmulatorSettings {
+    /// Keys whose tokens are accepted.
+    pub keys: Vec<VerifyingKeySpec>,
+    /// Video uids (32 lowercase hex) that exist on this origin; all require signed URLs.
+    pub video_uids: Vec<String>,
+    /// Request header that carries the viewer's country (Stream: `CF-IPCountry`).
+    pub country_header: HeaderName,
+    /// Request header that carries the viewer's address, when the emulator sits behind a
+    /// proxy or a test wants to pose as another address; `None` uses the socket peer.
+    pub client_ip_header: Option<HeaderName>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// Why an [`Emulator`] could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// A key's modulus or exponent cannot verify RS256 signatures.
+    #[error("signing key {id:?} cannot be used: {reason}")]
+    UnusableKey { id: String, reason: &'static str },
+    /// Two keys share one id, so a token's `kid` would be ambiguous.
+    #[error("signing key id {0:?} is configured more than once")]
+    DuplicateKeyId(String),
+    /// A configured video uid is not 32 lower-case hex characters.
+    #[error("video uid {0:?} is not 32 lower-case hex characters")]
+    InvalidVideoUid(String),
+}
+
+/// A local Stream origin: serves `GET`/`HEAD /<token>/<resource>` for its videos when the
+/// token passes the same checks Stream documents, and refuses everything else with Stream's
+/// status codes and short reasons.
+pub struct Emulator {
+    judge: TokenJudge,
+    country_header: HeaderName,
+    client_ip_header: Option<HeaderName>,
+    download: Bytes,
+}
+
+// === impl Emulator ===
+
+impl Emulator {
+    /// Build an emulator. `Err` when a key cannot verify RS256 signatures (empty id, modulus
+    /// outside 2048..=8192 bits, even or oversized exponent, leading zero bytes), when two keys
+    /// share an id, or when a video uid is not 32 lower-case hex characters.
+    pub fn new(settings: EmulatorSettings) -> Result<Emulator, EmulatorError> {
+        let mut keys = HashMap::with_capacity(settings.keys.len());
+        for spec in &settings.keys {
+            let key = decoding_key(spec)?;
+            if keys.insert(spec.id.clone(), key).is_some() {
+                return Err(EmulatorError::DuplicateKeyId(spec.id.clone()));
+            }
+        }
+        let video_uids = settings
+            .video_uids
+            .into_iter()
+            .map(|uid| {
+                if judge::is_video_uid(&uid) {
+                    Ok(uid)
+                } else {
+                    Err(EmulatorError::InvalidVideoUid(uid))
+                }
+            })
+            .collect::<Result<HashSet<_>, _>>()?;
+        Ok(Emulator {
+            judge: TokenJudge::new(keys, video_uids, settings.leeway),
+            country_header: settings.country_header,
+            client_ip_header: settings.client_ip_header,
+            download: content::placeholder_mp4(),
+        })
+    }
+
+    /// Answer one request; refusals become responses here and nowhere else.
+    fn answer(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        match self.serve(req, peer) {
+            Ok(response) => response,
+            Err(refusal) => {
+                // The reason never contains the token; the path (which does) is not logged.
+                tracing::debug!(%peer, status = %refusal.status(), reason = %refusal, "emulator refused request");
+                refusal_response(&refusal)
+            }
+        }
+    }
+
+    fn serve(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Refusal> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        let (segment, resource) =
+            content::match_path(req.uri().path()).ok_or(Refusal::NotFound("not found"))?;
+        let permit = self.authorize(segment, req.headers(), peer)?;
+        if resource == Resource::Download && !permit.downloadable {
+            return Err(Refusal::DownloadsNotAllowed);
+        }
+        tracing::debug!(%peer, video_uid = %permit.video_uid, resource = resource.path(), "emulator serving");
+        Ok(self.content(resource, &permit.video_uid))
+    }
+
+    /// Judge the path segment: a bare uid is refused (every video requires a signed URL), a
+    /// token is judged for the viewer who sent it.
+    fn authorize(
+        &self,
+        segment: &str,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Result<Permit, Refusal> {
+        // Tokens always contain dots; uids never do.
+        if !segment.contains('.') {
+            return Err(if self.judge.knows_video(segment) {
+                Refusal::RequiresSignedUrl
+            } else {
+                Refusal::NotFound("video not found")
+            });
+        }
+        let viewer = self.viewer(headers, peer);
+        Ok(self.judge.judge(segment, &viewer, unix_now_secs())?)
+    }
+
+    /// The viewer's address (the client-ip header when configured, present and parseable;
+    /// else the socket peer) and country (the country header, if sent).
+    fn viewer(&self, headers: &HeaderMap, peer: SocketAddr) -> Viewer {
+        let header_address = self
+            .client_ip_header
+            .as_ref()
+            .and_then(|name| headers.get(name))
+            .and_then(|value| value.to_str().ok())
+            // Tolerate an `X-Forwarded-For`-style list: the first entry is the client.
+            .and_then(|value| value.split(',').next())
+            .and_then(|value| value.trim().parse::<IpAddr>().ok());
+        let country = headers
+            .get(&self.country_header)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|country| !country.is_empty());
+        Viewer::new(header_address.unwrap_or(peer.ip()), country)
+    }
+
+    fn content(&self, resource: Resource, video_uid: &str) -> Response<Body> {
+        let body = match resource {
+            Resource::Player => Bytes::from(content::player_page(video_uid)),
+            Resource::HlsManifest => Bytes::from_static(content::HLS_MASTER_PLAYLIST.as_bytes()),
+            Resource::DashManifest => Bytes::from_static(content::DASH_MANIFEST.as_bytes()),
+            Resource::Thumbnail => Bytes::from_static(content::THUMBNAIL_JPEG),
+            Resource::Download => self.download.clone(),
+        };
+        let mut response = Response::new(Body::new(body));
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(resource.content_type()),
+        );
+        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        if resource == Resource::Player {
+            // The page embeds a token; a cached copy would outlive it.
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        response
+    }
+}
+
+impl Handler for Emulator {
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        // Nothing here awaits: the request body is never read.
+        std::future::ready(self.answer(&req, peer))
+    }
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut key_ids: Vec<&str> = self.judge.key_ids().collect();
+        key_ids.sort_unstable();
+        f.debug_struct("Emulator")
+            .field("key_ids", &key_ids)
+            .field("country_header", &self.country_header)
+            .field("client_ip_header", &self.client_ip_header)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Check that `spec` can verify RS256 signatures, and build its verifying key.
+fn decoding_key(spec: &VerifyingKeySpec) -> Result<DecodingKey, EmulatorError> {
+    let unusable = |reason| EmulatorError::UnusableKey {
+        id: spec.id.clone(),
+        reason,
+    };
+    let (modulus, exponent) = (spec.modulus.as_slice(), spec.exponent.as_slice());
+    if spec.id.is_empty() {
+        return Err(unusable("the key id is empty"));
+    }
+    let (Some(&modulus_top), Some(&modulus_bottom)) = (modulus.first(), modulus.last()) else {
+        return Err(unusable("the modulus is empty"));
+    };
+    if modulus_top == 0 {
+        return Err(unusable("the modulus has a leading zero byte"));
+    }
+    let modulus_bits = modulus.len() * 8 - modulus_top.leading_zeros() as usize;
+    if !(2048..=8192).contains(&modulus_bits) {
+        return Err(unusable("the modulus must be 2048 to 8192 bits"));
+    }
+    if modulus_bottom & 1 == 0 {
+        return Err(unusable("the modulus must be odd"));
+    }
+    let (Some(&exponent_top), Some(&exponent_bottom)) = (exponent.first(), exponent.last()) else {
+        return Err(unusable("the exponent is empty"));
+    };
+    if exponent_top == 0 {
+        return Err(unusable("the exponent has a leading zero byte"));
+    }
+    // AWS-LC refuses even exponents, 1, and exponents wider than 33 bits; 32 keeps it simple.
+    if exponent_bottom & 1 == 0 || exponent.len() > 4 || exponent == [1] {
+        return Err(unusable(
+            "the exponent must be odd, at least 3 and at most 32 bits",
+        ));
+    }
+    RsaPublicKeyComponents {
+        n: modulus,
+        e: exponent,
+    }
+    .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+    .map_err(|_| unusable("it is not a valid RSA public key"))?;
+    Ok(DecodingKey::from_rsa_raw_components(modulus, exponent))
+}
+
+fn unix_now_secs() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Everything the emulator refuses, with Stream's status for each.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Unknown resource or unknown video (the text says which).
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("this video requires a signed URL")]
+    RequiresSignedUrl,
+    #[error(transparent)]
+    Token(#[from] Rejection),
+    #[error("downloads are not allowed for this token")]
+    DownloadsNotAllowed,
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+            Refusal::RequiresSignedUrl | Refusal::Token(_) | Refusal::DownloadsNotAllowed => {
+                StatusCode::UNAUTHORIZED
+            }
+        }
+    }
+}
+
+fn refusal_response(refusal: &Refusal) -> Response<Body> {
+    let mut response = Response::new(Body::new(Bytes::from(refusal.to_string())));
+    *response.status_mut() = refusal.status();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if matches!(refusal, Refusal::MethodNotAllowed) {
+        headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UID: &str = "ce800be43a9772f4bb02f35b860fb516";
+
+    fn settings(keys: Vec<VerifyingKeySpec>) -> EmulatorSettings {
+        EmulatorSettings {
+            keys,
+            video_uids: vec![UID.to_owned()],
+            country_header: HeaderName::from_static("cf-ipcountry"),
+            client_ip_header: None,
+            leeway: Duration::from_secs(30),
+        }
+    }
+
+    fn fixture_key() -> VerifyingKeySpec {
+        use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+        use rustls_pki_types::PrivatePkcs1KeyDer;
+        use rustls_pki_types::pem::PemObject;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/test-only-signing-key.pem"
+        );
+        let der = PrivatePkcs1KeyDer::from_pem_file(path).expect("fixture key should load");
+        let pair = RsaKeyPair::from_der(der.secret_pkcs1_der()).expect("fixture key should parse");
+        let components = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+        VerifyingKeySpec {
+            id: "0a1b2c3d4e5f60718293a4b5c6d7e8f9".to_owned(),
+            modulus: components.n,
+            exponent: components.e,
+        }
+    }
+
+    fn build_error(keys: Vec<VerifyingKeySpec>) -> String {
+        Emulator::new(settings(keys))
+            .expect_err("settings should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn fixture_key_is_accepted() {
+        assert!(Emulator::new(settings(vec![fixture_key()])).is_ok());
+    }
+
+    #[test]
+    fn short_modulus_is_refused() {
+        let mut key = fixture_key();
+        key.modulus.truncate(128);
+        key.modulus[127] |= 1;
+        assert!(build_error(vec![key]).contains("2048 to 8192 bits"));
+    }
+
+    #[test]
+    fn modulus_with_leading_zero_is_refused() {
+        let mut key = fixture_key();
+        key.modulus.insert(0, 0);
+        assert!(build_error(vec![key]).contains("leading zero"));
+    }
+
+    #[test]
+    fn even_or_trivial_exponent_is_refused() {
+        for exponent in [vec![], vec![1], vec![1, 0], vec![1, 0, 0, 0, 1]] {
+            let mut key = fixture_key();
+            key.exponent = exponent;
+            assert!(build_error(vec![key]).contains("exponent"));
+        }
+    }
+
+    #[test]
+    fn duplicate_key_id_is_refused() {
+        assert!(build_error(vec![fixture_key(), fixture_key()]).contains("more than once"));
+    }
+
+    #[test]
+    fn malformed_video_uid_is_refused() {
+        let mut settings = settings(vec![fixture_key()]);
+        settings.video_uids.push("Not-A-Uid".to_owned());
+        let error = Emulator::new(settings).expect_err("uid should be refused");
+        assert!(matches!(error, EmulatorError::InvalidVideoUid(uid) if uid == "Not-A-Uid"));
+    }
+
+    #[test]
+    fn refusals_map_to_stream_statuses() {
+        assert_eq!(
+            Refusal::MethodNotAllowed.status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            Refusal::NotFound("video not found").status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            Refusal::RequiresSignedUrl.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            Refusal::DownloadsNotAllowed.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            Refusal::from(Rejection::Expired).status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn viewer_address_comes_from_the_client_ip_header_when_parseable() {
+        let mut settings = settings(vec![fixture_key()]);
+        settings.client_ip_header = Some(HeaderName::from_static("x-test-client-ip"));
+        let emulator = Emulator::new(settings).unwrap();
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(emulator.viewer(&headers, peer).address(), peer.ip());
+        headers.insert(
+            "x-test-client-ip",
+            HeaderValue::from_static("2001:db8::7, 10.0.0.1"),
+        );
+        assert_eq!(
+            emulator.viewer(&headers, peer).address(),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
+        headers.insert("x-test-client-ip", HeaderValue::from_static("nonsense"));
+        assert_eq!(emulator.viewer(&headers, peer).address(), peer.ip());
+    }
+}

@@ -1,0 +1,19 @@
+//! streamgate: a reverse-proxy gateway that signs Cloudflare Stream URLs on the fly.
+//!
+//! The request path reads top to bottom: [`routes`] → [`identity`] → [`policy`] →
+//! [`cache`] (→ [`token`]) → redirect. [`emulator`] is a local Stream origin that judges the
+//! tokens independently, so the whole flow works offline.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod catalogue;
+pub mod config;
+pub mod emulator;
+pub mod identity;
+pub mod policy;
+pub mod secret;
+pub mod server;
+pub mod token;
+
+/// The response body type used by every handler.
+pub type Body = http_body_util::Full<bytes::Bytes>;

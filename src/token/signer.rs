@@ -1,0 +1,231 @@
+//! Turning claims into a signed Stream token, off the async reactor and with bounded
+//! concurrency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::RSA_PKCS1_SHA256;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::Semaphore;
+
+use super::claims::{Claims, TokenSettings, VideoUid};
+use super::keys::SigningKey;
+use crate::secret::Secret;
+
+/// Why a token could not be signed. These are server faults (500), never the client's.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SignError {
+    #[error("RSA signing failed")]
+    Crypto,
+    #[error("the signing task failed: {0}")]
+    Task(String),
+}
+
+/// A signed token and what the cache needs to know about it.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The JWT; a secret that must never be logged.
+    pub token: Secret<String>,
+    /// Unix second at which Stream stops accepting it.
+    pub expires_at: u64,
+}
+
+impl IssuedToken {
+    /// How long from now the token is still valid (zero once expired).
+    pub fn remaining(&self) -> Duration {
+        let expires = UNIX_EPOCH + Duration::from_secs(self.expires_at);
+        expires
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Signs tokens with the active key. Cheap to share behind an `Arc`.
+pub struct Signer {
+    active: Arc<SigningKey>,
+    keys: Vec<Arc<SigningKey>>,
+    nbf_backdate: Duration,
+    /// RSA signing is CPU-bound: a burst of misses must queue here rather than occupy every
+    /// blocking thread and starve the reactor's other work.
+    in_flight: Arc<Semaphore>,
+    signatures: AtomicU64,
+}
+
+impl Signer {
+    /// `keys[0]` signs new tokens. `max_in_flight` bounds concurrent signatures (min 1).
+    ///
+    /// # Panics
+    /// When `keys` is empty; configuration validation guarantees at least one key.
+    pub fn new(keys: Vec<SigningKey>, nbf_backdate: Duration, max_in_flight: usize) -> Self {
+        let keys: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
+        let active = Arc::clone(keys.first().expect("at least one signing key"));
+        Self {
+            active,
+            keys,
+            nbf_backdate,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            signatures: AtomicU64::new(0),
+        }
+    }
+
+    /// The key that signs new tokens.
+    pub fn active_key(&self) -> &SigningKey {
+        &self.active
+    }
+
+    /// Every configured key (the emulator trusts all of them).
+    pub fn keys(&self) -> &[Arc<SigningKey>] {
+        &self.keys
+    }
+
+    /// How many tokens this signer has signed.
+    pub fn signatures(&self) -> u64 {
+        self.signatures.load(Ordering::Relaxed)
+    }
+
+    /// Sign a token for `uid` on the calling thread. For the CLI and benches; request
+    /// handlers use [`Signer::sign`].
+    pub fn sign_blocking(
+        &self,
+        uid: &VideoUid,
+        settings: &TokenSettings,
+    ) -> Result<IssuedToken, SignError> {
+        let claims = Claims::build(
+            uid,
+            self.active.id(),
+            settings,
+            unix_now(),
+            self.nbf_backdate,
+        );
+        let token = sign_jws(&self.active, &claims)?;
+        self.signatures.fetch_add(1, Ordering::Relaxed);
+        Ok(IssuedToken {
+            token: Secret::new(token),
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Sign a token for `uid` on the blocking pool, waiting for a signing slot first.
+    pub async fn sign(
+        self: &Arc<Self>,
+        uid: VideoUid,
+        settings: Arc<TokenSettings>,
+    ) -> Result<IssuedToken, SignError> {
+        let _permit = Arc::clone(&self.in_flight)
+            .acquire_owned()
+            .await
+            .map_err(|_| SignError::Task("signer closed".into()))?;
+        let signer = Arc::clone(self);
+        tokio::task::spawn_blocking(move || signer.sign_blocking(&uid, &settings))
+            .await
+            .map_err(|join| SignError::Task(join.to_string()))?
+    }
+}
+
+/// Assemble and sign a compact JWS: `b64(header).b64(claims).b64(RS256 signature)`.
+///
+/// Produces exactly what `jsonwebtoken::encode` would for the same header and claims, but
+/// with the key parsed once instead of per token.
+pub fn sign_jws(key: &SigningKey, claims: &Claims<'_>) -> Result<String, SignError> {
+    let claims_json = serde_json::to_vec(claims).map_err(|_| SignError::Crypto)?;
+    let pair = key.pair();
+    let signature_len = pair.public_modulus_len();
+    let mut jws = String::with_capacity(
+        key.header_b64().len() + 2 + (claims_json.len() + signature_len) * 4 / 3 + 4,
+    );
+    jws.push_str(key.header_b64());
+    jws.push('.');
+    URL_SAFE_NO_PAD.encode_string(&claims_json, &mut jws);
+
+    let mut signature = vec![0u8; signature_len];
+    pair.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        jws.as_bytes(),
+        &mut signature,
+    )
+    .map_err(|_| SignError::Crypto)?;
+    jws.push('.');
+    URL_SAFE_NO_PAD.encode_string(&signature, &mut jws);
+    Ok(jws)
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::claims::{AccessRule, RuleAction};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use rustls_pki_types::PrivatePkcs1KeyDer;
+    use rustls_pki_types::pem::PemObject;
+
+    const FIXTURE_PEM: &str = include_str!("../../tests/fixtures/test-only-signing-key.pem");
+    const FIXTURE_ID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+    fn settings() -> TokenSettings {
+        TokenSettings {
+            ttl: Duration::from_secs(3600),
+            downloadable: true,
+            access_rules: Arc::from(vec![AccessRule::Any {
+                action: RuleAction::Allow,
+            }]),
+        }
+    }
+
+    #[test]
+    fn output_is_byte_identical_to_jsonwebtoken_encode() {
+        let key = SigningKey::from_material(Some(FIXTURE_ID), FIXTURE_PEM).unwrap();
+        let uid: VideoUid = "0123456789abcdef0123456789abcdef".parse().unwrap();
+        let settings = settings();
+        let claims = Claims::build(&uid, FIXTURE_ID, &settings, 1_800_000_000, Duration::from_secs(60));
+
+        let ours = sign_jws(&key, &claims).unwrap();
+
+        let der = PrivatePkcs1KeyDer::from_pem_slice(FIXTURE_PEM.as_bytes()).unwrap();
+        let header = Header {
+            typ: None,
+            kid: Some(FIXTURE_ID.into()),
+            ..Header::new(Algorithm::RS256)
+        };
+        let reference = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_rsa_der(der.secret_pkcs1_der()),
+        )
+        .unwrap();
+        assert_eq!(ours, reference);
+    }
+
+    #[test]
+    fn header_is_alg_and_kid_only() {
+        let key = SigningKey::from_material(Some(FIXTURE_ID), FIXTURE_PEM).unwrap();
+        let header = URL_SAFE_NO_PAD.decode(key.header_b64()).unwrap();
+        assert_eq!(
+            String::from_utf8(header).unwrap(),
+            format!(r#"{{"alg":"RS256","kid":"{FIXTURE_ID}"}}"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn async_sign_counts_signatures_and_sets_expiry() {
+        let key = SigningKey::from_material(Some(FIXTURE_ID), FIXTURE_PEM).unwrap();
+        let signer = Arc::new(Signer::new(vec![key], Duration::from_secs(30), 2));
+        let uid: VideoUid = "0123456789abcdef0123456789abcdef".parse().unwrap();
+        let before = unix_now();
+        let issued = signer.sign(uid, Arc::new(settings())).await.unwrap();
+        assert_eq!(signer.signatures(), 1);
+        assert!(issued.expires_at >= before + 3600 && issued.expires_at <= unix_now() + 3600);
+        assert_eq!(issued.token.expose().split('.').count(), 3);
+        assert_eq!(format!("{:?}", issued.token), "***");
+    }
+}

@@ -1,0 +1,379 @@
+//! Shared helpers for integration tests: servers on ephemeral loopback ports, the committed
+//! test-only keys, token minting, and a small HTTP client with a timeout.
+//!
+//! Each test binary uses a different subset, hence the `dead_code` allowances.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::signature::{KeyPair, RsaKeyPair, RsaPublicKeyComponents};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rustls_pki_types::PrivatePkcs1KeyDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use streamgate::emulator::{Emulator, EmulatorSettings, VerifyingKeySpec};
+use streamgate::server::{Handler, serve};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Key id of `tests/fixtures/test-only-signing-key.pem`.
+pub const FIXTURE_KID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+/// Key id of `tests/fixtures/test-only-second-key.pem`.
+pub const SECOND_KID: &str = "ffeeddccbbaa99887766554433221100";
+/// A video uid the default emulator settings know.
+pub const VIDEO_UID: &str = "ce800be43a9772f4bb02f35b860fb516";
+/// A second known video uid.
+pub const OTHER_VIDEO_UID: &str = "5d5bc37ffcf54c9b82e996823bffbb81";
+/// A well-formed uid that no default settings know.
+pub const UNKNOWN_VIDEO_UID: &str = "00000000000000000000000000000000";
+/// The country header the default emulator settings read (Stream's).
+pub const COUNTRY_HEADER: &str = "cf-ipcountry";
+/// The client-address header [`emulator_settings_with_client_ip_header`] trusts.
+pub const CLIENT_IP_HEADER: &str = "x-test-client-ip";
+/// No request made through [`send`] may take longer than this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+// === fixtures ===
+
+/// Absolute path of a file under `tests/fixtures/`.
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// PKCS#1 DER of a PEM fixture key (`-----BEGIN RSA PRIVATE KEY-----`).
+pub fn key_der_from_pem_fixture(name: &str) -> Vec<u8> {
+    PrivatePkcs1KeyDer::from_pem_file(fixture_path(name))
+        .unwrap_or_else(|error| panic!("fixture key {name} should load: {error}"))
+        .secret_pkcs1_der()
+        .to_vec()
+}
+
+/// PKCS#1 DER of the main test-only signing key (kid [`FIXTURE_KID`]).
+pub fn fixture_key_der() -> Vec<u8> {
+    key_der_from_pem_fixture("test-only-signing-key.pem")
+}
+
+/// PKCS#1 DER of the second test-only signing key (kid [`SECOND_KID`]).
+pub fn second_key_der() -> Vec<u8> {
+    key_der_from_pem_fixture("test-only-second-key.pem")
+}
+
+/// The public half of a PKCS#1 DER private key, as the emulator wants it.
+pub fn verifying_key_from_der(kid: &str, pkcs1_der: &[u8]) -> VerifyingKeySpec {
+    let pair = RsaKeyPair::from_der(pkcs1_der).expect("fixture key should parse");
+    let components = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+    VerifyingKeySpec {
+        id: kid.to_owned(),
+        modulus: components.n,
+        exponent: components.e,
+    }
+}
+
+/// The verifying key for the main fixture key.
+pub fn fixture_verifying_key() -> VerifyingKeySpec {
+    verifying_key_from_der(FIXTURE_KID, &fixture_key_der())
+}
+
+/// The verifying key for the second fixture key.
+pub fn second_verifying_key() -> VerifyingKeySpec {
+    verifying_key_from_der(SECOND_KID, &second_key_der())
+}
+
+/// The public key of a PKCS#1 DER private key, itself as PKCS#1 DER (`RSAPublicKey`).
+pub fn public_key_der(pkcs1_der: &[u8]) -> Vec<u8> {
+    let pair = RsaKeyPair::from_der(pkcs1_der).expect("fixture key should parse");
+    pair.public_key().as_ref().to_vec()
+}
+
+// === tokens ===
+
+/// Current unix time in seconds.
+pub fn unix_now() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock should be after 1970");
+    i64::try_from(since_epoch.as_secs()).expect("time should fit in i64")
+}
+
+/// Claims for a token on `video_uid` signed by the main fixture key, valid for an hour.
+pub fn claims_for(video_uid: &str) -> Value {
+    json!({
+        "sub": video_uid,
+        "kid": FIXTURE_KID,
+        "exp": unix_now() + 3600,
+    })
+}
+
+/// Claims for [`VIDEO_UID`], valid for an hour.
+pub fn valid_claims() -> Value {
+    claims_for(VIDEO_UID)
+}
+
+/// `claims` with `field` set to `value`.
+pub fn with_claim(mut claims: Value, field: &str, value: Value) -> Value {
+    claims[field] = value;
+    claims
+}
+
+/// An RS256 token for `claims`, signed by the main fixture key with header kid [`FIXTURE_KID`].
+pub fn mint(claims: Value) -> String {
+    mint_with_key(FIXTURE_KID, &fixture_key_der(), &claims)
+}
+
+/// An RS256 token for `claims`, signed by `pkcs1_der` with header kid `kid`.
+pub fn mint_with_key(kid: &str, pkcs1_der: &[u8], claims: &Value) -> String {
+    let header = Header {
+        alg: Algorithm::RS256,
+        kid: Some(kid.to_owned()),
+        typ: None,
+        ..Default::default()
+    };
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_der(pkcs1_der))
+        .expect("signing with a fixture key should work")
+}
+
+/// A token signed with any jsonwebtoken header and key (e.g. HS256 with a public key as the
+/// secret), for tests of what must be refused.
+pub fn mint_raw(header: &Header, claims: &Value, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(header, claims, key).expect("encoding should work")
+}
+
+/// base64url without padding, as JWT parts are encoded.
+pub fn b64url(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token assembled by hand from JSON parts and raw signature bytes (no signing at all).
+pub fn assemble_token(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        b64url(header.to_string()),
+        b64url(claims.to_string()),
+        b64url(signature)
+    )
+}
+
+/// The decoded claims of a token (no verification), for tests that inspect what was minted.
+pub fn decode_claims_unverified(token: &str) -> Value {
+    let claims_b64 = token.split('.').nth(1).expect("token should have claims");
+    let bytes = URL_SAFE_NO_PAD
+        .decode(claims_b64)
+        .expect("claims should be base64url");
+    serde_json::from_slice(&bytes).expect("claims should be JSON")
+}
+
+// === servers ===
+
+/// A [`Handler`] served on an ephemeral loopback port until dropped (or [`shutdown`]).
+///
+/// [`shutdown`]: TestServer::shutdown
+pub struct TestServer {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Serve `handler` on `127.0.0.1:0`.
+    pub async fn start<H: Handler>(handler: Arc<H>) -> TestServer {
+        TestServer::start_on("127.0.0.1:0".parse().expect("literal address"), handler).await
+    }
+
+    /// Serve `handler` on `bind` (use port 0, e.g. `[::1]:0`).
+    pub async fn start_on<H: Handler>(bind: SocketAddr, handler: Arc<H>) -> TestServer {
+        let listener = TcpListener::bind(bind)
+            .await
+            .unwrap_or_else(|error| panic!("binding {bind} should work: {error}"));
+        let addr = listener.local_addr().expect("bound listener has an address");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, handler, async {
+            // A dropped sender also means stop.
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (or `http://[::1]:PORT`), no trailing slash.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// [`origin`](TestServer::origin) followed by `path_and_query` (which starts with `/`).
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.origin())
+    }
+
+    /// Stop accepting and wait (bounded) for the server task to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("server should stop within its grace period")
+                .expect("server task should not panic");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// An [`Emulator`] on an ephemeral loopback port; derefs to its [`TestServer`].
+pub struct TestEmulator {
+    server: TestServer,
+}
+
+impl TestEmulator {
+    /// Build an emulator from `settings` and serve it on `127.0.0.1:0`.
+    pub async fn start(settings: EmulatorSettings) -> TestEmulator {
+        TestEmulator::start_on("127.0.0.1:0".parse().expect("literal address"), settings).await
+    }
+
+    /// Build an emulator from `settings` and serve it on `bind`.
+    pub async fn start_on(bind: SocketAddr, settings: EmulatorSettings) -> TestEmulator {
+        let emulator = Emulator::new(settings).expect("emulator settings should be valid");
+        TestEmulator {
+            server: TestServer::start_on(bind, Arc::new(emulator)).await,
+        }
+    }
+
+    /// `<origin>/<token_or_uid>/<resource>`, e.g. `url_for(&token, "iframe")`.
+    pub fn url_for(&self, token_or_uid: &str, resource: &str) -> String {
+        self.server.url(&format!("/{token_or_uid}/{resource}"))
+    }
+
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+impl std::ops::Deref for TestEmulator {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+/// Emulator settings: both fixture keys, [`VIDEO_UID`] and [`OTHER_VIDEO_UID`], country from
+/// [`COUNTRY_HEADER`], viewer address from the socket, 30 s leeway.
+pub fn emulator_settings() -> EmulatorSettings {
+    EmulatorSettings {
+        keys: vec![fixture_verifying_key(), second_verifying_key()],
+        video_uids: vec![VIDEO_UID.to_owned(), OTHER_VIDEO_UID.to_owned()],
+        country_header: HeaderName::from_static(COUNTRY_HEADER),
+        client_ip_header: None,
+        leeway: Duration::from_secs(30),
+    }
+}
+
+/// [`emulator_settings`], but the viewer address comes from [`CLIENT_IP_HEADER`] when sent.
+pub fn emulator_settings_with_client_ip_header() -> EmulatorSettings {
+    EmulatorSettings {
+        client_ip_header: Some(HeaderName::from_static(CLIENT_IP_HEADER)),
+        ..emulator_settings()
+    }
+}
+
+// === client ===
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    /// The body as UTF-8 text (panics otherwise).
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).expect("body should be UTF-8")
+    }
+
+    /// A header's value as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|value| value.to_str().expect("header should be text"))
+    }
+}
+
+/// Send one HTTP/1.1 request over plain TCP and read the whole response. Panics if anything
+/// fails or the exchange takes longer than [`REQUEST_TIMEOUT`]. Redirects are not followed.
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> TestResponse {
+    // A client per request: tests run on separate runtimes, and a pooled connection must not
+    // outlive the runtime that opened it.
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let mut request = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .expect("request should build");
+    let exchange = async {
+        let response = client.request(request).await.expect("request should succeed");
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .expect("response body should be readable")
+            .to_bytes();
+        TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("request to {url} timed out after {REQUEST_TIMEOUT:?}"))
+}
+
+/// `GET url` with no extra headers.
+pub async fn get(url: &str) -> TestResponse {
+    send(Method::GET, url, &[], None).await
+}
+
+/// `GET url` with `headers`.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> TestResponse {
+    send(Method::GET, url, headers, None).await
+}
