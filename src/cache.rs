@@ -84,9 +84,15 @@ impl TokenCache {
         let entry = self
             .tokens
             .entry(key)
-            .or_try_insert_with(async move { signer.sign(uid, Arc::clone(settings)).await.map(Arc::new) })
+            .or_try_insert_with(async move {
+                signer.sign(uid, Arc::clone(settings)).await.map(Arc::new)
+            })
             .await?;
-        let counter = if entry.is_fresh() { &self.misses } else { &self.hits };
+        let counter = if entry.is_fresh() {
+            &self.misses
+        } else {
+            &self.hits
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(entry.into_value())
     }
@@ -115,8 +121,8 @@ mod tests {
     const FIXTURE_PEM: &str = include_str!("../tests/fixtures/test-only-signing-key.pem");
 
     fn cache(min_remaining: Duration) -> TokenCache {
-        let key =
-            SigningKey::from_material(Some("0a1b2c3d4e5f60718293a4b5c6d7e8f9"), FIXTURE_PEM).unwrap();
+        let key = SigningKey::from_material(Some("0a1b2c3d4e5f60718293a4b5c6d7e8f9"), FIXTURE_PEM)
+            .unwrap();
         let signer = Arc::new(Signer::new(vec![key], Duration::ZERO, 4));
         TokenCache::new(signer, 1000, min_remaining)
     }
@@ -141,7 +147,9 @@ mod tests {
         for _ in 0..200 {
             let cache = Arc::clone(&cache);
             let settings = Arc::clone(&settings);
-            tasks.push(tokio::spawn(async move { cache.token(uid(1), &settings).await.unwrap() }));
+            tasks.push(tokio::spawn(async move {
+                cache.token(uid(1), &settings).await.unwrap()
+            }));
         }
         let mut tokens = Vec::new();
         for task in tasks {

@@ -96,7 +96,11 @@ mod tests {
         });
         assert_eq!(catalogue.resolve("intro").unwrap().uid, uid);
         assert_eq!(
-            catalogue.resolve("0123456789ABCDEF0123456789abcdef").unwrap().alias.as_ref(),
+            catalogue
+                .resolve("0123456789ABCDEF0123456789abcdef")
+                .unwrap()
+                .alias
+                .as_ref(),
             "intro"
         );
         assert!(catalogue.resolve("outro").is_none());

@@ -141,17 +141,32 @@ mod tests {
     #[test]
     fn valid_key_in_either_header_identifies_by_name() {
         let expected = Ok(Identity::ApiKey { name: "ci".into() });
-        assert_eq!(identify(&headers(&[("authorization", "Bearer s3cret-key")]), &keys()), expected);
-        assert_eq!(identify(&headers(&[("x-api-key", "s3cret-key")]), &keys()), expected);
+        assert_eq!(
+            identify(&headers(&[("authorization", "Bearer s3cret-key")]), &keys()),
+            expected
+        );
+        assert_eq!(
+            identify(&headers(&[("x-api-key", "s3cret-key")]), &keys()),
+            expected
+        );
     }
 
     #[test]
     fn present_but_invalid_credentials_never_fall_back_to_anonymous() {
         let cases = [
             (("authorization", "Bearer wrong"), AuthError::InvalidApiKey),
-            (("authorization", "Bearer "), AuthError::MalformedAuthorization),
-            (("authorization", "Basic dTpw"), AuthError::UnsupportedScheme),
-            (("authorization", "garbage"), AuthError::MalformedAuthorization),
+            (
+                ("authorization", "Bearer "),
+                AuthError::MalformedAuthorization,
+            ),
+            (
+                ("authorization", "Basic dTpw"),
+                AuthError::UnsupportedScheme,
+            ),
+            (
+                ("authorization", "garbage"),
+                AuthError::MalformedAuthorization,
+            ),
             (("x-api-key", "wrong"), AuthError::InvalidApiKey),
         ];
         for ((name, value), expected) in cases {

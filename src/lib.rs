@@ -5,12 +5,17 @@
 //! tokens independently, so the whole flow works offline.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cache;
 pub mod catalogue;
+pub mod cli;
 pub mod config;
 pub mod emulator;
+pub mod error;
+pub mod gateway;
 pub mod identity;
 pub mod policy;
+pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod token;

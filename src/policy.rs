@@ -177,7 +177,9 @@ mod tests {
     #[test]
     fn no_rules_deny_by_default() {
         assert_eq!(
-            Policy::default().decide(&Identity::Anonymous, &video("public")).unwrap_err(),
+            Policy::default()
+                .decide(&Identity::Anonymous, &video("public"))
+                .unwrap_err(),
             Denied::NoRule
         );
     }
@@ -185,9 +187,21 @@ mod tests {
     #[test]
     fn first_matching_rule_wins_and_carries_its_settings() {
         let policy = Policy::new(vec![
-            rule("members", "members", Subject::Authenticated, Action::Allow, true),
+            rule(
+                "members",
+                "members",
+                Subject::Authenticated,
+                Action::Allow,
+                true,
+            ),
             rule("public", "public", Subject::Anyone, Action::Allow, false),
-            rule("all-public-for-ci", "public", Subject::ApiKey("ci".into()), Action::Allow, true),
+            rule(
+                "all-public-for-ci",
+                "public",
+                Subject::ApiKey("ci".into()),
+                Action::Allow,
+                true,
+            ),
         ]);
         let permit = policy.decide(&ci(), &video("public")).unwrap();
         assert_eq!(permit.rule(), "public");
@@ -196,7 +210,9 @@ mod tests {
         assert_eq!(permit.rule(), "members");
         assert!(permit.token_settings().downloadable);
         assert_eq!(
-            policy.decide(&Identity::Anonymous, &video("members")).unwrap_err(),
+            policy
+                .decide(&Identity::Anonymous, &video("members"))
+                .unwrap_err(),
             Denied::NoRule
         );
     }
@@ -204,13 +220,23 @@ mod tests {
     #[test]
     fn deny_rule_stops_evaluation() {
         let policy = Policy::new(vec![
-            rule("block-ci", "public", Subject::ApiKey("ci".into()), Action::Deny, false),
+            rule(
+                "block-ci",
+                "public",
+                Subject::ApiKey("ci".into()),
+                Action::Deny,
+                false,
+            ),
             rule("public", "public", Subject::Anyone, Action::Allow, false),
         ]);
         assert_eq!(
             policy.decide(&ci(), &video("public")).unwrap_err(),
             Denied::ByRule("block-ci".into())
         );
-        assert!(policy.decide(&Identity::Anonymous, &video("public")).is_ok());
+        assert!(
+            policy
+                .decide(&Identity::Anonymous, &video("public"))
+                .is_ok()
+        );
     }
 }

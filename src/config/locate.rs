@@ -117,7 +117,8 @@ pub fn locate(source: &str, path: &[Seg]) -> Option<(usize, usize)> {
                 };
                 let end = items.get(index + 1).copied().unwrap_or(range.end);
                 let line = &lines[item];
-                let content_column = dash_indent + 1 + (line.text.len() - line.text[1..].trim_start().len());
+                let content_column =
+                    dash_indent + 1 + (line.text.len() - line.text[1..].trim_start().len());
                 found = Some((line.number, content_column));
                 range = item..end;
                 key_column = Some(content_column - 1);
@@ -180,21 +181,36 @@ rules:
     #[test]
     fn finds_nested_keys_and_list_items() {
         assert_eq!(locate(DOC, &path(&["listen"])), Some((1, 1)));
-        assert_eq!(locate(DOC, &path(&["videos", "intro", "uid"])), Some((5, 5)));
+        assert_eq!(
+            locate(DOC, &path(&["videos", "intro", "uid"])),
+            Some((5, 5))
+        );
         assert_eq!(locate(DOC, &path(&["rules", "1", "name"])), Some((10, 5)));
-        assert_eq!(locate(DOC, &path(&["rules", "1", "videos", "1"])), Some((13, 9)));
-        assert_eq!(locate(DOC, &path(&["rules", "1", "subjects"])), Some((14, 5)));
+        assert_eq!(
+            locate(DOC, &path(&["rules", "1", "videos", "1"])),
+            Some((13, 9))
+        );
+        assert_eq!(
+            locate(DOC, &path(&["rules", "1", "subjects"])),
+            Some((14, 5))
+        );
     }
 
     #[test]
     fn flow_collections_resolve_to_their_key() {
-        assert_eq!(locate(DOC, &path(&["rules", "0", "videos", "0"])), Some((9, 5)));
+        assert_eq!(
+            locate(DOC, &path(&["rules", "0", "videos", "0"])),
+            Some((9, 5))
+        );
     }
 
     #[test]
     fn missing_parts_fall_back_to_the_deepest_found() {
         assert_eq!(locate(DOC, &path(&["nope"])), None);
         assert_eq!(locate(DOC, &path(&["rules", "7"])), Some((7, 1)));
-        assert_eq!(display_path(&path(&["rules", "1", "videos", "1"])), "rules[1].videos[1]");
+        assert_eq!(
+            display_path(&path(&["rules", "1", "videos", "1"])),
+            "rules[1].videos[1]"
+        );
     }
 }

@@ -226,7 +226,11 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
             ),
         );
     }
-    check_access_rules(&raw.token.access_rules, &[key("token"), key("access_rules")], check);
+    check_access_rules(
+        &raw.token.access_rules,
+        &[key("token"), key("access_rules")],
+        check,
+    );
     let default_token = Arc::new(TokenSettings {
         ttl,
         downloadable: raw.token.downloadable,
@@ -237,7 +241,10 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
         check.error(&[key("cache"), key("capacity")], "must be at least 1");
     }
     if raw.signing.max_in_flight == 0 {
-        check.error(&[key("signing"), key("max_in_flight")], "must be at least 1");
+        check.error(
+            &[key("signing"), key("max_in_flight")],
+            "must be at least 1",
+        );
     }
 
     let catalogue = build_catalogue(raw.videos.0, check);
@@ -276,11 +283,18 @@ fn validate_stream(raw: raw::RawStream, check: &mut Checker<'_>) -> Option<Strea
         raw.emulator.is_some(),
     ];
     if chosen.iter().filter(|set| **set).count() != 1 {
-        check.error(&path, "set exactly one of `customer_code`, `origin` or `emulator`");
+        check.error(
+            &path,
+            "set exactly one of `customer_code`, `origin` or `emulator`",
+        );
         return None;
     }
     if let Some(code) = raw.customer_code {
-        if code.is_empty() || !code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        if code.is_empty()
+            || !code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             check.error(
                 &[key("stream"), key("customer_code")],
                 "a customer code is lowercase letters and digits, as in customer-<code>.cloudflarestream.com",
@@ -332,9 +346,11 @@ fn parse_origin(origin: &str) -> Result<String, String> {
     let scheme_ok = matches!(uri.scheme_str(), Some("https" | "http"));
     let bare = matches!(uri.path(), "" | "/") && uri.query().is_none();
     match uri.authority() {
-        Some(authority) if scheme_ok && bare => {
-            Ok(format!("{}://{}", uri.scheme_str().unwrap_or("https"), authority))
-        }
+        Some(authority) if scheme_ok && bare => Ok(format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("https"),
+            authority
+        )),
         _ => Err(format!(
             "`{origin}` must be an origin like https://customer-abc123.cloudflarestream.com (no path)"
         )),
@@ -374,14 +390,21 @@ fn validate_keys(
             (Some(file), None) => KeyLocation::File(base_dir.join(file)),
             (None, Some(env)) => KeyLocation::Env(env.clone()),
             _ => {
-                check.error(&path, "set exactly one of `file` or `env` (keys are never inline)");
+                check.error(
+                    &path,
+                    "set exactly one of `file` or `env` (keys are never inline)",
+                );
                 continue;
             }
         };
         if entry.generate_if_missing {
             if !matches!(location, KeyLocation::File(_)) {
                 check.error(
-                    &[key("signing_keys"), Seg::Index(i), key("generate_if_missing")],
+                    &[
+                        key("signing_keys"),
+                        Seg::Index(i),
+                        key("generate_if_missing"),
+                    ],
                     "only a `file` key can be generated",
                 );
             } else if !is_emulated {
@@ -494,14 +517,20 @@ fn build_policy(
     for (i, rule) in raw.into_iter().enumerate() {
         let at = |field: &str| vec![key("rules"), Seg::Index(i), key(field)];
         if rule.name.is_empty() || !names.insert(rule.name.clone()) {
-            check.error(&at("name"), format!("rule name `{}` is empty or used twice", rule.name));
+            check.error(
+                &at("name"),
+                format!("rule name `{}` is empty or used twice", rule.name),
+            );
         }
 
         let mut uids = HashSet::new();
         let mut tags = HashSet::new();
         let mut all = false;
         if rule.videos.is_empty() {
-            check.error(&at("videos"), "list at least one video, `tag:<name>` or `*`");
+            check.error(
+                &at("videos"),
+                "list at least one video, `tag:<name>` or `*`",
+            );
         }
         for (j, entry) in rule.videos.iter().enumerate() {
             let mut path = at("videos");
@@ -510,22 +539,25 @@ fn build_policy(
                 all = true;
             } else if let Some(tag) = entry.strip_prefix("tag:") {
                 if !known_tags.contains(tag) {
-                    warnings.push(format!(
-                        "{}: no video has tag `{tag}`",
-                        display_path(&path)
-                    ));
+                    warnings.push(format!("{}: no video has tag `{tag}`", display_path(&path)));
                 }
                 tags.insert(Arc::from(tag));
             } else if let Some(video) = catalogue.resolve(entry) {
                 uids.insert(video.uid);
             } else {
-                check.error(&path, format!("`{entry}` is not a video alias or uid in `videos`"));
+                check.error(
+                    &path,
+                    format!("`{entry}` is not a video alias or uid in `videos`"),
+                );
             }
         }
 
         let mut subjects = Vec::new();
         if rule.subjects.is_empty() {
-            check.error(&at("subjects"), "list at least one subject: anyone, authenticated or api_key:<name>");
+            check.error(
+                &at("subjects"),
+                "list at least one subject: anyone, authenticated or api_key:<name>",
+            );
         }
         for (j, entry) in rule.subjects.iter().enumerate() {
             let mut path = at("subjects");
@@ -594,8 +626,10 @@ fn parse_subject(entry: &str) -> Result<Subject, String> {
 pub enum MissingKeys {
     /// Create keys marked `generate_if_missing` whose file is absent (serve, emulate).
     Generate,
-    /// Report them as errors (check, sign).
+    /// Report them as errors.
     Fail,
+    /// Leave them out of the result without an error (check: they will be generated).
+    Skip,
 }
 
 /// What happened while loading keys, for the operator.
@@ -624,15 +658,18 @@ pub fn load_signing_keys(
             KeyLocation::Env(var) => match std::env::var(var) {
                 Ok(value) => value,
                 Err(_) => {
-                    errors.push(fail(format!("environment variable {var} is not set or not UTF-8")));
+                    errors.push(fail(format!(
+                        "environment variable {var} is not set or not UTF-8"
+                    )));
                     continue;
                 }
             },
             KeyLocation::File(path) => {
-                if source.generate_if_missing
-                    && missing == MissingKeys::Generate
-                    && !path.exists()
-                {
+                let absent = source.generate_if_missing && !path.exists();
+                if absent && missing == MissingKeys::Skip {
+                    continue;
+                }
+                if absent && missing == MissingKeys::Generate {
                     if let Err(message) = write_generated_key(path) {
                         errors.push(fail(message));
                         continue;
@@ -642,7 +679,10 @@ pub fn load_signing_keys(
                 match std::fs::read_to_string(path) {
                     Ok(text) => text,
                     Err(error) => {
-                        errors.push(fail(format!("cannot read key file {}: {error}", path.display())));
+                        errors.push(fail(format!(
+                            "cannot read key file {}: {error}",
+                            path.display()
+                        )));
                         continue;
                     }
                 }

@@ -212,7 +212,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
             fn visit_str<E: de::Error>(self, text: &str) -> Result<HumanDuration, E> {
                 humantime::parse_duration(text)
                     .map(HumanDuration)
-                    .map_err(|e| E::custom(format!("`{text}` is not a duration ({e}); use e.g. 90s, 10m, 1h")))
+                    .map_err(|e| {
+                        E::custom(format!(
+                            "`{text}` is not a duration ({e}); use e.g. 90s, 10m, 1h"
+                        ))
+                    })
             }
         }
         deserializer.deserialize_str(DurationVisitor)

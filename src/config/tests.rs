@@ -46,7 +46,10 @@ fn good_config_builds_a_snapshot() {
     assert_eq!(settings.catalogue.len(), 2);
     assert_eq!(settings.api_keys.len(), 1);
     assert_eq!(settings.policy.rules().len(), 2);
-    assert_eq!(settings.policy.rules()[1].token.ttl, Duration::from_secs(1800));
+    assert_eq!(
+        settings.policy.rules()[1].token.ttl,
+        Duration::from_secs(1800)
+    );
     assert!(settings.policy.rules()[1].token.downloadable);
     assert_eq!(
         settings.signing_keys[0].location,
@@ -111,8 +114,8 @@ fn min_remaining_must_leave_room_to_reuse() {
 
 #[test]
 fn more_than_five_access_rules_are_rejected() {
-    let rules = "    access_rules:\n".to_string()
-        + &"      - {type: any, action: allow}\n".repeat(6);
+    let rules =
+        "    access_rules:\n".to_string() + &"      - {type: any, action: allow}\n".repeat(6);
     let error = single_error(&format!("{GOOD}{rules}"));
     assert_eq!(error.field, "rules[1].access_rules");
     assert!(error.message.contains("at most 5"), "{error}");
@@ -150,7 +153,10 @@ fn stream_needs_exactly_one_origin() {
 #[test]
 fn generated_keys_need_the_emulator() {
     let source = GOOD
-        .replace("  - file: key.json\n", "  - file: key.json\n    generate_if_missing: true\n")
+        .replace(
+            "  - file: key.json\n",
+            "  - file: key.json\n    generate_if_missing: true\n",
+        )
         .replace(
             "  emulator:\n    listen: 127.0.0.1:0\n",
             "  customer_code: abc123\n",

@@ -116,7 +116,12 @@ impl Emulator {
             Ok(response) => response,
             Err(refusal) => {
                 // The reason never contains the token; the path (which does) is not logged.
-                tracing::debug!(%peer, status = %refusal.status(), reason = %refusal, "emulator refused request");
+                tracing::debug!(
+                    %peer,
+                    status = %refusal.status(),
+                    reason = %refusal,
+                    "emulator refused request"
+                );
                 refusal_response(&refusal)
             }
         }
@@ -132,7 +137,12 @@ impl Emulator {
         if resource == Resource::Download && !permit.downloadable {
             return Err(Refusal::DownloadsNotAllowed);
         }
-        tracing::debug!(%peer, video_uid = %permit.video_uid, resource = resource.path(), "emulator serving");
+        tracing::debug!(
+            %peer,
+            video_uid = %permit.video_uid,
+            resource = resource.path(),
+            "emulator serving"
+        );
         Ok(self.content(resource, &permit.video_uid))
     }
 
@@ -191,7 +201,7 @@ impl Emulator {
         );
         headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         if resource == Resource::Player {
-            // The page embeds a token; a cached copy would outlive it.
+            // The page is only reachable through a token; a cached copy would outlive it.
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         response

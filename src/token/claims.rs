@@ -61,8 +61,9 @@ impl fmt::Display for VideoUid {
 impl<'de> Deserialize<'de> for VideoUid {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse()
-            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a video uid (32 hex characters)")))
+        text.parse().map_err(|_| {
+            serde::de::Error::custom(format!("`{text}` is not a video uid (32 hex characters)"))
+        })
     }
 }
 
@@ -133,7 +134,10 @@ pub enum AccessRule {
     Any { action: RuleAction },
     /// Matches viewers whose address is in one of the listed addresses or CIDR blocks.
     #[serde(rename = "ip.src")]
-    IpSrc { action: RuleAction, ip: Vec<IpOrNet> },
+    IpSrc {
+        action: RuleAction,
+        ip: Vec<IpOrNet>,
+    },
     /// Matches viewers whose country (by GeoIP) is one of the listed codes.
     #[serde(rename = "ip.geoip.country")]
     Country {
@@ -219,8 +223,16 @@ mod tests {
     fn uid_is_normalised_to_lowercase_and_rejects_other_shapes() {
         assert_eq!(uid().as_str(), "0123456789abcdef0123456789abcdef");
         assert!("0123".parse::<VideoUid>().is_err());
-        assert!("0123456789abcdef0123456789abcdeg".parse::<VideoUid>().is_err());
-        assert!("../3456789abcdef0123456789abcdef0".parse::<VideoUid>().is_err());
+        assert!(
+            "0123456789abcdef0123456789abcdeg"
+                .parse::<VideoUid>()
+                .is_err()
+        );
+        assert!(
+            "../3456789abcdef0123456789abcdef0"
+                .parse::<VideoUid>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub enum KeyError {
     MissingId,
     #[error("key id `{0}` is not 32 hex characters")]
     BadId(String),
-    #[error("key id mismatch: the config says `{configured}` but the key material says `{embedded}`")]
+    #[error(
+        "key id mismatch: the config says `{configured}` but the key material says `{embedded}`"
+    )]
     IdMismatch {
         configured: String,
         embedded: String,
@@ -162,7 +164,10 @@ fn decode_json(text: &str, depth: u8) -> Result<(Option<String>, KeyPair), KeyEr
             .map_err(|error| KeyError::Jwk(redacted_serde_error(&error)))?;
         return jwk.into_key_pair();
     }
-    let id = value.get("id").and_then(|id| id.as_str()).map(str::to_string);
+    let id = value
+        .get("id")
+        .and_then(|id| id.as_str())
+        .map(str::to_string);
     let inner = value
         .get("pem")
         .or_else(|| value.get("jwk"))
@@ -242,7 +247,9 @@ pub struct GeneratedKey {
 pub fn generate() -> Result<GeneratedKey, KeyError> {
     let fail = |what: &str| KeyError::Generate(what.to_string());
     let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| fail("RSA generation failed"))?;
-    let pkcs8 = pair.as_der().map_err(|_| fail("could not encode the key"))?;
+    let pkcs8 = pair
+        .as_der()
+        .map_err(|_| fail("could not encode the key"))?;
     let pkcs1 = der::pkcs8_to_pkcs1(pkcs8.as_ref()).ok_or_else(|| fail("unexpected PKCS#8"))?;
     let ints = der::pkcs1_integers(pkcs1).ok_or_else(|| fail("unexpected PKCS#1"))?;
 
@@ -395,7 +402,13 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_without_echoing_it() {
-        for material in ["", "not a key", "bm90IGEga2V5", "{\"pem\": \"eA==\"}", "{\"kty\":\"EC\"}"] {
+        for material in [
+            "",
+            "not a key",
+            "bm90IGEga2V5",
+            "{\"pem\": \"eA==\"}",
+            "{\"kty\":\"EC\"}",
+        ] {
             let err = SigningKey::from_material(Some(FIXTURE_ID), material).unwrap_err();
             assert!(!err.to_string().contains("bm90"), "{err}");
         }
@@ -414,14 +427,14 @@ mod tests {
     #[test]
     fn generated_key_round_trips_through_cloudflares_forms() {
         let generated = generate().unwrap();
-        let from_json = SigningKey::from_material(None, generated.cloudflare_json.expose()).unwrap();
+        let from_json =
+            SigningKey::from_material(None, generated.cloudflare_json.expose()).unwrap();
         assert_eq!(from_json.id(), generated.id);
         let document: serde_json::Value =
             serde_json::from_str(generated.cloudflare_json.expose()).unwrap();
-        let from_jwk =
-            SigningKey::from_material(None, document["jwk"].as_str().unwrap()).unwrap();
-        let pem = String::from_utf8(STANDARD.decode(document["pem"].as_str().unwrap()).unwrap())
-            .unwrap();
+        let from_jwk = SigningKey::from_material(None, document["jwk"].as_str().unwrap()).unwrap();
+        let pem =
+            String::from_utf8(STANDARD.decode(document["pem"].as_str().unwrap()).unwrap()).unwrap();
         assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
         let from_pem = SigningKey::from_material(Some(&generated.id), &pem).unwrap();
         assert_eq!(from_jwk.public_components(), from_json.public_components());

@@ -187,7 +187,13 @@ mod tests {
         let key = SigningKey::from_material(Some(FIXTURE_ID), FIXTURE_PEM).unwrap();
         let uid: VideoUid = "0123456789abcdef0123456789abcdef".parse().unwrap();
         let settings = settings();
-        let claims = Claims::build(&uid, FIXTURE_ID, &settings, 1_800_000_000, Duration::from_secs(60));
+        let claims = Claims::build(
+            &uid,
+            FIXTURE_ID,
+            &settings,
+            1_800_000_000,
+            Duration::from_secs(60),
+        );
 
         let ours = sign_jws(&key, &claims).unwrap();
 

@@ -198,7 +198,9 @@ impl TestServer {
         let listener = TcpListener::bind(bind)
             .await
             .unwrap_or_else(|error| panic!("binding {bind} should work: {error}"));
-        let addr = listener.local_addr().expect("bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, handler, async {
             // A dropped sender also means stop.
@@ -350,7 +352,10 @@ pub async fn send(
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .expect("request should build");
     let exchange = async {
-        let response = client.request(request).await.expect("request should succeed");
+        let response = client
+            .request(request)
+            .await
+            .expect("request should succeed");
         let (parts, body) = response.into_parts();
         let body = body
             .collect()

@@ -1,0 +1,167 @@
+//! Start and stop a whole gateway: listeners, the optional in-process emulator, shutdown.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{EmulatorOptions, Settings, StreamSettings};
+use crate::emulator::{Emulator, EmulatorError, EmulatorSettings, VerifyingKeySpec};
+use crate::gateway::Gateway;
+use crate::server;
+use crate::token::{Signer, SigningKey};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} for the {what}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the Stream emulator: {0}")]
+    Emulator(#[from] EmulatorError),
+}
+
+/// A running gateway (and emulator, when configured).
+pub struct App {
+    gateway: Arc<Gateway>,
+    gateway_addr: SocketAddr,
+    emulator_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Bind and start serving. `listen` overrides the configured gateway address (port 0
+    /// picks a free port; [`App::gateway_addr`] tells which).
+    pub async fn start(
+        settings: Settings,
+        keys: Vec<SigningKey>,
+        listen: Option<SocketAddr>,
+    ) -> Result<App, StartError> {
+        let settings = Arc::new(settings);
+        let signer = Arc::new(Signer::new(
+            keys,
+            settings.nbf_backdate,
+            settings.max_signing_in_flight,
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let (origin, emulator_addr) = match &settings.stream {
+            StreamSettings::Origin(origin) => (origin.clone(), None),
+            StreamSettings::Emulator(options) => {
+                let emulator = Emulator::new(emulator_settings(&settings, signer.keys(), options))?;
+                let listener = bind(options.listen, "Stream emulator").await?;
+                let addr = local_addr(&listener, options.listen);
+                tasks.push(tokio::spawn(server::serve(
+                    listener,
+                    Arc::new(emulator),
+                    until_stopped(stopped.clone()),
+                )));
+                (origin_for(addr), Some(addr))
+            }
+        };
+
+        let listen = listen.unwrap_or(settings.listen);
+        let listener = bind(listen, "gateway").await?;
+        let gateway_addr = local_addr(&listener, listen);
+        let gateway = Arc::new(Gateway::new(settings, signer, origin));
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            Arc::clone(&gateway),
+            until_stopped(stopped),
+        )));
+
+        Ok(App {
+            gateway,
+            gateway_addr,
+            emulator_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Where the gateway listens.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_addr
+    }
+
+    /// Where the in-process emulator listens, if one runs.
+    pub fn emulator_addr(&self) -> Option<SocketAddr> {
+        self.emulator_addr
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Stop accepting, let in-flight requests finish (bounded), and wait for the servers.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// What the emulator needs from the configuration: the public halves of every key and the
+/// catalogue's uids.
+pub fn emulator_settings(
+    settings: &Settings,
+    keys: &[Arc<SigningKey>],
+    options: &EmulatorOptions,
+) -> EmulatorSettings {
+    EmulatorSettings {
+        keys: keys
+            .iter()
+            .map(|key| {
+                let (modulus, exponent) = key.public_components();
+                VerifyingKeySpec {
+                    id: key.id().to_string(),
+                    modulus,
+                    exponent,
+                }
+            })
+            .collect(),
+        video_uids: settings
+            .catalogue
+            .videos()
+            .map(|video| video.uid.as_str().to_string())
+            .collect(),
+        country_header: options.country_header.clone(),
+        client_ip_header: options.client_ip_header.clone(),
+        leeway: options.leeway,
+    }
+}
+
+/// `http://<addr>`, with a wildcard address replaced by loopback so a browser can follow it.
+pub fn origin_for(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+pub(crate) async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(listener: &TcpListener, requested: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(requested)
+}
+
+/// Resolves once `stop` has been set to true (or its sender is gone).
+pub(crate) async fn until_stopped(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}

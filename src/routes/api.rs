@@ -1,0 +1,96 @@
+//! `POST /api/getSignedURL`: the seed's JSON API, `{"video_id"}` → `{"token", "url", "expires_at"}`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::Resource;
+use crate::Body;
+use crate::error::{RequestError, json_response};
+use crate::gateway::Gateway;
+
+/// Largest request body accepted; a video id needs far less.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+#[derive(Deserialize)]
+struct GetSignedUrlRequest {
+    video_id: serde_json::Value,
+}
+
+/// Mint a token for the posted `video_id` under the same policy as `/watch`.
+pub async fn get_signed_url(
+    gateway: &Gateway,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, RequestError> {
+    require_json(req.headers())?;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(RequestError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    let bytes = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                RequestError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+            } else {
+                RequestError::BadRequest("could not read the request body".into())
+            }
+        })?
+        .to_bytes();
+
+    let request: GetSignedUrlRequest = serde_json::from_slice(&bytes).map_err(|error| {
+        if error.is_data() {
+            RequestError::BadRequest("`video_id` is required".into())
+        } else {
+            RequestError::BadRequest(format!("malformed JSON: {error}"))
+        }
+    })?;
+    let video_id = request
+        .video_id
+        .as_str()
+        .ok_or_else(|| RequestError::BadRequest("`video_id` must be a string".into()))?;
+    if video_id.is_empty() {
+        return Err(RequestError::BadRequest("`video_id` is empty".into()));
+    }
+
+    let minted = gateway
+        .mint(&parts.headers, video_id, Resource::Iframe)
+        .await?;
+    let token = minted.token.token.expose();
+    let expires_at = UNIX_EPOCH + Duration::from_secs(minted.token.expires_at);
+    let body = serde_json::json!({
+        "token": token,
+        "url": format!("{}/{}/{}", gateway.origin(), token, Resource::Iframe.path()),
+        "expires_at": humantime::format_rfc3339_seconds(expires_at).to_string(),
+        "video_id": minted.video.uid.as_str(),
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// The body must be declared as JSON (`application/json`, parameters allowed).
+fn require_json(headers: &HeaderMap) -> Result<(), RequestError> {
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .is_some_and(|mime| mime.eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(RequestError::UnsupportedMediaType)
+    }
+}

@@ -1,0 +1,303 @@
+//! Route matching: pure functions from method and path to a [`Route`] or a client error.
+
+pub mod api;
+pub mod watch;
+
+use http::Method;
+
+use crate::catalogue::is_valid_alias;
+use crate::error::RequestError;
+use crate::token::VideoUid;
+
+/// Longest request path accepted, in bytes; longer gets 414.
+pub const MAX_PATH_BYTES: usize = 2048;
+
+/// A Stream resource a token can be used for, as it appears after `<origin>/<token>/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Iframe,
+    HlsManifest,
+    DashManifest,
+    Thumbnail,
+    Download,
+}
+
+impl Resource {
+    const ALL: [Resource; 5] = [
+        Resource::Iframe,
+        Resource::HlsManifest,
+        Resource::DashManifest,
+        Resource::Thumbnail,
+        Resource::Download,
+    ];
+
+    /// The path below the token.
+    pub fn path(self) -> &'static str {
+        match self {
+            Resource::Iframe => "iframe",
+            Resource::HlsManifest => "manifest/video.m3u8",
+            Resource::DashManifest => "manifest/video.mpd",
+            Resource::Thumbnail => "thumbnails/thumbnail.jpg",
+            Resource::Download => "downloads/default.mp4",
+        }
+    }
+
+    fn from_path(path: &str) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|r| r.path() == path)
+    }
+
+    /// Query parameters passed on to Stream: the player's options, the thumbnail's size.
+    fn allowed_query(self) -> Option<&'static [&'static str]> {
+        match self {
+            Resource::Iframe => Some(&[
+                "autoplay",
+                "controls",
+                "defaultTextTrack",
+                "letterboxColor",
+                "loop",
+                "muted",
+                "poster",
+                "preload",
+                "primaryColor",
+                "startTime",
+            ]),
+            Resource::Thumbnail => Some(&["time", "height", "width", "fit"]),
+            _ => None,
+        }
+    }
+}
+
+/// What a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/watch/<video>[/<resource>]`: `video` is syntactically a uid or an alias.
+    Watch {
+        video: &'a str,
+        resource: Resource,
+        /// The query to pass on, already checked against the resource's allowed parameters.
+        query: Option<&'a str>,
+    },
+    /// `POST /api/getSignedURL`.
+    GetSignedUrl,
+    /// `/healthz`.
+    Health,
+}
+
+/// Match `method` and `path` (with `query`) to a route, or explain why not.
+pub fn match_route<'a>(
+    method: &Method,
+    path: &'a str,
+    query: Option<&'a str>,
+) -> Result<Route<'a>, RequestError> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(RequestError::UriTooLong);
+    }
+    if let Some(rest) = path.strip_prefix("/watch/") {
+        require_method(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+        return match_watch(rest, query);
+    }
+    match path {
+        "/watch" => Err(RequestError::BadRequest(
+            "missing video: use /watch/<video uid or alias>".into(),
+        )),
+        "/api/getSignedURL" => {
+            require_method(method, &[Method::POST], "POST")?;
+            Ok(Route::GetSignedUrl)
+        }
+        "/healthz" => {
+            require_method(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            Ok(Route::Health)
+        }
+        _ => Err(RequestError::NotFound("no such route".into())),
+    }
+}
+
+fn require_method(
+    method: &Method,
+    allowed: &[Method],
+    allow: &'static str,
+) -> Result<(), RequestError> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(RequestError::MethodNotAllowed { allow })
+    }
+}
+
+fn match_watch<'a>(rest: &'a str, query: Option<&'a str>) -> Result<Route<'a>, RequestError> {
+    if rest.contains('%') {
+        // Aliases, uids and resources are plain ASCII: an escape can only be an attempt to
+        // smuggle a `/` or `..` past the matcher.
+        return Err(RequestError::BadRequest(
+            "percent-encoded characters are not allowed in /watch paths".into(),
+        ));
+    }
+    let (video, resource_path) = match rest.split_once('/') {
+        Some((video, resource)) => (video, Some(resource)),
+        None => (rest, None),
+    };
+    if video.is_empty() {
+        return Err(RequestError::BadRequest(
+            "missing video: use /watch/<video uid or alias>".into(),
+        ));
+    }
+    if video.parse::<VideoUid>().is_err() && !is_valid_alias(video) {
+        return Err(RequestError::BadRequest(format!(
+            "`{}` is not a video uid (32 hex characters) or alias (letters, digits, `.`, `_`, `-`)",
+            truncate(video)
+        )));
+    }
+    let resource = match resource_path {
+        None => Resource::Iframe,
+        Some(path) => Resource::from_path(path).ok_or_else(|| {
+            RequestError::NotFound(format!(
+                "unknown resource `{}`; one of: {}",
+                truncate(path),
+                Resource::ALL.map(Resource::path).join(", ")
+            ))
+        })?,
+    };
+    let query = match (query.filter(|q| !q.is_empty()), resource.allowed_query()) {
+        (None, _) | (Some(_), None) => None,
+        (Some(query), Some(allowed)) => {
+            for pair in query.split('&') {
+                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+                if !allowed.contains(&name) {
+                    return Err(RequestError::BadRequest(format!(
+                        "unsupported query parameter `{}` for {}; allowed: {}",
+                        truncate(name),
+                        resource.path(),
+                        allowed.join(", ")
+                    )));
+                }
+            }
+            Some(query)
+        }
+    };
+    Ok(Route::Watch {
+        video,
+        resource,
+        query,
+    })
+}
+
+/// Echo at most a short prefix of client input in error messages.
+fn truncate(text: &str) -> &str {
+    let mut end = text.len().min(64);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Result<Route<'_>, RequestError> {
+        match_route(&Method::GET, path, None)
+    }
+
+    #[test]
+    fn watch_defaults_to_the_player_page() {
+        assert_eq!(
+            get("/watch/intro").unwrap(),
+            Route::Watch {
+                video: "intro",
+                resource: Resource::Iframe,
+                query: None
+            }
+        );
+    }
+
+    #[test]
+    fn every_stream_resource_is_routed() {
+        for resource in Resource::ALL {
+            let path = format!(
+                "/watch/0123456789abcdef0123456789abcdef/{}",
+                resource.path()
+            );
+            match get(&path).unwrap() {
+                Route::Watch { resource: got, .. } => assert_eq!(got, resource),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn traversal_and_escapes_are_bad_requests() {
+        for path in [
+            "/watch/../etc/passwd",
+            "/watch/..",
+            "/watch/%2e%2e/iframe",
+            "/watch/intro%2Fiframe",
+            "/watch/.hidden",
+            "/watch/",
+            "/watch//iframe",
+            "/watch",
+        ] {
+            let err = get(path).unwrap_err();
+            assert!(
+                matches!(err, RequestError::BadRequest(_)),
+                "{path}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_resources_are_not_found() {
+        for path in [
+            "/watch/intro/",
+            "/watch/intro/manifest",
+            "/watch/intro/iframe/x",
+        ] {
+            let err = get(path).unwrap_err();
+            assert!(matches!(err, RequestError::NotFound(_)), "{path}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn huge_paths_are_refused_before_parsing() {
+        let path = format!("/watch/{}", "a".repeat(MAX_PATH_BYTES));
+        assert!(matches!(get(&path).unwrap_err(), RequestError::UriTooLong));
+    }
+
+    #[test]
+    fn thumbnail_keeps_only_its_documented_query() {
+        let path = "/watch/intro/thumbnails/thumbnail.jpg";
+        let ok = match_route(&Method::GET, path, Some("time=2s&height=120")).unwrap();
+        assert!(matches!(
+            ok,
+            Route::Watch {
+                query: Some("time=2s&height=120"),
+                ..
+            }
+        ));
+        let bad = match_route(&Method::GET, path, Some("token=x")).unwrap_err();
+        assert!(matches!(bad, RequestError::BadRequest(_)));
+        let dropped = match_route(
+            &Method::GET,
+            "/watch/intro/manifest/video.m3u8",
+            Some("a=b"),
+        );
+        assert!(matches!(dropped.unwrap(), Route::Watch { query: None, .. }));
+    }
+
+    #[test]
+    fn wrong_methods_name_the_allowed_ones() {
+        let err = match_route(&Method::POST, "/watch/intro", None).unwrap_err();
+        assert!(matches!(
+            err,
+            RequestError::MethodNotAllowed { allow: "GET, HEAD" }
+        ));
+        let err = match_route(&Method::GET, "/api/getSignedURL", None).unwrap_err();
+        assert!(matches!(
+            err,
+            RequestError::MethodNotAllowed { allow: "POST" }
+        ));
+        assert!(matches!(
+            get("/nope").unwrap_err(),
+            RequestError::NotFound(_)
+        ));
+    }
+}

@@ -1,0 +1,46 @@
+//! `GET|HEAD /watch/<video>[/<resource>]`: answer with a redirect to the signed Stream URL.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY};
+use http::{HeaderValue, Response, StatusCode};
+
+use super::Resource;
+use crate::Body;
+use crate::error::RequestError;
+use crate::gateway::Minted;
+
+/// `302 Location: <origin>/<token>/<resource>[?query]`, never cached, never leaking the
+/// token through a Referer. For HEAD, hyper sends the same head without a body.
+pub fn redirect(
+    origin: &str,
+    minted: &Minted,
+    resource: Resource,
+    query: Option<&str>,
+) -> Result<Response<Body>, RequestError> {
+    let token = minted.token.token.expose();
+    let path = resource.path();
+    let mut location = String::with_capacity(
+        origin.len() + token.len() + path.len() + 3 + query.map_or(0, |q| q.len() + 1),
+    );
+    location.push_str(origin);
+    location.push('/');
+    location.push_str(token);
+    location.push('/');
+    location.push_str(path);
+    if let Some(query) = query {
+        location.push('?');
+        location.push_str(query);
+    }
+
+    // The origin, token (base64url) and query were all validated, so this cannot fail
+    // unless there is a bug.
+    let location = HeaderValue::try_from(location)
+        .map_err(|_| RequestError::Internal("redirect location is not a valid header value"))?;
+    let mut response = Response::new(Body::new(Bytes::new()));
+    *response.status_mut() = StatusCode::FOUND;
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, location);
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(response)
+}

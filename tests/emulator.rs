@@ -1,0 +1,576 @@
+//! The Stream emulator over real loopback sockets: what it serves for a good token, and the
+//! status and reason it gives for each way a token can be bad.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use http::{Method, StatusCode};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use common::*;
+
+/// Assert a refusal by status and exact reason text, with the plain-text content type.
+fn assert_refused(response: &TestResponse, status: StatusCode, reason: &str) {
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (status, reason),
+        "unexpected answer"
+    );
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+}
+
+async fn emulator() -> TestEmulator {
+    TestEmulator::start(emulator_settings()).await
+}
+
+/// Fetch `resource` with a token for `claims` from a fresh default emulator.
+async fn fetch_with_claims(claims: Value, resource: &str) -> TestResponse {
+    let emulator = emulator().await;
+    get(&emulator.url_for(&mint(claims), resource)).await
+}
+
+/// Fetch the player page with a token carrying `rules`, posing as `address` (and `country`).
+async fn fetch_as(rules: Value, address: &str, country: Option<&str>) -> TestResponse {
+    let emulator = TestEmulator::start(emulator_settings_with_client_ip_header()).await;
+    let token = mint(with_claim(valid_claims(), "accessRules", rules));
+    let mut headers = vec![(CLIENT_IP_HEADER, address)];
+    if let Some(country) = country {
+        headers.push((COUNTRY_HEADER, country));
+    }
+    get_with(&emulator.url_for(&token, "iframe"), &headers).await
+}
+
+// === what a good token gets ===
+
+#[tokio::test]
+async fn valid_token_plays_the_player_page_naming_the_video() {
+    let response = fetch_with_claims(valid_claims(), "iframe").await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    let page = response.text();
+    assert!(page.contains(&format!("streamgate Stream emulator — video {VIDEO_UID}")));
+    assert!(page.contains(r#"src="manifest/video.m3u8""#));
+}
+
+#[tokio::test]
+async fn valid_token_gets_the_hls_master_playlist() {
+    let response = fetch_with_claims(valid_claims(), "manifest/video.m3u8").await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    let playlist = response.text();
+    assert!(playlist.starts_with("#EXTM3U"));
+    assert_eq!(playlist.matches("#EXT-X-STREAM-INF").count(), 2);
+}
+
+#[tokio::test]
+async fn valid_token_gets_the_dash_manifest() {
+    let response = fetch_with_claims(valid_claims(), "manifest/video.mpd").await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/dash+xml")
+    );
+    assert!(response.text().contains("<MPD "));
+}
+
+#[tokio::test]
+async fn valid_token_gets_a_jpeg_thumbnail_whatever_the_query() {
+    let emulator = emulator().await;
+    let token = mint(valid_claims());
+    let url = emulator.url_for(
+        &token,
+        "thumbnails/thumbnail.jpg?time=12s&height=270&width=480&fit=crop",
+    );
+    let response = get(&url).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.header("content-type"), Some("image/jpeg"));
+    assert_eq!(&response.body[..3], &[0xFF, 0xD8, 0xFF]);
+}
+
+#[tokio::test]
+async fn downloadable_token_gets_the_mp4() {
+    let claims = with_claim(valid_claims(), "downloadable", json!(true));
+    let response = fetch_with_claims(claims, "downloads/default.mp4").await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.header("content-type"), Some("video/mp4"));
+    assert_eq!(&response.body[4..8], b"ftyp");
+    assert!(response.body.len() >= 60 * 1024);
+}
+
+#[tokio::test]
+async fn download_is_refused_without_downloadable() {
+    let emulator = emulator().await;
+    for claims in [
+        valid_claims(),
+        with_claim(valid_claims(), "downloadable", json!(false)),
+    ] {
+        let response = get(&emulator.url_for(&mint(claims), "downloads/default.mp4")).await;
+        assert_refused(
+            &response,
+            StatusCode::UNAUTHORIZED,
+            "downloads are not allowed for this token",
+        );
+    }
+}
+
+#[tokio::test]
+async fn head_answers_headers_without_a_body() {
+    let emulator = emulator().await;
+    let url = emulator.url_for(&mint(valid_claims()), "manifest/video.m3u8");
+    let full = get(&url).await;
+    let head = send(Method::HEAD, &url, &[], None).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(full.body.len().to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn token_from_the_second_key_is_accepted() {
+    let emulator = emulator().await;
+    let claims = with_claim(claims_for(OTHER_VIDEO_UID), "kid", json!(SECOND_KID));
+    let token = mint_with_key(SECOND_KID, &second_key_der(), &claims);
+    let response = get(&emulator.url_for(&token, "iframe")).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(response.text().contains(OTHER_VIDEO_UID));
+}
+
+#[tokio::test]
+async fn exp_and_nbf_as_integer_strings_are_accepted() {
+    let now = unix_now();
+    let claims = with_claim(
+        with_claim(valid_claims(), "exp", json!((now + 600).to_string())),
+        "nbf",
+        json!((now - 3600).to_string()),
+    );
+    let response = fetch_with_claims(claims, "iframe").await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn token_within_leeway_of_expiry_is_accepted() {
+    // Default settings allow 30 s of skew.
+    let claims = with_claim(valid_claims(), "exp", json!(unix_now() - 10));
+    let response = fetch_with_claims(claims, "iframe").await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+// === what a bad token gets ===
+
+#[tokio::test]
+async fn expired_token_is_rejected_by_emulator() {
+    let claims = with_claim(valid_claims(), "exp", json!(unix_now() - 120));
+    let response = fetch_with_claims(claims, "iframe").await;
+    assert_refused(&response, StatusCode::UNAUTHORIZED, "token expired");
+}
+
+#[tokio::test]
+async fn not_yet_valid_token_is_rejected_by_emulator() {
+    let claims = with_claim(valid_claims(), "nbf", json!(unix_now() + 600));
+    let response = fetch_with_claims(claims, "iframe").await;
+    assert_refused(&response, StatusCode::UNAUTHORIZED, "token not yet valid");
+}
+
+#[tokio::test]
+async fn tampered_payload_is_rejected_by_emulator() {
+    let emulator = emulator().await;
+    let token = mint(valid_claims());
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged_claims = b64url(with_claim(valid_claims(), "downloadable", json!(true)).to_string());
+    let forged = format!("{}.{forged_claims}.{}", parts[0], parts[2]);
+    let response = get(&emulator.url_for(&forged, "downloads/default.mp4")).await;
+    assert_refused(&response, StatusCode::UNAUTHORIZED, "invalid signature");
+}
+
+#[tokio::test]
+async fn tampered_signature_is_rejected_by_emulator() {
+    let emulator = emulator().await;
+    let token = mint(valid_claims());
+    let (signed, signature) = token.rsplit_once('.').expect("token has three parts");
+    // Flip the first signature character to another base64url character.
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+    let response = get(&emulator.url_for(&forged, "iframe")).await;
+    assert_refused(&response, StatusCode::UNAUTHORIZED, "invalid signature");
+}
+
+#[tokio::test]
+async fn token_signed_by_a_different_key_than_its_kid_is_rejected() {
+    let token = mint_with_key(FIXTURE_KID, &second_key_der(), &valid_claims());
+    let emulator = emulator().await;
+    let response = get(&emulator.url_for(&token, "iframe")).await;
+    assert_refused(&response, StatusCode::UNAUTHORIZED, "invalid signature");
+}
+
+#[tokio::test]
+async fn header_kid_differing_from_claim_kid_is_rejected() {
+    let claims = with_claim(valid_claims(), "kid", json!(SECOND_KID));
+    let response = fetch_with_claims(claims, "iframe").await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "malformed token: check fields [kid]",
+    );
+}
+
+#[tokio::test]
+async fn token_from_an_unknown_key_is_rejected() {
+    let unknown_kid = "11111111111111111111111111111111";
+    let claims = with_claim(valid_claims(), "kid", json!(unknown_kid));
+    let token = mint_with_key(unknown_kid, &fixture_key_der(), &claims);
+    let emulator = emulator().await;
+    let response = get(&emulator.url_for(&token, "iframe")).await;
+    assert_refused(&response, StatusCode::UNAUTHORIZED, "unknown signing key");
+}
+
+#[tokio::test]
+async fn token_for_an_unknown_video_is_rejected() {
+    let response = fetch_with_claims(claims_for(UNKNOWN_VIDEO_UID), "iframe").await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "token is for an unknown video",
+    );
+}
+
+#[tokio::test]
+async fn token_whose_sub_is_not_a_uid_is_rejected() {
+    let emulator = emulator().await;
+    for sub in [json!("my-video"), json!(VIDEO_UID.to_uppercase()), json!(7)] {
+        let token = mint(with_claim(valid_claims(), "sub", sub));
+        let response = get(&emulator.url_for(&token, "iframe")).await;
+        assert_refused(
+            &response,
+            StatusCode::UNAUTHORIZED,
+            "malformed token: check fields [sub]",
+        );
+    }
+    let mut no_sub = valid_claims();
+    no_sub.as_object_mut().expect("claims object").remove("sub");
+    let response = get(&emulator.url_for(&mint(no_sub), "iframe")).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "malformed token: check fields [sub]",
+    );
+}
+
+#[tokio::test]
+async fn alg_none_token_is_rejected() {
+    let emulator = emulator().await;
+    let token = assemble_token(
+        &json!({"alg": "none", "kid": FIXTURE_KID}),
+        &valid_claims(),
+        b"",
+    );
+    let response = get(&emulator.url_for(&token, "iframe")).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "malformed token: check fields [alg]",
+    );
+}
+
+#[tokio::test]
+async fn hs256_token_keyed_with_the_public_key_is_rejected() {
+    let emulator = emulator().await;
+    let header = Header {
+        alg: Algorithm::HS256,
+        kid: Some(FIXTURE_KID.to_owned()),
+        ..Default::default()
+    };
+    let public_key = public_key_der(&fixture_key_der());
+    let token = mint_raw(
+        &header,
+        &valid_claims(),
+        &EncodingKey::from_secret(&public_key),
+    );
+    let response = get(&emulator.url_for(&token, "iframe")).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "malformed token: check fields [alg]",
+    );
+}
+
+#[tokio::test]
+async fn non_numeric_exp_is_rejected() {
+    let emulator = emulator().await;
+    for exp in [
+        json!("tomorrow"),
+        json!(unix_now() as f64 + 0.5),
+        json!(true),
+    ] {
+        let token = mint(with_claim(valid_claims(), "exp", exp));
+        let response = get(&emulator.url_for(&token, "iframe")).await;
+        assert_refused(
+            &response,
+            StatusCode::UNAUTHORIZED,
+            "malformed token: check fields [exp]",
+        );
+    }
+}
+
+#[tokio::test]
+async fn more_than_five_access_rules_are_rejected() {
+    let rules = Value::Array(vec![json!({"type": "any", "action": "allow"}); 6]);
+    let claims = with_claim(valid_claims(), "accessRules", rules);
+    let response = fetch_with_claims(claims, "iframe").await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "malformed token: check fields [accessRules]",
+    );
+}
+
+#[tokio::test]
+async fn malformed_access_rule_is_named() {
+    let rules = json!([{"type": "ip.src", "action": "allow", "ip": ["999.0.0.1"]}]);
+    let claims = with_claim(valid_claims(), "accessRules", rules);
+    let response = fetch_with_claims(claims, "iframe").await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "malformed token: check fields [accessRules[0].ip]",
+    );
+}
+
+#[tokio::test]
+async fn garbage_in_place_of_a_token_is_rejected() {
+    let emulator = emulator().await;
+    let response = get(&emulator.url_for("not.a.token", "iframe")).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "malformed token: check fields [header]",
+    );
+}
+
+// === access rules ===
+
+#[tokio::test]
+async fn ip_rule_allows_a_v4_viewer_inside_its_cidr() {
+    let rules = json!([
+        {"type": "ip.src", "action": "allow", "ip": ["198.51.100.0/24"]},
+        {"type": "any", "action": "block"},
+    ]);
+    let response = fetch_as(rules, "198.51.100.20", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn ip_rule_blocks_a_v4_viewer_inside_its_cidr() {
+    let rules = json!([{"type": "ip.src", "action": "block", "ip": ["198.51.100.0/24"]}]);
+    let response = fetch_as(rules, "198.51.100.20", None).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "blocked by rule on 'ip.src'",
+    );
+}
+
+#[tokio::test]
+async fn ip_rule_blocks_a_v6_viewer_inside_its_cidr() {
+    let rules = json!([{"type": "ip.src", "action": "block", "ip": ["2001:db8:aa::/48"]}]);
+    let response = fetch_as(rules, "2001:db8:aa::17", None).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "blocked by rule on 'ip.src'",
+    );
+}
+
+#[tokio::test]
+async fn ip_rule_allows_a_v6_viewer_inside_its_cidr() {
+    let rules = json!([
+        {"type": "ip.src", "action": "allow", "ip": ["2001:db8:aa::/48"]},
+        {"type": "any", "action": "block"},
+    ]);
+    let response = fetch_as(rules, "2001:db8:aa::17", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn v4_rule_never_matches_a_v6_viewer() {
+    let rules = json!([{"type": "ip.src", "action": "block", "ip": ["0.0.0.0/0"]}]);
+    let response = fetch_as(rules, "2001:db8::1", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn v6_rule_blocks_a_viewer_connected_over_ipv6_loopback() {
+    let bind: SocketAddr = "[::1]:0".parse().expect("literal address");
+    // No client-ip header configured: the socket peer (::1) is the viewer.
+    let emulator = TestEmulator::start_on(bind, emulator_settings()).await;
+    let token = mint(with_claim(
+        valid_claims(),
+        "accessRules",
+        json!([
+            {"type": "ip.src", "action": "allow", "ip": ["127.0.0.0/8"]},
+            {"type": "ip.src", "action": "block", "ip": ["::1/128"]},
+        ]),
+    ));
+    let response = get(&emulator.url_for(&token, "iframe")).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "blocked by rule on 'ip.src'",
+    );
+}
+
+#[tokio::test]
+async fn socket_peer_is_the_viewer_when_no_client_ip_header_is_configured() {
+    // The emulator ignores the header because it is not configured to trust it.
+    let emulator = emulator().await;
+    let token = mint(with_claim(
+        valid_claims(),
+        "accessRules",
+        json!([{"type": "ip.src", "action": "block", "ip": ["127.0.0.1"]}]),
+    ));
+    let response = get_with(
+        &emulator.url_for(&token, "iframe"),
+        &[(CLIENT_IP_HEADER, "203.0.113.5")],
+    )
+    .await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "blocked by rule on 'ip.src'",
+    );
+}
+
+#[tokio::test]
+async fn country_rule_blocks_a_listed_country_ignoring_case() {
+    let rules = json!([{"type": "ip.geoip.country", "action": "block", "country": ["GB", "fr"]}]);
+    let response = fetch_as(rules, "192.0.2.1", Some("FR")).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "blocked by rule on 'ip.geoip.country'",
+    );
+}
+
+#[tokio::test]
+async fn country_rule_allows_a_listed_country() {
+    let rules = json!([
+        {"type": "ip.geoip.country", "action": "allow", "country": ["DE"]},
+        {"type": "any", "action": "block"},
+    ]);
+    let response = fetch_as(rules, "192.0.2.1", Some("de")).await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn country_rule_never_matches_without_a_country_header() {
+    let rules = json!([
+        {"type": "ip.geoip.country", "action": "allow", "country": ["DE"]},
+        {"type": "any", "action": "block"},
+    ]);
+    let response = fetch_as(rules, "192.0.2.1", None).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "blocked by rule on 'any'",
+    );
+}
+
+#[tokio::test]
+async fn any_rule_blocks_everyone() {
+    let rules = json!([{"type": "any", "action": "block"}]);
+    let response = fetch_as(rules, "192.0.2.1", Some("US")).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "blocked by rule on 'any'",
+    );
+}
+
+#[tokio::test]
+async fn token_is_valid_when_no_rule_matches() {
+    let rules = json!([
+        {"type": "ip.src", "action": "block", "ip": ["198.51.100.0/24", "2001:db8::/32"]},
+        {"type": "ip.geoip.country", "action": "block", "country": ["US"]},
+    ]);
+    let response = fetch_as(rules, "192.0.2.1", Some("CA")).await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn first_matching_rule_wins() {
+    // The viewer matches all three rules; only the first one counts.
+    let block_first = json!([
+        {"type": "ip.geoip.country", "action": "block", "country": ["NL"]},
+        {"type": "ip.src", "action": "allow", "ip": ["192.0.2.0/24"]},
+        {"type": "any", "action": "allow"},
+    ]);
+    let response = fetch_as(block_first, "192.0.2.1", Some("NL")).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "blocked by rule on 'ip.geoip.country'",
+    );
+
+    let allow_first = json!([
+        {"type": "ip.src", "action": "allow", "ip": ["192.0.2.0/24"]},
+        {"type": "ip.geoip.country", "action": "block", "country": ["NL"]},
+        {"type": "any", "action": "block"},
+    ]);
+    let response = fetch_as(allow_first, "192.0.2.1", Some("NL")).await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+// === paths and methods ===
+
+#[tokio::test]
+async fn bare_video_uid_requires_a_signed_url() {
+    let emulator = emulator().await;
+    let response = get(&emulator.url_for(VIDEO_UID, "iframe")).await;
+    assert_refused(
+        &response,
+        StatusCode::UNAUTHORIZED,
+        "this video requires a signed URL",
+    );
+}
+
+#[tokio::test]
+async fn unknown_bare_video_uid_is_not_found() {
+    let emulator = emulator().await;
+    let response = get(&emulator.url_for(UNKNOWN_VIDEO_UID, "iframe")).await;
+    assert_refused(&response, StatusCode::NOT_FOUND, "video not found");
+}
+
+#[tokio::test]
+async fn unknown_resource_is_not_found() {
+    let emulator = emulator().await;
+    let token = mint(valid_claims());
+    for resource in ["manifest/stream_720p.m3u8", "player", "downloads/other.mp4"] {
+        let response = get(&emulator.url_for(&token, resource)).await;
+        assert_refused(&response, StatusCode::NOT_FOUND, "not found");
+    }
+    let response = get(&emulator.url("/")).await;
+    assert_refused(&response, StatusCode::NOT_FOUND, "not found");
+}
+
+#[tokio::test]
+async fn post_is_not_allowed() {
+    let emulator = emulator().await;
+    let url = emulator.url_for(&mint(valid_claims()), "iframe");
+    let response = send(Method::POST, &url, &[], Some(b"{}".to_vec())).await;
+    assert_refused(
+        &response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+    );
+    assert_eq!(response.header("allow"), Some("GET, HEAD"));
+}
