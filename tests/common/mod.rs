@@ -382,3 +382,140 @@ pub async fn get(url: &str) -> TestResponse {
 pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> TestResponse {
     send(Method::GET, url, headers, None).await
 }
+
+// === gateway ===
+
+/// The API key the default test gateway config knows, as a client sends it.
+pub const TEST_API_KEY: &str = "test-only-api-key";
+
+/// The default gateway configuration for tests: in-process emulator on a free port, the
+/// fixture key, a public video (`intro`) and a members-only one (`keynote`).
+pub fn gateway_config() -> String {
+    format!(
+        "\
+listen: 127.0.0.1:0
+stream:
+  emulator:
+    listen: 127.0.0.1:0
+signing_keys:
+  - id: {FIXTURE_KID}
+    file: {key}
+token:
+  ttl: 1h
+  min_remaining: 10m
+videos:
+  intro:
+    uid: {VIDEO_UID}
+    tags: [public]
+  keynote:
+    uid: {OTHER_VIDEO_UID}
+    tags: [members]
+api_keys:
+  - name: ci
+    sha256: {digest}
+rules:
+  - name: ci-intro
+    videos: [intro]
+    subjects: [api_key:ci]
+    ttl: 30m
+  - name: public
+    videos: [\"tag:public\"]
+    subjects: [anyone]
+  - name: members
+    videos: [\"tag:members\"]
+    subjects: [authenticated]
+    downloadable: true
+",
+        key = fixture_path("test-only-signing-key.pem").display(),
+        digest = streamgate::identity::hash_api_key(TEST_API_KEY),
+    )
+}
+
+/// A gateway (and its emulator) running in this test's runtime on loopback ports.
+pub struct TestGateway {
+    app: Option<streamgate::app::App>,
+    origin: String,
+}
+
+impl TestGateway {
+    /// Start with [`gateway_config`].
+    pub async fn start() -> TestGateway {
+        Self::start_with(&gateway_config()).await
+    }
+
+    /// Start with the given YAML (relative key paths resolve against `tests/fixtures`).
+    pub async fn start_with(yaml: &str) -> TestGateway {
+        use streamgate::config::{MissingKeys, Settings, load_signing_keys};
+        let settings = Settings::from_yaml(yaml, "test.yaml", &fixture_path(""))
+            .unwrap_or_else(|errors| panic!("test config should be valid:\n{errors}"));
+        let (keys, _) = load_signing_keys(&settings, MissingKeys::Fail)
+            .unwrap_or_else(|errors| panic!("test keys should load:\n{errors}"));
+        let app = streamgate::app::App::start(settings, keys, None)
+            .await
+            .expect("gateway should start");
+        let origin = format!("http://{}", app.gateway_addr());
+        TestGateway {
+            app: Some(app),
+            origin,
+        }
+    }
+
+    pub fn app(&self) -> &streamgate::app::App {
+        self.app.as_ref().expect("running")
+    }
+
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// `http://127.0.0.1:PORT` of the in-process emulator.
+    pub fn emulator_origin(&self) -> String {
+        format!(
+            "http://{}",
+            self.app().emulator_addr().expect("emulator runs")
+        )
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.origin)
+    }
+
+    /// Signatures made so far.
+    pub fn signatures(&self) -> u64 {
+        self.app().gateway().cache().signer().signatures()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+}
+
+/// The token inside a redirect `Location` of the form `<origin>/<token>/<resource>`.
+pub fn token_in_location(location: &str, origin: &str) -> String {
+    location
+        .strip_prefix(origin)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("{location} should start with {origin}/"))
+        .to_string()
+}
+
+/// Send `req` and assert a JSON error body with `status` whose reason contains `reason`.
+pub fn assert_error(response: &TestResponse, status: u16, reason: &str) {
+    assert_eq!(
+        response.status.as_u16(),
+        status,
+        "body: {}",
+        response.text()
+    );
+    let body: Value = serde_json::from_slice(&response.body)
+        .unwrap_or_else(|_| panic!("error body should be JSON: {}", response.text()));
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(reason),
+        "expected reason containing {reason:?}, got {message:?}"
+    );
+}
