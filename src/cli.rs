@@ -15,6 +15,7 @@ use crate::config::{
     load_signing_keys,
 };
 use crate::emulator::Emulator;
+use crate::identity::Identity;
 use crate::policy::{Action, Subject, VideoSelector};
 use crate::routes::Resource;
 use crate::server;
@@ -138,15 +139,7 @@ fn config_failure(errors: ConfigErrors) -> anyhow::Error {
 
 fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let (settings, keys) = load(path, MissingKeys::Generate)?;
-    let aliases: Vec<String> = {
-        let mut aliases: Vec<String> = settings
-            .catalogue
-            .videos()
-            .map(|v| v.alias.to_string())
-            .collect();
-        aliases.sort();
-        aliases
-    };
+    let (open_alias, protected_alias) = example_aliases(&settings);
     runtime()?.block_on(async move {
         let app = App::start(settings, keys, listen).await?;
         let gateway = app::origin_for(app.gateway_addr());
@@ -155,19 +148,34 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
             Some(addr) => println!("Stream emulator on {} (stands in for Cloudflare)", app::origin_for(addr)),
             None => println!("Stream origin {}", app.gateway().origin()),
         }
-        if let Some(alias) = aliases.first() {
-            println!("try:");
+        println!("try:");
+        if let Some(alias) = open_alias {
             println!("  curl -i {gateway}/watch/{alias}");
             println!("  curl -sL {gateway}/watch/{alias}    # follow the redirect to the player");
-            println!(
-                "  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"video_id\":\"{alias}\"}}' {gateway}/api/getSignedURL"
-            );
         }
+        if let Some(alias) = protected_alias {
+            println!("  curl -i -H 'X-Api-Key: <key>' {gateway}/watch/{alias}");
+        }
+        println!(
+            "  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"video_id\":\"<video>\"}}' {gateway}/api/getSignedURL"
+        );
         shutdown_signal().await;
         println!("shutting down");
         app.shutdown().await;
         Ok(())
     })
+}
+
+/// A video anonymous viewers may watch and one they may not, to print as examples.
+fn example_aliases(settings: &Settings) -> (Option<String>, Option<String>) {
+    let mut videos: Vec<_> = settings.catalogue.videos().collect();
+    videos.sort_by(|a, b| a.alias.cmp(&b.alias));
+    let allowed = |video: &&Arc<crate::catalogue::Video>| {
+        settings.policy.decide(&Identity::Anonymous, video).is_ok()
+    };
+    let open = videos.iter().find(|v| allowed(v)).map(|v| v.alias.to_string());
+    let protected = videos.iter().find(|v| !allowed(v)).map(|v| v.alias.to_string());
+    (open, protected)
 }
 
 fn emulate(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
