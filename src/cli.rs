@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::app::{self, App};
 use crate::config::{
     ConfigErrors, EmulatorOptions, KeyLocation, MissingKeys, Settings, StreamSettings,
-    load_signing_keys,
+    human_duration, load_signing_keys,
 };
 use crate::emulator::Emulator;
 use crate::identity::Identity;
@@ -173,8 +173,14 @@ fn example_aliases(settings: &Settings) -> (Option<String>, Option<String>) {
     let allowed = |video: &&Arc<crate::catalogue::Video>| {
         settings.policy.decide(&Identity::Anonymous, video).is_ok()
     };
-    let open = videos.iter().find(|v| allowed(v)).map(|v| v.alias.to_string());
-    let protected = videos.iter().find(|v| !allowed(v)).map(|v| v.alias.to_string());
+    let open = videos
+        .iter()
+        .find(|v| allowed(v))
+        .map(|v| v.alias.to_string());
+    let protected = videos
+        .iter()
+        .find(|v| !allowed(v))
+        .map(|v| v.alias.to_string());
     (open, protected)
 }
 
@@ -232,7 +238,7 @@ fn sign(path: &Path, video: &str, ttl: Option<Duration>, downloadable: bool) -> 
     println!(
         "expires: {} (in {})",
         humantime::format_rfc3339_seconds(expires),
-        humantime::format_duration(token_settings.ttl)
+        human_duration(token_settings.ttl)
     );
     Ok(())
 }
@@ -265,9 +271,9 @@ fn check(path: &Path) -> anyhow::Result<()> {
     let token = &settings.default_token;
     println!(
         "  tokens   ttl {}, reused until {} remain, nbf {} early, cache {} entries",
-        humantime::format_duration(token.ttl),
-        humantime::format_duration(settings.min_remaining),
-        humantime::format_duration(settings.nbf_backdate),
+        human_duration(token.ttl),
+        human_duration(settings.min_remaining),
+        human_duration(settings.nbf_backdate),
         settings.cache_capacity
     );
     let mut aliases: Vec<&str> = settings.catalogue.videos().map(|v| &*v.alias).collect();
@@ -303,7 +309,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
             "    - {}: {action} {} on {videos} (ttl {}{}{})",
             rule.name,
             subjects.join(", "),
-            humantime::format_duration(rule.token.ttl),
+            human_duration(rule.token.ttl),
             if rule.token.downloadable {
                 ", downloadable"
             } else {

@@ -175,6 +175,22 @@ impl Settings {
     }
 }
 
+/// A duration as operators write it: `25h`, `1h30m`, `90s` → `1m30s`.
+pub fn human_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let parts = [
+        (secs / 3600, "h"),
+        (secs % 3600 / 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let text: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() { "0s".into() } else { text }
+}
+
 /// serde_yaml appends " at line L column C"; the position is reported separately.
 fn strip_location(message: &str) -> String {
     match message.rfind(" at line ") {
@@ -221,8 +237,8 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
             &[key("token"), key("min_remaining")],
             format!(
                 "min_remaining ({}) must be less than ttl ({}), or no token could ever be reused",
-                humantime::format_duration(min_remaining),
-                humantime::format_duration(ttl)
+                human_duration(min_remaining),
+                human_duration(ttl)
             ),
         );
     }
@@ -574,8 +590,8 @@ fn build_policy(
                 &at("ttl"),
                 format!(
                     "ttl {} must be more than token.min_remaining ({})",
-                    humantime::format_duration(ttl),
-                    humantime::format_duration(min_remaining)
+                    human_duration(ttl),
+                    human_duration(min_remaining)
                 ),
             );
         }

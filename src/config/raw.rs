@@ -233,7 +233,7 @@ impl<'de> Deserialize<'de> for Ttl {
         if ttl > MAX_TTL {
             return Err(de::Error::custom(format!(
                 "ttl {} is over Stream's limit of 24h",
-                humantime::format_duration(ttl)
+                super::human_duration(ttl)
             )));
         }
         if ttl < Duration::from_secs(1) {
