@@ -119,6 +119,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Load settings and keys, printing every configuration error.
 fn load(path: &Path, missing: MissingKeys) -> anyhow::Result<(Settings, Vec<SigningKey>)> {
+    load_reporting(path, missing, false)
+}
+
+/// [`load`], optionally printing a newly generated development key in Cloudflare's
+/// `POST /stream/keys` format so other tools can be pointed at the emulator.
+fn load_reporting(
+    path: &Path,
+    missing: MissingKeys,
+    print_generated: bool,
+) -> anyhow::Result<(Settings, Vec<SigningKey>)> {
     let settings = Settings::load(path).map_err(config_failure)?;
     for warning in &settings.warnings {
         eprintln!("warning: {}: {warning}", settings.file);
@@ -129,6 +139,12 @@ fn load(path: &Path, missing: MissingKeys) -> anyhow::Result<(Settings, Vec<Sign
             "generated a development signing key in Cloudflare's format (id, pem, jwk): {}",
             path.display()
         );
+        if print_generated {
+            // A development key for the emulator only: real Stream never trusts it.
+            let document = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read back {}", path.display()))?;
+            println!("{document}");
+        }
     }
     Ok((settings, keys))
 }
@@ -185,7 +201,7 @@ fn example_aliases(settings: &Settings) -> (Option<String>, Option<String>) {
 }
 
 fn emulate(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let (settings, keys) = load(path, MissingKeys::Generate)?;
+    let (settings, keys) = load_reporting(path, MissingKeys::Generate, true)?;
     let options = match &settings.stream {
         StreamSettings::Emulator(options) => options.clone(),
         StreamSettings::Origin(_) => EmulatorOptions {

@@ -348,3 +348,34 @@ async fn gateway_tokens_respect_emulator_access_rules() {
     );
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_gets_the_same_redirect() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let gateway = TestGateway::start().await;
+    let stream = tokio::net::TcpStream::connect(gateway.app().gateway_addr())
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = http::Request::get(gateway.url("/watch/intro"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
+        .await
+        .expect("h2 request should not hang")
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status().as_u16(), 302);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let _ = response.into_body().collect().await;
+    assert!(location.starts_with(&gateway.emulator_origin()));
+    drop(sender);
+    driver.abort();
+    gateway.shutdown().await;
+}
