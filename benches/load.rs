@@ -89,6 +89,9 @@ const MISS_TARGET: f64 = 0.85;
 const SERVER_THREADS: &str = "bench-server";
 const CLIENT_THREADS: &str = "bench-client";
 const SIGNER_THREADS: &str = "bench-signer";
+/// The gateway's own signing threads (`streamgate-signer-N`, as /proc shows the first 15
+/// bytes of a thread's name).
+const GATEWAY_SIGNER_THREADS: &str = "streamgate-sign";
 /// USER_HZ, the unit of utime and stime in `/proc/self/task/*/stat`; 100 on Linux.
 const CLOCK_TICKS_PER_SEC: u64 = 100;
 
@@ -129,20 +132,35 @@ fn main() {
         .block_on(TcpListener::bind(loopback))
         .expect("the baseline server binds");
     let baseline = baseline_listener.local_addr().expect("a bound address");
-    let baseline_task = server_rt.spawn(serve_fixed_redirect(baseline_listener, location.clone()));
+    let baseline_task = server_rt.spawn(serve_fixed_redirect(
+        baseline_listener,
+        location.clone(),
+        auto::Builder::new(TokioExecutor::new()),
+    ));
+    let tuned_listener = server_rt
+        .block_on(TcpListener::bind(loopback))
+        .expect("the tuned baseline server binds");
+    let tuned = tuned_listener.local_addr().expect("a bound address");
+    let tuned_task = server_rt.spawn(serve_fixed_redirect(
+        tuned_listener,
+        location.clone(),
+        streamgate::server::connection_builder(),
+    ));
 
     print_preamble(&options, max_in_flight, location.len());
 
     let hit_paths = Paths::Repeat(hit_path.parse().expect("a valid path"));
-    let (mut hits, mut bare) = (Scenario::new(), Scenario::new());
+    let (mut hits, mut bare, mut same_limits) = (Scenario::new(), Scenario::new(), Scenario::new());
     let cache_before = app.gateway().cache().stats();
     for round in 0..ROUNDS {
         let slot = Slot::new(round, &options);
         hits.round(client_rt, gateway, &hit_paths, slot, options.connections);
         bare.round(client_rt, baseline, &hit_paths, slot, options.connections);
+        same_limits.round(client_rt, tuned, &hit_paths, slot, options.connections);
     }
     let cache_after = app.gateway().cache().stats();
     baseline_task.abort();
+    tuned_task.abort();
 
     let miss_paths = Paths::distinct_videos(options.connections);
     let mut misses = Scenario::new();
@@ -156,13 +174,19 @@ fn main() {
     let signatures = app.gateway().cache().signer().signatures() - signatures_before;
     server_rt.block_on(app.shutdown());
 
-    let (hits, bare, misses) = (hits.finish(), bare.finish(), misses.finish());
+    let (hits, bare, same_limits, misses) = (
+        hits.finish(),
+        bare.finish(),
+        same_limits.finish(),
+        misses.finish(),
+    );
     let shared = own_client_rt.is_none();
     print_table(
         shared,
         &[
             ("(a) gateway, cache hits", &hits),
             ("(c) minimal hyper, same 302", &bare),
+            ("(c') (c) + gateway's limits", &same_limits),
             ("(b) gateway, all misses", &misses),
         ],
     );
@@ -198,10 +222,21 @@ fn main() {
     }
     println!();
     print_ratios(shared, &hits, &bare, &misses, &signing);
+    println!(
+        "  (a)/(c') cache hits vs minimal hyper with the gateway's connection limits (header-read timeout): {:.0} / {:.0} = {:.3}",
+        hits.per_second(),
+        same_limits.per_second(),
+        hits.per_second() / same_limits.per_second()
+    );
 
-    let errors = hits.errors + bare.errors + misses.errors;
+    let errors = hits.errors + bare.errors + same_limits.errors + misses.errors;
     if errors > 0 {
-        for (name, report) in [("(a)", &hits), ("(c)", &bare), ("(b)", &misses)] {
+        for (name, report) in [
+            ("(a)", &hits),
+            ("(c)", &bare),
+            ("(c')", &same_limits),
+            ("(b)", &misses),
+        ] {
             if let Some(error) = &report.first_error {
                 eprintln!("{name} first error: {error}");
             }
@@ -310,9 +345,14 @@ async fn fetch_location(target: SocketAddr, path: &str) -> HeaderValue {
 // === the baseline server (c) ===
 
 /// Answer every request on `listener` with the gateway's redirect head and a fixed Location,
-/// served by the hyper-util auto builder the gateway uses, with its defaults.
-async fn serve_fixed_redirect(listener: TcpListener, location: HeaderValue) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+/// served by `builder`: hyper-util's auto builder with its defaults for (c), with the
+/// gateway's own connection settings for (c').
+async fn serve_fixed_redirect(
+    listener: TcpListener,
+    location: HeaderValue,
+    builder: auto::Builder<TokioExecutor>,
+) {
+    let builder = Arc::new(builder);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -813,7 +853,7 @@ struct CpuSample {
 impl CpuSample {
     fn now() -> Self {
         Self {
-            server: thread_cpu(SERVER_THREADS),
+            server: add_cpu(thread_cpu(SERVER_THREADS), thread_cpu(GATEWAY_SIGNER_THREADS)),
             client: thread_cpu(CLIENT_THREADS),
         }
     }
@@ -874,7 +914,7 @@ fn print_preamble(options: &Options, max_in_flight: usize, location_len: usize) 
         threads => format!("runs on its own runtime with {threads} workers"),
     };
     println!(
-        "{} cores shared: the gateway and the minimal server run on a tokio multi-thread runtime with {} workers (signing.max_in_flight {max_in_flight}, signatures on its blocking pool); the load generator {generator}. req/s includes the generator's CPU.",
+        "{} cores shared: the gateway and the minimal server run on a tokio multi-thread runtime with {} workers (signing.max_in_flight {max_in_flight}, signatures on its signing threads); the load generator {generator}. req/s includes the generator's CPU.",
         options.cores, options.cores,
     );
     println!("Location header: {location_len} bytes");

@@ -80,6 +80,11 @@ impl TokenCache {
             uid,
             settings: Arc::clone(settings),
         };
+        // Fast path: a plain lookup, without the entry API's per-call key allocation.
+        if let Some(token) = self.tokens.get(&key).await {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(token);
+        }
         let signer = &self.signer;
         let entry = self
             .tokens
@@ -88,6 +93,7 @@ impl TokenCache {
                 signer.sign(uid, Arc::clone(settings)).await.map(Arc::new)
             })
             .await?;
+        // Not fresh: another request signed it while this one waited (single-flight).
         let counter = if entry.is_fresh() {
             &self.misses
         } else {

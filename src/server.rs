@@ -37,6 +37,22 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<Body>> + Send;
 }
 
+/// The per-connection HTTP settings every listener uses: HTTP/1.1 with a header-read timeout
+/// and a head size limit, HTTP/2 (prior knowledge) with a stream limit.
+pub fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    builder
+}
+
 /// Serve `handler` on `listener` until `shutdown` resolves, then stop accepting and give
 /// in-flight requests up to [`SHUTDOWN_GRACE`] to finish.
 pub async fn serve<H: Handler>(

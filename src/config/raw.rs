@@ -155,9 +155,9 @@ impl Default for RawSigning {
 }
 
 fn default_max_in_flight() -> usize {
-    // RSA signing is CPU-bound: about two per core keeps the cores busy without letting a
-    // burst of misses monopolise them.
-    std::thread::available_parallelism().map_or(4, |n| 2 * n.get())
+    // RSA signing is CPU-bound: one signing thread per core saturates the cores during a
+    // burst of misses; more would only queue inside the OS scheduler.
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,9 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::RSA_PKCS1_SHA256;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use tokio::sync::Semaphore;
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::claims::{Claims, TokenSettings, VideoUid};
 use super::keys::SigningKey;
@@ -43,56 +45,16 @@ impl IssuedToken {
     }
 }
 
-/// Signs tokens with the active key. Cheap to share behind an `Arc`.
-pub struct Signer {
+/// What the signing threads share: the keys and the signature counter.
+struct SigningCore {
     active: Arc<SigningKey>,
     keys: Vec<Arc<SigningKey>>,
     nbf_backdate: Duration,
-    /// RSA signing is CPU-bound: a burst of misses must queue here rather than occupy every
-    /// blocking thread and starve the reactor's other work.
-    in_flight: Arc<Semaphore>,
     signatures: AtomicU64,
 }
 
-impl Signer {
-    /// `keys[0]` signs new tokens. `max_in_flight` bounds concurrent signatures (min 1).
-    ///
-    /// # Panics
-    /// When `keys` is empty; configuration validation guarantees at least one key.
-    pub fn new(keys: Vec<SigningKey>, nbf_backdate: Duration, max_in_flight: usize) -> Self {
-        let keys: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
-        let active = Arc::clone(keys.first().expect("at least one signing key"));
-        Self {
-            active,
-            keys,
-            nbf_backdate,
-            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            signatures: AtomicU64::new(0),
-        }
-    }
-
-    /// The key that signs new tokens.
-    pub fn active_key(&self) -> &SigningKey {
-        &self.active
-    }
-
-    /// Every configured key (the emulator trusts all of them).
-    pub fn keys(&self) -> &[Arc<SigningKey>] {
-        &self.keys
-    }
-
-    /// How many tokens this signer has signed.
-    pub fn signatures(&self) -> u64 {
-        self.signatures.load(Ordering::Relaxed)
-    }
-
-    /// Sign a token for `uid` on the calling thread. For the CLI and benches; request
-    /// handlers use [`Signer::sign`].
-    pub fn sign_blocking(
-        &self,
-        uid: &VideoUid,
-        settings: &TokenSettings,
-    ) -> Result<IssuedToken, SignError> {
+impl SigningCore {
+    fn sign(&self, uid: &VideoUid, settings: &TokenSettings) -> Result<IssuedToken, SignError> {
         let claims = Claims::build(
             uid,
             self.active.id(),
@@ -107,21 +69,118 @@ impl Signer {
             expires_at: claims.exp,
         })
     }
+}
 
-    /// Sign a token for `uid` on the blocking pool, waiting for a signing slot first.
+/// One signature to make, and where to send it.
+struct Job {
+    uid: VideoUid,
+    settings: Arc<TokenSettings>,
+    reply: oneshot::Sender<Result<IssuedToken, SignError>>,
+}
+
+/// How many signatures may wait for a signing thread before callers wait to enqueue.
+const QUEUE_CAPACITY: usize = 1024;
+
+/// Signs tokens with the active key on a small pool of dedicated threads.
+///
+/// RSA signing is CPU-bound (about 0.4 ms a token): it must not run on the async reactor,
+/// where a burst of misses would stall every other connection, and at most one signature per
+/// signing thread is in flight. Dedicated threads fed by a queue keep the cores busy between
+/// signatures, where a permit-plus-`spawn_blocking` per signature left gaps (see README's
+/// bench figures). The threads exit when the `Signer` is dropped.
+pub struct Signer {
+    core: Arc<SigningCore>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Signer {
+    /// `keys[0]` signs new tokens; `threads` signing threads (min 1) bound the signatures in
+    /// flight.
+    ///
+    /// # Panics
+    /// When `keys` is empty (configuration validation guarantees at least one key) or a
+    /// thread cannot be spawned.
+    pub fn new(keys: Vec<SigningKey>, nbf_backdate: Duration, threads: usize) -> Self {
+        let keys: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
+        let active = Arc::clone(keys.first().expect("at least one signing key"));
+        let core = Arc::new(SigningCore {
+            active,
+            keys,
+            nbf_backdate,
+            signatures: AtomicU64::new(0),
+        });
+        let (jobs, queue) = mpsc::channel::<Job>(QUEUE_CAPACITY);
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..threads.max(1) {
+            let core = Arc::clone(&core);
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("streamgate-signer-{index}"))
+                .spawn(move || sign_jobs(&core, &queue))
+                .expect("spawn a signing thread");
+        }
+        Self { core, jobs }
+    }
+
+    /// The key that signs new tokens.
+    pub fn active_key(&self) -> &SigningKey {
+        &self.core.active
+    }
+
+    /// Every configured key (the emulator trusts all of them).
+    pub fn keys(&self) -> &[Arc<SigningKey>] {
+        &self.core.keys
+    }
+
+    /// How many tokens this signer has signed.
+    pub fn signatures(&self) -> u64 {
+        self.core.signatures.load(Ordering::Relaxed)
+    }
+
+    /// Sign a token for `uid` on the calling thread. For the CLI and benches; request
+    /// handlers use [`Signer::sign`].
+    pub fn sign_blocking(
+        &self,
+        uid: &VideoUid,
+        settings: &TokenSettings,
+    ) -> Result<IssuedToken, SignError> {
+        self.core.sign(uid, settings)
+    }
+
+    /// Sign a token for `uid` on a signing thread, waiting for a free one.
     pub async fn sign(
-        self: &Arc<Self>,
+        &self,
         uid: VideoUid,
         settings: Arc<TokenSettings>,
     ) -> Result<IssuedToken, SignError> {
-        let _permit = Arc::clone(&self.in_flight)
-            .acquire_owned()
+        let (reply, result) = oneshot::channel();
+        let job = Job {
+            uid,
+            settings,
+            reply,
+        };
+        self.jobs
+            .send(job)
             .await
-            .map_err(|_| SignError::Task("signer closed".into()))?;
-        let signer = Arc::clone(self);
-        tokio::task::spawn_blocking(move || signer.sign_blocking(&uid, &settings))
+            .map_err(|_| SignError::Task("the signing threads have stopped".into()))?;
+        result
             .await
-            .map_err(|join| SignError::Task(join.to_string()))?
+            .map_err(|_| SignError::Task("a signing thread dropped the job".into()))?
+    }
+}
+
+/// A signing thread: take jobs until every sender is gone.
+fn sign_jobs(core: &SigningCore, queue: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        // One thread waits on the queue at a time; the others wait for the lock. A poisoned
+        // lock only means another signing thread panicked: keep going.
+        let job = queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .blocking_recv();
+        let Some(job) = job else { return };
+        // The requester may have gone away; its answer is simply dropped.
+        let _ = job.reply.send(core.sign(&job.uid, &job.settings));
     }
 }
 
