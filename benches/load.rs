@@ -51,6 +51,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use streamgate::app::App;
 use streamgate::config::{MissingKeys, Settings, load_signing_keys};
+use streamgate::server::ConnectionBuilder;
 use streamgate::token::claims::Claims;
 use streamgate::token::signer::{sign_jws, unix_now};
 use streamgate::token::{SigningKey, TokenSettings, VideoUid};
@@ -135,17 +136,13 @@ fn main() {
     let baseline_task = server_rt.spawn(serve_fixed_redirect(
         baseline_listener,
         location.clone(),
-        auto::Builder::new(TokioExecutor::new()),
+        false,
     ));
     let tuned_listener = server_rt
         .block_on(TcpListener::bind(loopback))
         .expect("the tuned baseline server binds");
     let tuned = tuned_listener.local_addr().expect("a bound address");
-    let tuned_task = server_rt.spawn(serve_fixed_redirect(
-        tuned_listener,
-        location.clone(),
-        streamgate::server::connection_builder(),
-    ));
+    let tuned_task = server_rt.spawn(serve_fixed_redirect(tuned_listener, location.clone(), true));
 
     print_preamble(&options, max_in_flight, location.len());
 
@@ -345,20 +342,24 @@ async fn fetch_location(target: SocketAddr, path: &str) -> HeaderValue {
 // === the baseline server (c) ===
 
 /// Answer every request on `listener` with the gateway's redirect head and a fixed Location,
-/// served by `builder`: hyper-util's auto builder with its defaults for (c), with the
-/// gateway's own connection settings for (c').
+/// served by hyper-util's auto builder: with its defaults for (c), with the gateway's own
+/// connection settings (`streamgate::server::ConnectionBuilder`) for (c').
 async fn serve_fixed_redirect(
     listener: TcpListener,
     location: HeaderValue,
-    builder: auto::Builder<TokioExecutor>,
+    with_gateway_limits: bool,
 ) {
-    let builder = Arc::new(builder);
+    let gateway_limits = with_gateway_limits.then(ConnectionBuilder::new);
+    let defaults = auto::Builder::new(TokioExecutor::new());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let builder = Arc::clone(&builder);
+        let builder = match &gateway_limits {
+            Some(limits) => limits.for_connection(),
+            None => defaults.clone(),
+        };
         let location = location.clone();
         tokio::spawn(async move {
             let service = service_fn(move |_request| {
@@ -853,7 +854,10 @@ struct CpuSample {
 impl CpuSample {
     fn now() -> Self {
         Self {
-            server: add_cpu(thread_cpu(SERVER_THREADS), thread_cpu(GATEWAY_SIGNER_THREADS)),
+            server: add_cpu(
+                thread_cpu(SERVER_THREADS),
+                thread_cpu(GATEWAY_SIGNER_THREADS),
+            ),
             client: thread_cpu(CLIENT_THREADS),
         }
     }

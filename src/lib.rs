@@ -13,6 +13,7 @@ pub mod config;
 pub mod emulator;
 pub mod error;
 pub mod gateway;
+pub mod header_timer;
 pub mod identity;
 pub mod policy;
 pub mod routes;

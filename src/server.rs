@@ -18,10 +18,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::header_timer::HeaderTimers;
+
 use crate::Body;
 
 /// How long a client may take to send a complete request head (slow-loris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head accepted on HTTP/1.1, in bytes; larger heads get 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// How long in-flight requests may run after shutdown is requested.
@@ -37,20 +39,62 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<Body>> + Send;
 }
 
-/// The per-connection HTTP settings every listener uses: HTTP/1.1 with a header-read timeout
-/// and a head size limit, HTTP/2 (prior knowledge) with a stream limit.
-pub fn connection_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    builder
+/// Per-connection HTTP settings shared by every listener: HTTP/1.1 with a header-read
+/// timeout (on a coarse per-connection timer, see [`crate::header_timer`]) and a head size
+/// limit; HTTP/2 (prior knowledge) with a stream limit.
+///
+/// Create it inside a tokio runtime: it runs the header-timeout ticker until dropped.
+pub struct ConnectionBuilder {
+    template: auto::Builder<TokioExecutor>,
+    timers: Arc<HeaderTimers>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl ConnectionBuilder {
+    /// The default settings ([`HEADER_READ_TIMEOUT`]).
+    pub fn new() -> Self {
+        Self::with_header_read_timeout(HEADER_READ_TIMEOUT)
+    }
+
+    /// Settings with a given header-read timeout (fires up to [`crate::header_timer::TICK`]
+    /// late).
+    pub fn with_header_read_timeout(header_read_timeout: Duration) -> Self {
+        let mut template = auto::Builder::new(TokioExecutor::new());
+        template
+            .http1()
+            .header_read_timeout(header_read_timeout)
+            .max_buf_size(MAX_HEADER_BYTES);
+        template
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256);
+        let timers = HeaderTimers::new();
+        let ticker = tokio::spawn(Arc::clone(&timers).run());
+        Self {
+            template,
+            timers,
+            ticker,
+        }
+    }
+
+    /// The builder for one new connection, with that connection's header timer.
+    pub fn for_connection(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = self.template.clone();
+        builder.http1().timer(self.timers.connection_timer());
+        builder
+    }
+}
+
+impl Default for ConnectionBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ConnectionBuilder {
+    fn drop(&mut self) {
+        self.ticker.abort();
+    }
 }
 
 /// Serve `handler` on `listener` until `shutdown` resolves, then stop accepting and give
@@ -60,17 +104,16 @@ pub async fn serve<H: Handler>(
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
+    serve_with(listener, handler, ConnectionBuilder::new(), shutdown).await;
+}
+
+/// [`serve`] with explicit per-connection settings.
+pub async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    connections: ConnectionBuilder,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -90,7 +133,7 @@ pub async fn serve<H: Handler>(
         // Small responses (redirects) should leave at once, not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let handler = Arc::clone(&handler);
-        let builder = Arc::clone(&builder);
+        let builder = connections.for_connection();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
