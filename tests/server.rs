@@ -78,3 +78,44 @@ async fn keep_alive_requests_each_get_a_fresh_header_deadline() {
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
 }
+
+struct Slow;
+
+impl Handler for Slow {
+    async fn handle(&self, _req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Response::new(Body::new(Bytes::from_static(b"finished")))
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_then_stops() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with(
+        listener,
+        Arc::new(Slow),
+        ConnectionBuilder::new(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // An idle keep-alive connection must not hold shutdown up.
+    let _idle = TcpStream::connect(addr).await.unwrap();
+    let url = format!("http://{addr}/");
+    let in_flight = tokio::spawn(async move { common::get(&url).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.send(()).unwrap();
+
+    let response = in_flight.await.unwrap();
+    assert_eq!(response.text(), "finished");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns once in-flight requests are done")
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
