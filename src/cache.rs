@@ -47,7 +47,7 @@ pub struct CacheStats {
 
 /// A bounded, single-flight cache of signed tokens in front of a [`Signer`].
 pub struct TokenCache {
-    tokens: Cache<TokenKey, Arc<IssuedToken>>,
+    tokens: Cache<TokenKey, Arc<IssuedToken>, foldhash::fast::RandomState>,
     signer: Arc<Signer>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -60,7 +60,7 @@ impl TokenCache {
         let tokens = Cache::builder()
             .max_capacity(capacity)
             .expire_after(ReuseWindow { min_remaining })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             tokens,
             signer,

@@ -1,8 +1,8 @@
 //! The operator's video catalogue: aliases, uids and tags.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::FastMap;
 use crate::token::VideoUid;
 
 /// One video the gateway will mint tokens for.
@@ -24,8 +24,8 @@ impl Video {
 /// Lookup by alias or by uid; built once per configuration.
 #[derive(Debug, Default)]
 pub struct Catalogue {
-    by_alias: HashMap<Arc<str>, Arc<Video>>,
-    by_uid: HashMap<VideoUid, Arc<Video>>,
+    by_alias: FastMap<Arc<str>, Arc<Video>>,
+    by_uid: FastMap<VideoUid, Arc<Video>>,
 }
 
 impl Catalogue {

@@ -4,37 +4,46 @@
 //! allocation plus an insert into and a removal from the timer wheel per request, which the
 //! load bench measured at about 40 % of the gateway's overhead over a bare hyper server on
 //! cache hits. A header deadline of seconds needs no millisecond precision, so here each
-//! connection gets one slot holding its current deadline and waker, and a single ticker task
-//! wakes the connections whose deadline has passed, once per [`TICK`]. Arming and disarming
-//! costs two uncontended lock operations on the connection's own slot.
+//! connection gets one slot holding its current deadline and waker (atomics), and a single
+//! ticker task wakes the connections whose deadline has passed, once per [`TICK`]. Arming and
+//! disarming cost a few atomic operations on the connection's own slot.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use hyper::rt::{Sleep, Timer};
 
 /// How often expired header deadlines are checked: a timeout fires up to this much late.
 pub const TICK: Duration = Duration::from_millis(500);
 
 /// Every live connection's slot, for the ticker.
-#[derive(Default)]
 pub struct HeaderTimers {
+    /// Deadlines are stored as nanoseconds since this instant (0 = none).
+    epoch: Instant,
     slots: Mutex<Vec<Weak<Slot>>>,
 }
 
 impl HeaderTimers {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self {
+            epoch: Instant::now(),
+            slots: Mutex::default(),
+        })
     }
 
     /// A timer for one new connection.
     pub fn connection_timer(&self) -> ConnectionTimer {
         let slot = Arc::new(Slot::default());
         lock(&self.slots).push(Arc::downgrade(&slot));
-        ConnectionTimer { slot }
+        ConnectionTimer {
+            slot,
+            epoch: self.epoch,
+        }
     }
 
     /// Wake expired connections every [`TICK`], forever (abort the task to stop it).
@@ -43,40 +52,42 @@ impl HeaderTimers {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            for waker in self.expired(Instant::now()) {
-                waker.wake();
-            }
+            self.wake_expired(Instant::now());
         }
     }
 
-    /// Take the wakers of slots whose deadline is at or before `now`; forget closed
-    /// connections.
-    fn expired(&self, now: Instant) -> Vec<Waker> {
-        let mut wakers = Vec::new();
+    /// Wake the connections whose deadline is at or before `now`; forget closed ones.
+    /// Returns how many were woken.
+    fn wake_expired(&self, now: Instant) -> usize {
+        let now = nanos_since(self.epoch, now);
+        let mut woken = 0;
         lock(&self.slots).retain(|weak| {
             let Some(slot) = weak.upgrade() else {
                 return false;
             };
-            let mut waiting = lock(&slot.waiting);
-            if waiting.deadline.is_some_and(|deadline| deadline <= now) {
-                wakers.extend(waiting.waker.take());
+            let deadline = slot.deadline.load(Ordering::Acquire);
+            if deadline != 0 && deadline <= now {
+                slot.waker.wake();
+                woken += 1;
             }
             true
         });
-        wakers
+        woken
     }
 }
 
-/// One connection's pending deadline, if its connection is waiting for a request head.
+/// One connection's pending deadline (0 when its connection is not waiting for a head).
 #[derive(Default)]
 struct Slot {
-    waiting: Mutex<Waiting>,
+    deadline: AtomicU64,
+    waker: AtomicWaker,
 }
 
-#[derive(Default)]
-struct Waiting {
-    deadline: Option<Instant>,
-    waker: Option<Waker>,
+fn nanos_since(epoch: Instant, at: Instant) -> u64 {
+    // Never 0, which means "no deadline".
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// A poisoned lock here only means a panic elsewhere while holding plain data: keep going.
@@ -88,6 +99,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct ConnectionTimer {
     slot: Arc<Slot>,
+    epoch: Instant,
 }
 
 impl Timer for ConnectionTimer {
@@ -99,12 +111,17 @@ impl Timer for ConnectionTimer {
         Box::pin(CoarseSleep {
             slot: Arc::clone(&self.slot),
             deadline,
+            deadline_nanos: nanos_since(self.epoch, deadline),
         })
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {
         match sleep.as_mut().downcast_mut_pin::<CoarseSleep>() {
-            Some(coarse) => coarse.get_mut().deadline = new_deadline,
+            Some(coarse) => {
+                let coarse = coarse.get_mut();
+                coarse.deadline = new_deadline;
+                coarse.deadline_nanos = nanos_since(self.epoch, new_deadline);
+            }
             None => *sleep = self.sleep_until(new_deadline),
         }
     }
@@ -114,6 +131,7 @@ impl Timer for ConnectionTimer {
 struct CoarseSleep {
     slot: Arc<Slot>,
     deadline: Instant,
+    deadline_nanos: u64,
 }
 
 impl Future for CoarseSleep {
@@ -123,20 +141,18 @@ impl Future for CoarseSleep {
         if Instant::now() >= self.deadline {
             return Poll::Ready(());
         }
-        let mut waiting = lock(&self.slot.waiting);
-        waiting.deadline = Some(self.deadline);
-        match &waiting.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => waiting.waker = Some(cx.waker().clone()),
-        }
+        self.slot.waker.register(cx.waker());
+        self.slot
+            .deadline
+            .store(self.deadline_nanos, Ordering::Release);
         Poll::Pending
     }
 }
 
 impl Drop for CoarseSleep {
     fn drop(&mut self) {
-        // Disarm; the waker stays for the connection's next request head.
-        lock(&self.slot.waiting).deadline = None;
+        // Disarm: the head arrived (or the connection is closing).
+        self.slot.deadline.store(0, Ordering::Release);
     }
 }
 
@@ -145,8 +161,8 @@ impl Sleep for CoarseSleep {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Wake, Waker};
 
     struct CountingWaker(AtomicUsize);
 
@@ -170,10 +186,9 @@ mod tests {
         let mut sleep = timer.sleep_until(start + Duration::from_secs(10));
         assert!(poll(&mut sleep, &woken).is_pending());
 
-        assert!(timers.expired(start + Duration::from_secs(9)).is_empty());
-        let wakers = timers.expired(start + Duration::from_secs(10));
-        assert_eq!(wakers.len(), 1);
-        wakers.into_iter().for_each(Waker::wake);
+        assert_eq!(timers.wake_expired(start + Duration::from_secs(9)), 0);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+        assert_eq!(timers.wake_expired(start + Duration::from_secs(10)), 1);
         assert_eq!(woken.0.load(Ordering::SeqCst), 1);
 
         timer.reset(&mut sleep, Instant::now() - Duration::from_millis(1));
@@ -189,7 +204,8 @@ mod tests {
         let mut sleep = timer.sleep_until(start + Duration::from_secs(1));
         assert!(poll(&mut sleep, &woken).is_pending());
         drop(sleep);
-        assert!(timers.expired(start + Duration::from_secs(60)).is_empty());
+        assert_eq!(timers.wake_expired(start + Duration::from_secs(60)), 0);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
     }
 
     #[test]
@@ -198,7 +214,7 @@ mod tests {
         let timer = timers.connection_timer();
         assert_eq!(lock(&timers.slots).len(), 1);
         drop(timer);
-        let _ = timers.expired(Instant::now());
+        let _ = timers.wake_expired(Instant::now());
         assert!(lock(&timers.slots).is_empty());
     }
 }

@@ -3,12 +3,13 @@
 //! The first credential present decides; a credential that is present but invalid is an
 //! error, never a fall-through to anonymous.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
+
+use crate::FastMap;
 
 /// The caller, as far as the gateway could tell.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +48,7 @@ pub enum AuthError {
 /// The configured API keys, stored as SHA-256 digests of the keys.
 #[derive(Debug, Default)]
 pub struct ApiKeys {
-    by_digest: HashMap<[u8; 32], Arc<str>>,
+    by_digest: FastMap<[u8; 32], Arc<str>>,
 }
 
 impl ApiKeys {

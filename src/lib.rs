@@ -21,5 +21,11 @@ pub mod secret;
 pub mod server;
 pub mod token;
 
+/// Hash maps and sets on the request path: foldhash instead of SipHash. Their keys come from
+/// the configuration (lookups may be attacker-chosen, inserts are not), so flooding is not a
+/// concern and the faster hash is measurable per request.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 /// The response body type used by every handler.
 pub type Body = http_body_util::Full<bytes::Bytes>;

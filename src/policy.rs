@@ -3,9 +3,9 @@
 //! Pure: `(policy, identity, video) → Permit | Denied`. A [`Permit`] is the only way to get
 //! the token settings a handler needs to mint a token.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::FastSet;
 use crate::catalogue::Video;
 use crate::identity::Identity;
 use crate::token::{TokenSettings, VideoUid};
@@ -17,8 +17,8 @@ pub enum VideoSelector {
     All,
     /// Listed uids (aliases are resolved at load) and tags.
     Some {
-        uids: HashSet<VideoUid>,
-        tags: HashSet<Arc<str>>,
+        uids: FastSet<VideoUid>,
+        tags: FastSet<Arc<str>>,
     },
 }
 
@@ -161,7 +161,7 @@ mod tests {
         Rule {
             name: name.into(),
             videos: VideoSelector::Some {
-                uids: HashSet::new(),
+                uids: FastSet::default(),
                 tags: [Arc::from(tag)].into_iter().collect(),
             },
             subjects: vec![subject],

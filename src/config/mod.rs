@@ -19,6 +19,7 @@ use http::HeaderName;
 pub use locate::{Seg, display_path, locate};
 use raw::{RawAction, RawConfig, RawKey, RawRule};
 
+use crate::FastSet;
 use crate::catalogue::{Catalogue, Video, is_valid_alias};
 use crate::identity::ApiKeys;
 use crate::policy::{Action, Policy, Rule, Subject, VideoSelector};
@@ -539,8 +540,8 @@ fn build_policy(
             );
         }
 
-        let mut uids = HashSet::new();
-        let mut tags = HashSet::new();
+        let mut uids = FastSet::default();
+        let mut tags = FastSet::default();
         let mut all = false;
         if rule.videos.is_empty() {
             check.error(
