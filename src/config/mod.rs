@@ -26,6 +26,9 @@ use crate::policy::{Action, Policy, Rule, Subject, VideoSelector};
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES};
 use crate::token::{SigningKey, TokenSettings, VideoUid};
 
+/// The most clock skew the emulator may be told to tolerate on `exp` and `nbf`.
+pub const MAX_EMULATOR_LEEWAY: Duration = Duration::from_secs(60);
+
 /// One configuration problem, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -342,6 +345,17 @@ fn validate_stream(raw: raw::RawStream, check: &mut Checker<'_>) -> Option<Strea
             None
         }
     };
+    if emulator.leeway.0 > MAX_EMULATOR_LEEWAY {
+        check.error(
+            &[key("stream"), key("emulator"), key("leeway")],
+            format!(
+                "leeway {} is more than {}: Stream tolerates only a few seconds of clock skew",
+                human_duration(emulator.leeway.0),
+                human_duration(MAX_EMULATOR_LEEWAY)
+            ),
+        );
+        return None;
+    }
     let country_header = header(&emulator.country_header, "country_header")?;
     let client_ip_header = match emulator.client_ip_header {
         Some(name) => Some(header(&name, "client_ip_header")?),

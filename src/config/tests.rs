@@ -199,3 +199,14 @@ fn missing_dev_key_is_generated_once_and_reused() {
     assert!(report.generated.is_empty());
     assert_eq!(keys[0].id(), again[0].id());
 }
+
+#[test]
+fn emulator_leeway_is_capped_at_a_minute() {
+    let source = GOOD.replace(
+        "    listen: 127.0.0.1:0\nsigning_keys",
+        "    listen: 127.0.0.1:0\n    leeway: 5m\nsigning_keys",
+    );
+    let error = single_error(&source);
+    assert_eq!(error.field, "stream.emulator.leeway");
+    assert!(error.message.contains("5m"), "{error}");
+}
