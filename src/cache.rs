@@ -85,13 +85,19 @@ impl TokenCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(token);
         }
+        // The miss path is boxed: its future is three times the size of the lookup's, and
+        // every cache hit would otherwise carry (and move) that space.
+        Box::pin(self.sign_once(key)).await
+    }
+
+    /// Sign the token for `key` unless a concurrent request already is; then share it.
+    async fn sign_once(&self, key: TokenKey) -> Result<Arc<IssuedToken>, Arc<SignError>> {
+        let (uid, settings) = (key.uid, Arc::clone(&key.settings));
         let signer = &self.signer;
         let entry = self
             .tokens
             .entry(key)
-            .or_try_insert_with(async move {
-                signer.sign(uid, Arc::clone(settings)).await.map(Arc::new)
-            })
+            .or_try_insert_with(async move { signer.sign(uid, settings).await.map(Arc::new) })
             .await?;
         // Not fresh: another request signed it while this one waited (single-flight).
         let counter = if entry.is_fresh() {
