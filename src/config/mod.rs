@@ -553,90 +553,122 @@ fn build_policy(
                 format!("rule name `{}` is empty or used twice", rule.name),
             );
         }
-
-        let mut uids = FastSet::default();
-        let mut tags = FastSet::default();
-        let mut all = false;
-        if rule.videos.is_empty() {
-            check.error(
-                &at("videos"),
-                "list at least one video, `tag:<name>` or `*`",
-            );
-        }
-        for (j, entry) in rule.videos.iter().enumerate() {
-            let mut path = at("videos");
-            path.push(Seg::Index(j));
-            if entry == "*" {
-                all = true;
-            } else if let Some(tag) = entry.strip_prefix("tag:") {
-                if !known_tags.contains(tag) {
-                    warnings.push(format!("{}: no video has tag `{tag}`", display_path(&path)));
-                }
-                tags.insert(Arc::from(tag));
-            } else if let Some(video) = catalogue.resolve(entry) {
-                uids.insert(video.uid);
-            } else {
-                check.error(
-                    &path,
-                    format!("`{entry}` is not a video alias or uid in `videos`"),
-                );
-            }
-        }
-
-        let mut subjects = Vec::new();
-        if rule.subjects.is_empty() {
-            check.error(
-                &at("subjects"),
-                "list at least one subject: anyone, authenticated or api_key:<name>",
-            );
-        }
-        for (j, entry) in rule.subjects.iter().enumerate() {
-            let mut path = at("subjects");
-            path.push(Seg::Index(j));
-            match parse_subject(entry) {
-                Ok(subject) => subjects.push(subject),
-                Err(message) => check.error(&path, message),
-            }
-        }
-
-        let ttl = rule.ttl.map_or(default_token.ttl, |ttl| ttl.0);
-        if rule.ttl.is_some() && min_remaining >= ttl {
-            check.error(
-                &at("ttl"),
-                format!(
-                    "ttl {} must be more than token.min_remaining ({})",
-                    human_duration(ttl),
-                    human_duration(min_remaining)
-                ),
-            );
-        }
-        let access_rules = match rule.access_rules {
-            Some(list) => {
-                check_access_rules(&list, &at("access_rules"), check);
-                Arc::from(list)
-            }
-            None => Arc::clone(&default_token.access_rules),
-        };
+        let videos = rule_videos(
+            &rule.videos,
+            &at("videos"),
+            catalogue,
+            &known_tags,
+            check,
+            warnings,
+        );
+        let subjects = rule_subjects(&rule.subjects, &at("subjects"), check);
+        let token = rule_token(&rule, &at, default_token, min_remaining, check);
         rules.push(Rule {
             name: rule.name.into(),
-            videos: if all {
-                VideoSelector::All
-            } else {
-                VideoSelector::Some { uids, tags }
-            },
+            videos,
             subjects,
             action: match rule.action {
                 RawAction::Allow => Action::Allow,
                 RawAction::Deny => Action::Deny,
             },
-            token: Arc::new(TokenSettings {
-                ttl,
-                downloadable: rule.downloadable.unwrap_or(default_token.downloadable),
-                access_rules,
-            }),
+            token: Arc::new(token),
         });
     }
     Policy::new(rules)
+}
+
+/// A rule's `videos`: `*`, `tag:<name>`, aliases and uids (which must be in the catalogue).
+fn rule_videos(
+    entries: &[String],
+    path: &[Seg],
+    catalogue: &Catalogue,
+    known_tags: &HashSet<&str>,
+    check: &mut Checker<'_>,
+    warnings: &mut Vec<String>,
+) -> VideoSelector {
+    if entries.is_empty() {
+        check.error(path, "list at least one video, `tag:<name>` or `*`");
+    }
+    let mut uids = FastSet::default();
+    let mut tags = FastSet::default();
+    let mut all = false;
+    for (j, entry) in entries.iter().enumerate() {
+        let mut path = path.to_vec();
+        path.push(Seg::Index(j));
+        if entry == "*" {
+            all = true;
+        } else if let Some(tag) = entry.strip_prefix("tag:") {
+            if !known_tags.contains(tag) {
+                warnings.push(format!("{}: no video has tag `{tag}`", display_path(&path)));
+            }
+            tags.insert(Arc::from(tag));
+        } else if let Some(video) = catalogue.resolve(entry) {
+            uids.insert(video.uid);
+        } else {
+            check.error(
+                &path,
+                format!("`{entry}` is not a video alias or uid in `videos`"),
+            );
+        }
+    }
+    if all {
+        VideoSelector::All
+    } else {
+        VideoSelector::Some { uids, tags }
+    }
+}
+
+/// A rule's `subjects`.
+fn rule_subjects(entries: &[String], path: &[Seg], check: &mut Checker<'_>) -> Vec<Subject> {
+    if entries.is_empty() {
+        check.error(
+            path,
+            "list at least one subject: anyone, authenticated or api_key:<name>",
+        );
+    }
+    let mut subjects = Vec::new();
+    for (j, entry) in entries.iter().enumerate() {
+        let mut path = path.to_vec();
+        path.push(Seg::Index(j));
+        match parse_subject(entry) {
+            Ok(subject) => subjects.push(subject),
+            Err(message) => check.error(&path, message),
+        }
+    }
+    subjects
+}
+
+/// The token settings a rule grants: its overrides on top of the defaults.
+fn rule_token(
+    rule: &RawRule,
+    at: &dyn Fn(&str) -> Vec<Seg>,
+    default_token: &TokenSettings,
+    min_remaining: Duration,
+    check: &mut Checker<'_>,
+) -> TokenSettings {
+    let ttl = rule.ttl.map_or(default_token.ttl, |ttl| ttl.0);
+    if rule.ttl.is_some() && min_remaining >= ttl {
+        check.error(
+            &at("ttl"),
+            format!(
+                "ttl {} must be more than token.min_remaining ({})",
+                human_duration(ttl),
+                human_duration(min_remaining)
+            ),
+        );
+    }
+    let access_rules = match &rule.access_rules {
+        Some(list) => {
+            check_access_rules(list, &at("access_rules"), check);
+            Arc::from(list.as_slice())
+        }
+        None => Arc::clone(&default_token.access_rules),
+    };
+    TokenSettings {
+        ttl,
+        downloadable: rule.downloadable.unwrap_or(default_token.downloadable),
+        access_rules,
+    }
 }
 
 fn parse_subject(entry: &str) -> Result<Subject, String> {
