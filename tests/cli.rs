@@ -186,8 +186,9 @@ impl Running {
 
     /// SIGTERM, then wait (at most 10 s) for the exit status.
     async fn terminate(mut self) -> ExitStatus {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        // The shell's builtin `kill`, so no procps package is needed.
+        let killed = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
             .unwrap();
         assert!(killed.success());
