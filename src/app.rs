@@ -70,7 +70,14 @@ impl App {
         };
 
         let listen = listen.unwrap_or(settings.listen);
-        let listener = bind(listen, "gateway").await?;
+        let listener = match bind(listen, "gateway").await {
+            Ok(listener) => listener,
+            Err(error) => {
+                // Do not leave the emulator running behind a gateway that never started.
+                let _ = stop.send(true);
+                return Err(error);
+            }
+        };
         let gateway_addr = local_addr(&listener, listen);
         let gateway = Arc::new(Gateway::new(settings, signer, origin));
         tasks.push(tokio::spawn(server::serve(

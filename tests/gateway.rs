@@ -379,3 +379,27 @@ async fn http2_with_prior_knowledge_gets_the_same_redirect() {
     driver.abort();
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_taken_gateway_port_fails_start_with_a_clear_error() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = gateway_config().replacen(
+        "listen: 127.0.0.1:0\n",
+        &format!("listen: {}\n", taken.local_addr().unwrap()),
+        1,
+    );
+    let settings =
+        streamgate::config::Settings::from_yaml(&config, "test.yaml", &fixture_path("")).unwrap();
+    let (keys, _) =
+        streamgate::config::load_signing_keys(&settings, streamgate::config::MissingKeys::Fail)
+            .unwrap();
+    let error = streamgate::app::App::start(settings, keys, None)
+        .await
+        .err()
+        .expect("the port is taken");
+    let message = error.to_string();
+    assert!(
+        message.contains("cannot listen on") && message.contains("gateway"),
+        "{message}"
+    );
+}
