@@ -18,6 +18,20 @@ struct TokenKey {
     settings: Arc<TokenSettings>,
 }
 
+/// A borrowed [`TokenKey`] for lookups: hashes and compares the same, so a hit clones no
+/// reference count that every request for a hot token would contend on.
+#[derive(Hash)]
+struct TokenKeyRef<'a> {
+    uid: VideoUid,
+    settings: &'a TokenSettings,
+}
+
+impl moka::Equivalent<TokenKey> for TokenKeyRef<'_> {
+    fn equivalent(&self, key: &TokenKey) -> bool {
+        self.uid == key.uid && *self.settings == *key.settings
+    }
+}
+
 /// Expires each entry when its token's remaining life drops to `min_remaining`.
 struct ReuseWindow {
     min_remaining: Duration,
@@ -76,15 +90,17 @@ impl TokenCache {
         uid: VideoUid,
         settings: &Arc<TokenSettings>,
     ) -> Result<Arc<IssuedToken>, Arc<SignError>> {
+        // Fast path: a plain lookup by a borrowed key, without the entry API's per-call key
+        // allocation.
+        let lookup = TokenKeyRef { uid, settings };
+        if let Some(token) = self.tokens.get(&lookup).await {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(token);
+        }
         let key = TokenKey {
             uid,
             settings: Arc::clone(settings),
         };
-        // Fast path: a plain lookup, without the entry API's per-call key allocation.
-        if let Some(token) = self.tokens.get(&key).await {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(token);
-        }
         // The miss path is boxed: its future is three times the size of the lookup's, and
         // every cache hit would otherwise carry (and move) that space.
         Box::pin(self.sign_once(key)).await
@@ -149,6 +165,23 @@ mod tests {
 
     fn uid(n: u8) -> VideoUid {
         format!("{n:032x}").parse().unwrap()
+    }
+
+    #[test]
+    fn borrowed_lookup_key_hashes_like_the_stored_key() {
+        use std::hash::BuildHasher;
+        let hasher = foldhash::fast::RandomState::default();
+        let settings = settings(60, true);
+        let stored = TokenKey {
+            uid: uid(3),
+            settings: Arc::clone(&settings),
+        };
+        let borrowed = TokenKeyRef {
+            uid: uid(3),
+            settings: &settings,
+        };
+        assert_eq!(hasher.hash_one(&stored), hasher.hash_one(&borrowed));
+        assert!(moka::Equivalent::equivalent(&borrowed, &stored));
     }
 
     #[tokio::test]

@@ -17,11 +17,12 @@ use crate::routes::{self, Resource, Route};
 use crate::server::Handler;
 use crate::token::{IssuedToken, Signer};
 
-/// A token minted (or reused) for one request, with what decided it.
-pub struct Minted {
-    pub video: Arc<Video>,
+/// A token minted (or reused) for one request, with what decided it. Borrows from the
+/// gateway's configuration.
+pub struct Minted<'a> {
+    pub video: &'a Video,
     pub token: Arc<IssuedToken>,
-    pub permit: Permit,
+    pub permit: Permit<'a>,
     pub identity: Identity,
 }
 
@@ -77,7 +78,7 @@ impl Gateway {
         headers: &HeaderMap,
         video_id: &str,
         resource: Resource,
-    ) -> Result<Minted, RequestError> {
+    ) -> Result<Minted<'_>, RequestError> {
         let identity = identify(headers, &self.settings.api_keys)?;
         let video = self
             .settings
@@ -106,7 +107,7 @@ impl Gateway {
             "token issued"
         );
         Ok(Minted {
-            video: Arc::clone(video),
+            video,
             token,
             permit,
             identity,

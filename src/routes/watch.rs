@@ -13,7 +13,7 @@ use crate::gateway::Minted;
 /// token through a Referer. For HEAD, hyper sends the same head without a body.
 pub fn redirect(
     origin: &str,
-    minted: &Minted,
+    minted: &Minted<'_>,
     resource: Resource,
     query: Option<&str>,
 ) -> Result<Response<Body>, RequestError> {
