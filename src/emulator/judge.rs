@@ -227,7 +227,11 @@ pub fn parse_claims(claims: &Map<String, Value>, header_kid: &str) -> Result<Cla
     }
 }
 
-/// Refuse a token past `exp` or before `nbf`, each widened by `leeway_secs`.
+/// Stream refuses tokens that expire more than 24 hours after they were signed.
+const MAX_TOKEN_LIFE_SECS: i64 = 24 * 60 * 60;
+
+/// Refuse a token past `exp` or before `nbf`, each widened by `leeway_secs`, and one whose
+/// `exp` lies more than 24 hours ahead (it cannot have been signed within Stream's limit).
 pub fn check_validity_window(
     claims: &Claims,
     now_unix_secs: i64,
@@ -235,6 +239,12 @@ pub fn check_validity_window(
 ) -> Result<(), Rejection> {
     if claims.exp < now_unix_secs.saturating_sub(leeway_secs) {
         return Err(Rejection::Expired);
+    }
+    let latest_exp = now_unix_secs
+        .saturating_add(MAX_TOKEN_LIFE_SECS)
+        .saturating_add(leeway_secs);
+    if claims.exp > latest_exp {
+        return Err(Rejection::Malformed(vec!["exp".to_owned()]));
     }
     if claims
         .nbf
@@ -466,6 +476,15 @@ mod tests {
         assert!(verdict(&just_inside).is_ok());
         let just_outside = mint(&with(claims(), "exp", json!(NOW - 31)));
         assert_eq!(verdict(&just_outside), Err(Rejection::Expired));
+    }
+
+    #[test]
+    fn expiry_more_than_a_day_ahead_is_malformed() {
+        let day = 24 * 60 * 60;
+        let within = mint(&with(claims(), "exp", json!(NOW + day)));
+        assert!(verdict(&within).is_ok());
+        let beyond = mint(&with(claims(), "exp", json!(NOW + day + 31)));
+        assert_eq!(reason(&beyond), "malformed token: check fields [exp]");
     }
 
     #[test]
