@@ -14,6 +14,8 @@ RUN apt-get update \
 COPY --from=build /src/target/release/streamgate /usr/local/bin/streamgate
 # Mount your own config at /etc/streamgate/config.yaml and pass keys by env or mounted file.
 COPY config.yaml /etc/streamgate/config.yaml
+# The shipped config's demo identity provider secret (development only).
+COPY demo /etc/streamgate/demo
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["streamgate", "--config", "/etc/streamgate/config.yaml"]

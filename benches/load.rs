@@ -8,13 +8,25 @@
 //! - (b) gateway, all misses: every request names a video no one asked for before, so
 //!   every request signs a token;
 //! - (d) RS256 signatures per second of the same key on every core, nothing else running:
-//!   the ceiling for (b).
+//!   the ceiling for (b);
+//! - (e) gateway, cache hits, Basic user: every request is `GET /watch/members` with
+//!   `Authorization: Basic` for one user, so after the first every request is a hit in the
+//!   Basic verification cache (no argon2) and in the token cache;
+//! - (f) gateway, cache hits, JWT: the same with an HS256 JWT in `Cookie: session=…`, a hit
+//!   in the JWT verification cache after the first.
 //!
-//! Targets: (a)/(c) ≥ 0.90 and (b)/(d) ≥ 0.85. Falling short prints BELOW but does not fail
-//! (the machine is shared and noisy); any failed request or non-302 answer exits non-zero.
+//! (e) and (f) ask for a video of their own, `members`, allowed by a rule for the user and
+//! the JWT's group; the anonymous (a) still asks for `hot`, decided by the same single `*`
+//! rule as before (the members rule names only `members`, so it is not among `hot`'s
+//! candidate rules). The config now has users and a cookie issuer, so the gateway also looks
+//! for a session cookie on anonymous requests.
 //!
-//! Each pair is measured in alternating rounds, (a) (c) (a) (c) … then (b) (d) (b) (d) …,
-//! so that a noisy neighbour slows both sides of a ratio alike instead of only one.
+//! Targets: (a)/(c) ≥ 0.90, (b)/(d) ≥ 0.85, (e)/(a) and (f)/(a) ≥ 0.70. Falling short prints
+//! BELOW but does not fail (the machine is shared and noisy); any failed request or non-302
+//! answer exits non-zero.
+//!
+//! Scenarios are measured in alternating rounds, (a) (c) (c') (e) (f) (a) (c) … then (b) (d)
+//! (b) (d) …, so that a noisy neighbour slows both sides of a ratio alike instead of only one.
 //!
 //! The gateway and the minimal server run on one multi-thread runtime with a worker per
 //! core, as `serve` does, and by default the load generator's connections run on that same
@@ -28,8 +40,9 @@
 //! their own.
 //!
 //! Environment: `LOAD_SECONDS` (measured seconds per scenario, default 5, fractions
-//! allowed), `LOAD_CONNECTIONS` (default 64), `LOAD_CLIENT_THREADS` (0, the default, shares
-//! the gateway's runtime; N gives the load generator its own runtime with N workers),
+//! allowed; with warm-ups, seven scenarios take about 7 × (LOAD_SECONDS + 2) s in all),
+//! `LOAD_CONNECTIONS` (default 64), `LOAD_CLIENT_THREADS` (0, the default, shares the
+//! gateway's runtime; N gives the load generator its own runtime with N workers),
 //! `LOAD_MAX_IN_FLIGHT` (the gateway's `signing.max_in_flight`, default the config's).
 
 use std::convert::Infallible;
@@ -41,9 +54,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, HOST, LOCATION, REFERRER_POLICY};
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, COOKIE, HOST, LOCATION, REFERRER_POLICY,
+};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1::{self as client_http1, SendRequest};
 use hyper::service::service_fn;
@@ -81,10 +97,29 @@ const MISS_VIDEOS: usize = 60_000;
 /// The one video of the cache-hit scenario; its uid is outside the `v<i>` range.
 const HIT_ALIAS: &str = "hot";
 const HIT_UID: &str = "ffffffffffffffffffffffffffffffff";
+/// The video of the authenticated cache-hit scenarios, allowed only to the bench user and
+/// the JWT group; its uid is outside the `v<i>` range too.
+const MEMBER_ALIAS: &str = "members";
+const MEMBER_UID: &str = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+const BASIC_USER: &str = "bench-user";
+const BASIC_PASSWORD: &str = "bench-password-not-secret";
+/// The group the JWT's `groups` claim names, and the Basic user is in.
+const MEMBER_GROUP: &str = "viewers";
+const JWT_ISSUER: &str = "https://idp.bench.invalid";
+const JWT_AUDIENCE: &str = "streamgate-bench";
+const JWT_SUBJECT: &str = "jwt-viewer";
+const JWT_COOKIE: &str = "session";
+/// A test-only HMAC secret, written to a temporary file for the issuer.
+const JWT_SECRET: &str = "bench-only-hs256-secret-0123456789abcdef0123456789abcdef0123456789";
+/// Verified credentials stay cached for the whole run (the defaults are shorter).
+const AUTH_CACHE_TTL: &str = "2h";
+/// The JWT outlives the longest run (`LOAD_SECONDS` ≤ 600 for each of seven scenarios).
+const JWT_LIFETIME: Duration = Duration::from_secs(4 * 3600);
 const NBF_BACKDATE: Duration = Duration::from_secs(60);
 
 const HIT_TARGET: f64 = 0.90;
 const MISS_TARGET: f64 = 0.85;
+const AUTH_TARGET: f64 = 0.70;
 
 /// Thread-name prefixes, for CPU accounting per side.
 const SERVER_THREADS: &str = "bench-server";
@@ -117,7 +152,10 @@ fn main() {
     });
     let client_rt = own_client_rt.as_ref().unwrap_or(&server_rt);
 
-    let settings = bench_settings(options.max_in_flight);
+    // Holds the JWT issuer's secret file; read when the gateway starts.
+    let secret_dir = tempfile::tempdir().expect("a temporary directory");
+    let credentials = Credentials::new(secret_dir.path());
+    let settings = bench_settings(options.max_in_flight, secret_dir.path());
     let max_in_flight = settings.max_signing_in_flight;
     let (keys, _) = load_signing_keys(&settings, MissingKeys::Fail).expect("the fixture key loads");
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -127,7 +165,34 @@ fn main() {
     let gateway = app.gateway_addr();
     let hit_path = format!("/watch/{HIT_ALIAS}");
     // Also signs the hot token, so that (a) is all hits from its first request.
-    let location = client_rt.block_on(fetch_location(gateway, &hit_path));
+    let location = client_rt.block_on(fetch_location(gateway, &hit_path, None));
+    // Likewise for (e) and (f): sign the members token and verify each credential once, so
+    // that both are all hits from their first request.
+    let member_path = format!("/watch/{MEMBER_ALIAS}");
+    let member_location = client_rt.block_on(async {
+        let basic = fetch_location(gateway, &member_path, Some(&credentials.basic)).await;
+        let jwt = fetch_location(gateway, &member_path, Some(&credentials.jwt)).await;
+        assert_eq!(basic, jwt, "one token for both credentials");
+        basic
+    });
+    assert_eq!(
+        member_location.len(),
+        location.len(),
+        "(e) and (f) answer with a Location as long as (a)'s"
+    );
+    let auth = app.gateway().authenticator();
+    let auth_checks = || {
+        (
+            auth.basic.as_ref().map_or(0, |basic| basic.verifications()),
+            auth.jwt.as_ref().map_or(0, |jwt| jwt.verifications()),
+        )
+    };
+    let auth_checks_before = auth_checks();
+    assert_eq!(
+        auth_checks_before,
+        (1, 1),
+        "one argon2 check and one JWT verification warm the caches"
+    );
 
     let baseline_listener = server_rt
         .block_on(TcpListener::bind(loopback))
@@ -147,15 +212,21 @@ fn main() {
     print_preamble(&options, max_in_flight, location.len());
 
     let hit_paths = Paths::Repeat(hit_path.parse().expect("a valid path"));
+    let member_paths = Paths::Repeat(member_path.parse().expect("a valid path"));
     let (mut hits, mut bare, mut same_limits) = (Scenario::new(), Scenario::new(), Scenario::new());
+    let mut basic_hits = Scenario::with_header(credentials.basic.clone());
+    let mut jwt_hits = Scenario::with_header(credentials.jwt.clone());
     let cache_before = app.gateway().cache().stats();
     for round in 0..ROUNDS {
         let slot = Slot::new(round, &options);
         hits.round(client_rt, gateway, &hit_paths, slot, options.connections);
         bare.round(client_rt, baseline, &hit_paths, slot, options.connections);
         same_limits.round(client_rt, tuned, &hit_paths, slot, options.connections);
+        basic_hits.round(client_rt, gateway, &member_paths, slot, options.connections);
+        jwt_hits.round(client_rt, gateway, &member_paths, slot, options.connections);
     }
     let cache_after = app.gateway().cache().stats();
+    let auth_checks_after = auth_checks();
     baseline_task.abort();
     tuned_task.abort();
 
@@ -171,12 +242,15 @@ fn main() {
     let signatures = app.gateway().cache().signer().signatures() - signatures_before;
     server_rt.block_on(app.shutdown());
 
+    drop(secret_dir);
+
     let (hits, bare, same_limits, misses) = (
         hits.finish(),
         bare.finish(),
         same_limits.finish(),
         misses.finish(),
     );
+    let (basic_hits, jwt_hits) = (basic_hits.finish(), jwt_hits.finish());
     let shared = own_client_rt.is_none();
     print_table(
         shared,
@@ -185,6 +259,8 @@ fn main() {
             ("(c) minimal hyper, same 302", &bare),
             ("(c') (c) + gateway's limits", &same_limits),
             ("(b) gateway, all misses", &misses),
+            ("(e) gateway, hits, Basic", &basic_hits),
+            ("(f) gateway, hits, JWT cookie", &jwt_hits),
         ],
     );
     println!(
@@ -197,10 +273,17 @@ fn main() {
     );
     println!();
     println!(
-        "(a) cache: {} hits, {} misses over {} requests (warm-up included)",
+        "(a) (e) (f) token cache: {} hits, {} misses over {} requests (warm-up included)",
         cache_after.hits - cache_before.hits,
         cache_after.misses - cache_before.misses,
-        hits.all_ok_requests,
+        hits.all_ok_requests + basic_hits.all_ok_requests + jwt_hits.all_ok_requests,
+    );
+    println!(
+        "(e) Basic: {} argon2 checks over {} requests; (f) JWT: {} signature verifications over {} requests (0 = every request a verification-cache hit)",
+        auth_checks_after.0 - auth_checks_before.0,
+        basic_hits.all_ok_requests,
+        auth_checks_after.1 - auth_checks_before.1,
+        jwt_hits.all_ok_requests,
     );
     println!(
         "(b) signer: {signatures} signatures for {} requests (warm-up included): {}",
@@ -225,15 +308,19 @@ fn main() {
         same_limits.per_second(),
         hits.per_second() / same_limits.per_second()
     );
+    print_auth_ratios(shared, &hits, &basic_hits, &jwt_hits);
 
-    let errors = hits.errors + bare.errors + same_limits.errors + misses.errors;
+    let reports = [
+        ("(a)", &hits),
+        ("(c)", &bare),
+        ("(c')", &same_limits),
+        ("(b)", &misses),
+        ("(e)", &basic_hits),
+        ("(f)", &jwt_hits),
+    ];
+    let errors: u64 = reports.iter().map(|(_, report)| report.errors).sum();
     if errors > 0 {
-        for (name, report) in [
-            ("(a)", &hits),
-            ("(c)", &bare),
-            ("(c')", &same_limits),
-            ("(b)", &misses),
-        ] {
+        for (name, report) in reports {
             if let Some(error) = &report.first_error {
                 eprintln!("{name} first error: {error}");
             }
@@ -294,9 +381,49 @@ fn exit_usage(message: &str) -> ! {
     std::process::exit(2)
 }
 
+/// The credentials of (e) and (f), as request headers.
+struct Credentials {
+    basic: (HeaderName, HeaderValue),
+    jwt: (HeaderName, HeaderValue),
+}
+
+impl Credentials {
+    /// Writes the issuer's secret file into `secret_dir`.
+    fn new(secret_dir: &Path) -> Self {
+        std::fs::write(secret_dir.join("jwt-secret"), JWT_SECRET).expect("the secret is written");
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{BASIC_USER}:{BASIC_PASSWORD}"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_secs();
+        let claims = serde_json::json!({
+            "iss": JWT_ISSUER,
+            "aud": JWT_AUDIENCE,
+            "sub": JWT_SUBJECT,
+            "groups": [MEMBER_GROUP],
+            "iat": now,
+            "exp": now + JWT_LIFETIME.as_secs(),
+        });
+        let jwt = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .expect("the JWT is signed");
+        let value = |text: String| HeaderValue::try_from(text).expect("a valid header value");
+        Self {
+            basic: (AUTHORIZATION, value(format!("Basic {basic}"))),
+            jwt: (COOKIE, value(format!("{JWT_COOKIE}={jwt}"))),
+        }
+    }
+}
+
 /// A gateway config redirecting to an origin nobody follows, with the hot video and
-/// [`MISS_VIDEOS`] others, all open to anyone, and a cache big enough to keep every token.
-fn bench_settings(max_in_flight: Option<usize>) -> Settings {
+/// [`MISS_VIDEOS`] others, all open to anyone, a cache big enough to keep every token, and
+/// for (e) and (f) a Basic user, an HS256 issuer (its secret in `secret_dir`) and the
+/// members video, which only they may watch.
+fn bench_settings(max_in_flight: Option<usize>, secret_dir: &Path) -> Settings {
     let mut yaml = String::with_capacity(MISS_VIDEOS * 64);
     let key_path = FIXTURE_KEY_PATH.replace('\'', "''");
     writeln!(
@@ -312,8 +439,32 @@ fn bench_settings(max_in_flight: Option<usize>) -> Settings {
     if let Some(max_in_flight) = max_in_flight {
         writeln!(yaml, "signing:\n  max_in_flight: {max_in_flight}").expect("writing to a String");
     }
-    yaml.push_str("rules:\n  - name: everyone\n    videos: ['*']\n    subjects: [anyone]\n");
-    writeln!(yaml, "videos:\n  {HIT_ALIAS}:\n    uid: {HIT_UID}").expect("writing to a String");
+    // argon2id with the default parameters, as `streamgate hash-password` makes it.
+    let phc = streamgate::identity::basic::hash_password(BASIC_PASSWORD).expect("hashes");
+    let secret_path = secret_dir.join("jwt-secret").display().to_string();
+    writeln!(
+        yaml,
+        "auth:\n  basic_cache_ttl: {AUTH_CACHE_TTL}\n\
+         users:\n  {BASIC_USER}:\n    password: '{phc}'\n    groups: [{MEMBER_GROUP}]\n\
+         jwt_issuers:\n  - issuer: {JWT_ISSUER}\n    audience: {JWT_AUDIENCE}\n\
+         \x20   algorithms: [HS256]\n    secret:\n      file: '{}'\n\
+         \x20   cookie: {JWT_COOKIE}\n    groups_claim: groups\n    cache_ttl: {AUTH_CACHE_TTL}",
+        secret_path.replace('\'', "''"),
+    )
+    .expect("writing to a String");
+    // `members` first: it names only its own video, so `hot` and the `v<i>` videos are still
+    // decided by `everyone` alone.
+    writeln!(
+        yaml,
+        "rules:\n  - name: members\n    videos: [{MEMBER_ALIAS}]\n    subjects: ['user:{BASIC_USER}', 'group:{MEMBER_GROUP}']\n\
+         \x20 - name: everyone\n    videos: ['*']\n    subjects: [anyone]"
+    )
+    .expect("writing to a String");
+    writeln!(
+        yaml,
+        "videos:\n  {HIT_ALIAS}:\n    uid: {HIT_UID}\n  {MEMBER_ALIAS}:\n    uid: {MEMBER_UID}"
+    )
+    .expect("writing to a String");
     for i in 0..MISS_VIDEOS {
         writeln!(yaml, "  v{i}:\n    uid: {:032x}", i + 1).expect("writing to a String");
     }
@@ -323,13 +474,21 @@ fn bench_settings(max_in_flight: Option<usize>) -> Settings {
     settings
 }
 
-/// One request to the gateway; its Location, so (c) can answer with one of the same length.
-async fn fetch_location(target: SocketAddr, path: &str) -> HeaderValue {
+/// One request to the gateway, with `header` if given; its Location, so (c) can answer with
+/// one of the same length.
+async fn fetch_location(
+    target: SocketAddr,
+    path: &str,
+    header: Option<&(HeaderName, HeaderValue)>,
+) -> HeaderValue {
     let mut sender = connect(target).await.expect("the gateway accepts");
-    let request = Request::get(path)
+    let mut request = Request::get(path)
         .header(HOST, target.to_string())
         .body(Empty::new())
         .expect("a valid request");
+    if let Some((name, value)) = header {
+        request.headers_mut().insert(name, value.clone());
+    }
     let response = sender.send_request(request).await.expect("a response");
     assert_eq!(response.status(), StatusCode::FOUND, "{response:?}");
     response
@@ -482,6 +641,7 @@ impl ConnectionReport {
 async fn drive_connection(
     target: SocketAddr,
     mut paths: Box<dyn Iterator<Item = Uri> + Send>,
+    header: Option<(HeaderName, HeaderValue)>,
     window: Window,
     issued: Arc<AtomicU64>,
 ) -> ConnectionReport {
@@ -508,7 +668,11 @@ async fn drive_connection(
             report.exhausted = true;
             break;
         };
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, send(&mut sender, uri, &host)).await;
+        let outcome = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            send(&mut sender, uri, &host, header.as_ref()),
+        )
+        .await;
         let finished = Instant::now();
         match outcome {
             Ok(Ok(StatusCode::FOUND)) => {
@@ -546,16 +710,20 @@ async fn connect(target: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String
     Ok(sender)
 }
 
-/// One request; its status once the (empty) body has been read.
+/// One request, with `header` if given; its status once the (empty) body has been read.
 async fn send(
     sender: &mut SendRequest<Empty<Bytes>>,
     uri: Uri,
     host: &HeaderValue,
+    header: Option<&(HeaderName, HeaderValue)>,
 ) -> Result<StatusCode, hyper::Error> {
     sender.ready().await?;
     let mut request = Request::new(Empty::new());
     *request.uri_mut() = uri;
     request.headers_mut().insert(HOST, host.clone());
+    if let Some((name, value)) = header {
+        request.headers_mut().insert(name.clone(), value.clone());
+    }
     let response = sender.send_request(request).await?;
     let status = response.status();
     response.into_body().collect().await?;
@@ -621,6 +789,8 @@ struct Scenario {
     rounds: u32,
     /// Requests issued so far, against [`MAX_REQUESTS_PER_SCENARIO`].
     issued: Arc<AtomicU64>,
+    /// A header every request carries (a credential).
+    header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Scenario {
@@ -629,6 +799,15 @@ impl Scenario {
             report: LoadReport::default(),
             rounds: 0,
             issued: Arc::new(AtomicU64::new(0)),
+            header: None,
+        }
+    }
+
+    /// A scenario whose every request carries `header`.
+    fn with_header(header: (HeaderName, HeaderValue)) -> Self {
+        Self {
+            header: Some(header),
+            ..Self::new()
         }
     }
 
@@ -641,7 +820,15 @@ impl Scenario {
         slot: Slot,
         connections: usize,
     ) {
-        let round = run_load(runtime, target, paths, slot, &self.issued, connections);
+        let round = run_load(
+            runtime,
+            target,
+            paths,
+            self.header.as_ref(),
+            slot,
+            &self.issued,
+            connections,
+        );
         self.absorb(round);
     }
 
@@ -680,6 +867,7 @@ fn run_load(
     runtime: &Runtime,
     target: SocketAddr,
     paths: &Paths,
+    header: Option<&(HeaderName, HeaderValue)>,
     slot: Slot,
     issued: &Arc<AtomicU64>,
     connections: usize,
@@ -691,6 +879,7 @@ fn run_load(
                 tokio::spawn(drive_connection(
                     target,
                     paths.for_connection(connection),
+                    header.cloned(),
                     window,
                     Arc::clone(issued),
                 ))
@@ -774,6 +963,7 @@ fn sign_on_every_core(threads: usize, slot: Slot) -> SigningReport {
         ttl: Duration::from_secs(3600),
         downloadable: false,
         access_rules: Arc::from(vec![]),
+        not_after: None,
     });
     let window = slot.window();
     let workers: Vec<_> = (0..threads)
@@ -1010,6 +1200,37 @@ fn print_ratios(
         println!(
             "  (d)/(b), CPU per raw signature over CPU per miss: {raw:.1} / {gateway:.1} µs = {:.3}",
             raw / gateway
+        );
+    }
+}
+
+/// (e) and (f) against (a): what verifying a cached credential adds to a cache hit.
+fn print_auth_ratios(shared: bool, hits: &LoadReport, basic: &LoadReport, jwt: &LoadReport) {
+    println!("authenticated cache hits vs anonymous (req/s):");
+    print_ratio(
+        "(e)/(a) Basic user vs anonymous",
+        basic.per_second(),
+        hits.per_second(),
+        AUTH_TARGET,
+    );
+    print_ratio(
+        "(f)/(a) JWT cookie vs anonymous",
+        jwt.per_second(),
+        hits.per_second(),
+        AUTH_TARGET,
+    );
+    let per_request = if shared {
+        LoadReport::total_cpu_micros_per_request
+    } else {
+        LoadReport::server_cpu_micros_per_request
+    };
+    if let (Some(anonymous), Some(basic), Some(jwt)) =
+        (per_request(hits), per_request(basic), per_request(jwt))
+    {
+        println!(
+            "  CPU per request: (a) {anonymous:.1} µs, (e) {basic:.1} µs (+{:.1}), (f) {jwt:.1} µs (+{:.1})",
+            basic - anonymous,
+            jwt - anonymous,
         );
     }
 }

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{EmulatorOptions, Settings, StreamSettings};
+use crate::config::{ConfigErrors, EmulatorOptions, Settings, StreamSettings, build_authenticator};
 use crate::emulator::{Emulator, EmulatorError, EmulatorSettings, VerifyingKeySpec};
 use crate::gateway::Gateway;
 use crate::server;
@@ -26,6 +26,8 @@ pub enum StartError {
     },
     #[error("cannot start the Stream emulator: {0}")]
     Emulator(#[from] EmulatorError),
+    #[error("invalid identity configuration\n{0}")]
+    Identity(#[from] ConfigErrors),
 }
 
 /// A running gateway (and emulator, when configured).
@@ -45,6 +47,7 @@ impl App {
         keys: Vec<SigningKey>,
         listen: Option<SocketAddr>,
     ) -> Result<App, StartError> {
+        let auth = build_authenticator(&settings)?;
         let settings = Arc::new(settings);
         let signer = Arc::new(Signer::new(
             keys,
@@ -79,7 +82,10 @@ impl App {
             }
         };
         let gateway_addr = local_addr(&listener, listen);
-        let gateway = Arc::new(Gateway::new(settings, signer, origin));
+        if let Some(jwt) = &auth.jwt {
+            jwt.spawn_refresh(until_stopped(stopped.clone()));
+        }
+        let gateway = Arc::new(Gateway::new(settings, auth, signer, origin));
         tasks.push(tokio::spawn(server::serve(
             listener,
             Arc::clone(&gateway),

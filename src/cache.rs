@@ -65,7 +65,9 @@ impl moka::Equivalent<TokenKey> for TokenKeyRef<'_> {
     }
 }
 
-/// Expires each entry when its token's remaining life drops to `min_remaining`.
+/// Expires each entry when its token's remaining life drops to `min_remaining`; a token
+/// whose `exp` was clipped to its rule's end is kept until it expires, since signing again
+/// could not give it longer life.
 struct ReuseWindow {
     min_remaining: Duration,
 }
@@ -73,10 +75,13 @@ struct ReuseWindow {
 impl Expiry<TokenKey, Arc<IssuedToken>> for ReuseWindow {
     fn expire_after_create(
         &self,
-        _key: &TokenKey,
+        key: &TokenKey,
         token: &Arc<IssuedToken>,
         _created_at: Instant,
     ) -> Option<Duration> {
+        if key.settings.not_after == Some(token.expires_at) {
+            return Some(token.remaining());
+        }
         Some(token.remaining().saturating_sub(self.min_remaining))
     }
 }
@@ -192,6 +197,7 @@ mod tests {
             ttl: Duration::from_secs(ttl_secs),
             downloadable,
             access_rules: Arc::from(vec![]),
+            not_after: None,
         })
     }
 
@@ -251,17 +257,44 @@ mod tests {
             }]),
             ..(*settings(3600, false)).clone()
         });
+        let clipped = Arc::new(TokenSettings {
+            not_after: Some(crate::token::signer::unix_now() + 600),
+            ..(*settings(3600, false)).clone()
+        });
+        let with_end = cache.token(uid(1), &clipped).await.unwrap();
         let with_rules = cache.token(uid(1), &ruled).await.unwrap();
-        let all = [&plain, &download, &longer, &other_video, &with_rules];
+        let all = [
+            &plain,
+            &download,
+            &longer,
+            &other_video,
+            &with_rules,
+            &with_end,
+        ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert_ne!(a.token, b.token);
             }
         }
-        assert_eq!(cache.signer().signatures(), 5);
+        assert_eq!(cache.signer().signatures(), 6);
         // An equal-but-distinct settings value still hits.
         let again = cache.token(uid(1), &settings(3600, false)).await.unwrap();
         assert_eq!(again.token, plain.token);
+    }
+
+    #[tokio::test]
+    async fn a_token_clipped_to_its_rules_end_is_reused_past_min_remaining() {
+        // min_remaining (1 h) exceeds the token's whole clipped life (10 min): without the
+        // exception every request near a rule's end would sign again.
+        let cache = cache(Duration::from_secs(3600));
+        let clipped = Arc::new(TokenSettings {
+            not_after: Some(crate::token::signer::unix_now() + 600),
+            ..(*settings(7200, false)).clone()
+        });
+        let first = cache.token(uid(9), &clipped).await.unwrap();
+        let second = cache.token(uid(9), &clipped).await.unwrap();
+        assert_eq!(first.token, second.token);
+        assert_eq!(cache.signer().signatures(), 1);
     }
 
     #[tokio::test]

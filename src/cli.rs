@@ -16,7 +16,6 @@ use crate::config::{
 };
 use crate::emulator::Emulator;
 use crate::identity::Identity;
-use crate::policy::{Action, Subject, VideoSelector};
 use crate::routes::Resource;
 use crate::server;
 use crate::token::claims::MAX_TTL;
@@ -68,6 +67,60 @@ enum Command {
     },
     /// Validate the configuration and its keys; print a summary or every error (exit 1).
     Check,
+    /// Show how the policy decides for one subject and video, and the claims it would mint.
+    Explain(ExplainArgs),
+    /// Read a password from stdin and print its argon2id hash for `users.<name>.password`.
+    HashPassword,
+    /// Generate a random API key: print it once, with the SHA-256 entry for `api_keys`.
+    HashApiKey {
+        /// The name the key gets in the policy.
+        #[arg(long, default_value = "new-key")]
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("who").args(["user", "api_key_name", "anonymous"])))]
+struct ExplainArgs {
+    /// Video uid or alias.
+    #[arg(long)]
+    video: String,
+    /// A Basic user, or a JWT subject.
+    #[arg(long)]
+    user: Option<String>,
+    /// An API key, by its name in `api_keys`.
+    #[arg(long)]
+    api_key_name: Option<String>,
+    /// Groups the subject is in (comma-separated), as a JWT's groups claim would say.
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+    /// A JWT claim, `name=value` (repeatable).
+    #[arg(long, value_parser = parse_claim)]
+    claim: Vec<(String, String)>,
+    /// No credential at all (the default when no subject is given).
+    #[arg(long, conflicts_with_all = ["groups", "claim"])]
+    anonymous: bool,
+    /// The viewer's address (for tokens bound to it, and to judge access rules).
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
+    /// The viewer's country, to judge country access rules as Stream would.
+    #[arg(long)]
+    country: Option<String>,
+    /// When to decide, RFC 3339 (default: now).
+    #[arg(long, value_parser = parse_time)]
+    at: Option<u64>,
+}
+
+fn parse_claim(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err("write name=value".into()),
+    }
+}
+
+fn parse_time(text: &str) -> Result<u64, String> {
+    crate::config::parse_rfc3339(text)
+        .ok_or_else(|| "expected an RFC 3339 time such as 2026-12-01T18:00:00Z".into())
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -91,6 +144,9 @@ pub fn main() -> ExitCode {
             downloadable,
         } => sign(&cli.config, &video, ttl, downloadable),
         Command::Check => check(&cli.config),
+        Command::Explain(args) => explain(&cli.config, args),
+        Command::HashPassword => hash_password(),
+        Command::HashApiKey { name } => hash_api_key(&name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,6 +212,7 @@ fn config_failure(errors: ConfigErrors) -> anyhow::Error {
 fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let (settings, keys) = load(path, MissingKeys::Generate)?;
     let (open_alias, protected_alias) = example_aliases(&settings);
+    let has_users = !settings.identity.users.is_empty();
     runtime()?.block_on(async move {
         let app = App::start(settings, keys, listen).await?;
         let gateway = app::origin_for(app.gateway_addr());
@@ -171,6 +228,9 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         }
         if let Some(alias) = protected_alias {
             println!("  curl -i -H 'X-Api-Key: <key>' {gateway}/watch/{alias}");
+            if has_users {
+                println!("  curl -i -u <user>:<password> {gateway}/watch/{alias}");
+            }
         }
         println!(
             "  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"video_id\":\"<video>\"}}' {gateway}/api/getSignedURL"
@@ -187,7 +247,14 @@ fn example_aliases(settings: &Settings) -> (Option<String>, Option<String>) {
     let mut videos: Vec<_> = settings.catalogue.videos().collect();
     videos.sort_by(|a, b| a.alias.cmp(&b.alias));
     let allowed = |video: &&Arc<crate::catalogue::Video>| {
-        settings.policy.decide(&Identity::Anonymous, video).is_ok()
+        settings
+            .policy
+            .decide(
+                &Identity::Anonymous,
+                video,
+                crate::token::signer::unix_now(),
+            )
+            .is_ok()
     };
     let open = videos
         .iter()
@@ -238,6 +305,7 @@ fn sign(path: &Path, video: &str, ttl: Option<Duration>, downloadable: bool) -> 
         ttl: ttl.unwrap_or(settings.default_token.ttl),
         downloadable: downloadable || settings.default_token.downloadable,
         access_rules: Arc::clone(&settings.default_token.access_rules),
+        not_after: None,
     };
     let origin = match &settings.stream {
         StreamSettings::Origin(origin) => origin.clone(),
@@ -262,6 +330,8 @@ fn sign(path: &Path, video: &str, ttl: Option<Duration>, downloadable: bool) -> 
 fn check(path: &Path) -> anyhow::Result<()> {
     let settings = Settings::load(path).map_err(config_failure)?;
     let (keys, _) = load_signing_keys(&settings, MissingKeys::Skip).map_err(config_failure)?;
+    // Reads issuer secrets, public keys and JWKS files.
+    crate::config::build_authenticator(&settings).map_err(config_failure)?;
     println!("{}: OK", settings.file);
     println!("  listen   {}", settings.listen);
     match &settings.stream {
@@ -295,48 +365,25 @@ fn check(path: &Path) -> anyhow::Result<()> {
     let mut aliases: Vec<&str> = settings.catalogue.videos().map(|v| &*v.alias).collect();
     aliases.sort_unstable();
     println!("  videos   {} ({})", aliases.len(), aliases.join(", "));
-    println!("  api keys {}", settings.api_keys.len());
+    let identity = &settings.identity;
+    println!("  api keys {}", identity.api_keys.len());
+    println!("  users    {}", identity.users.len());
+    for issuer in &identity.issuers {
+        let algorithms: Vec<String> = issuer.algorithms.iter().map(|a| format!("{a:?}")).collect();
+        println!("  issuer   {} ({})", issuer.issuer, algorithms.join(", "));
+    }
+    if !identity.trusted_proxies.is_empty() {
+        let nets: Vec<String> = identity
+            .trusted_proxies
+            .nets()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        println!("  proxies  {}", nets.join(", "));
+    }
     println!("  rules    {}", settings.policy.rules().len());
     for rule in settings.policy.rules() {
-        let videos = match &rule.videos {
-            VideoSelector::All => "every video".to_string(),
-            VideoSelector::Some { uids, tags } => {
-                let mut tags: Vec<String> = tags.iter().map(|t| format!("tag:{t}")).collect();
-                tags.sort();
-                format!("{} video(s) {}", uids.len(), tags.join(" "))
-                    .trim_end()
-                    .to_string()
-            }
-        };
-        let subjects: Vec<String> = rule
-            .subjects
-            .iter()
-            .map(|s| match s {
-                Subject::Anyone => "anyone".to_string(),
-                Subject::Authenticated => "authenticated".to_string(),
-                Subject::ApiKey(name) => format!("api_key:{name}"),
-            })
-            .collect();
-        let action = match rule.action {
-            Action::Allow => "allow",
-            Action::Deny => "deny",
-        };
-        println!(
-            "    - {}: {action} {} on {videos} (ttl {}{}{})",
-            rule.name,
-            subjects.join(", "),
-            human_duration(rule.token.ttl),
-            if rule.token.downloadable {
-                ", downloadable"
-            } else {
-                ""
-            },
-            if rule.token.access_rules.is_empty() {
-                String::new()
-            } else {
-                format!(", {} access rule(s)", rule.token.access_rules.len())
-            }
-        );
+        println!("    - {}", crate::explain::describe_rule(rule));
     }
     for warning in &settings.warnings {
         println!("warning: {warning}");
@@ -344,6 +391,68 @@ fn check(path: &Path) -> anyhow::Result<()> {
     if keys.is_empty() && settings.signing_keys.iter().all(|k| !k.generate_if_missing) {
         bail!("no usable signing key");
     }
+    Ok(())
+}
+
+fn explain(path: &Path, args: ExplainArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(path).map_err(config_failure)?;
+    let (keys, _) = load_signing_keys(&settings, MissingKeys::Skip).map_err(config_failure)?;
+    let question = crate::explain::Question {
+        asker: crate::explain::Asker {
+            user: args.user,
+            api_key_name: args.api_key_name,
+            groups: args.groups,
+            claims: args.claim,
+        },
+        video: args.video,
+        at: args.at.unwrap_or_else(crate::token::signer::unix_now),
+        ip: args.ip,
+        country: args.country,
+    };
+    let report = crate::explain::explain(
+        &settings,
+        &question,
+        keys.first().map(|k| k.id()),
+        settings.nbf_backdate,
+    )?;
+    print!("{report}");
+    Ok(())
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut input = String::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut input)
+        .context("cannot read the password from stdin")?;
+    let password = input
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&input);
+    let hash = crate::identity::basic::hash_password(password).map_err(|e| anyhow!(e))?;
+    println!("{hash}");
+    Ok(())
+}
+
+fn hash_api_key(name: &str) -> anyhow::Result<()> {
+    use aws_lc_rs::rand::SecureRandom;
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow!("the system random number generator failed"))?;
+    let key = format!(
+        "sg_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let digest = crate::identity::hash_api_key(&key);
+    println!("key: {key}");
+    println!("  (shown once: give it to the client; only its SHA-256 goes in the config)");
+    println!();
+    println!("api_keys:");
+    println!("  - name: {name}");
+    println!("    sha256: {digest}");
     Ok(())
 }
 

@@ -1,10 +1,13 @@
-//! The request-path error, and the one place that turns it into a response.
+//! The request-path error, and the one place that turns it into a response: JSON for APIs,
+//! a small HTML page for browsers, a sign-in redirect when one is configured.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::header::{
+    ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::Body;
 use crate::identity::AuthError;
@@ -24,8 +27,9 @@ pub enum RequestError {
     UriTooLong,
     #[error("{0}")]
     InvalidCredentials(#[from] AuthError),
-    #[error("this video needs an API key (Authorization: Bearer <key> or X-Api-Key)")]
-    CredentialsRequired,
+    /// No credential where one is needed; says which kinds this gateway accepts.
+    #[error("this video requires you to sign in with {0}")]
+    CredentialsRequired(Arc<str>),
     #[error("{0}")]
     Forbidden(String),
     #[error("request body is larger than {limit} bytes")]
@@ -38,6 +42,17 @@ pub enum RequestError {
     Signing(#[source] Arc<SignError>),
 }
 
+/// How to address a refusal to this particular client.
+#[derive(Debug, Default)]
+pub struct Audience<'a> {
+    /// The client prefers HTML (a browser navigating).
+    pub html: bool,
+    /// `WWW-Authenticate` challenges for a 401.
+    pub challenges: &'a [HeaderValue],
+    /// Where to send a browser that must sign in, already carrying `return_to`.
+    pub login: Option<HeaderValue>,
+}
+
 impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -45,7 +60,10 @@ impl RequestError {
             RequestError::NotFound(_) => StatusCode::NOT_FOUND,
             RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::UriTooLong => StatusCode::URI_TOO_LONG,
-            RequestError::InvalidCredentials(_) | RequestError::CredentialsRequired => {
+            RequestError::InvalidCredentials(error) if error.is_unavailable() => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RequestError::InvalidCredentials(_) | RequestError::CredentialsRequired(_) => {
                 StatusCode::UNAUTHORIZED
             }
             RequestError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -57,40 +75,83 @@ impl RequestError {
         }
     }
 
-    /// The reason shown to the client: the message for 4xx, nothing internal for 5xx.
+    /// The reason shown to the client: the message for 4xx (and our temporary 503s), nothing
+    /// internal for other 5xx.
     fn public_reason(&self) -> String {
-        if self.status().is_server_error() {
+        let status = self.status();
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             "internal error".to_string()
         } else {
             self.to_string()
         }
     }
 
-    /// Log once, at a level that matches whose fault it is, and build the response.
+    /// A JSON response with a Bearer challenge on 401: for callers with no audience.
     pub fn into_response(self) -> Response<Body> {
+        const BEARER: [HeaderValue; 1] = [HeaderValue::from_static("Bearer realm=\"streamgate\"")];
+        self.render(&Audience {
+            challenges: &BEARER,
+            ..Audience::default()
+        })
+    }
+
+    /// Log once, at a level that matches whose fault it is, and build the response.
+    pub fn render(self, audience: &Audience<'_>) -> Response<Body> {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(error = %self, source = ?std::error::Error::source(&self), "request failed");
         } else {
             tracing::debug!(%status, reason = %self, "request refused");
         }
-        let body = serde_json::json!({ "error": self.public_reason(), "status": status.as_u16() });
-        let mut response = json_response(status, &body);
+        let needs_sign_in = status == StatusCode::UNAUTHORIZED;
+        if let (true, true, Some(login)) = (needs_sign_in, audience.html, &audience.login) {
+            return login_redirect(login.clone());
+        }
+        let reason = self.public_reason();
+        let mut response = if audience.html {
+            html_response(status, &reason)
+        } else {
+            let body = serde_json::json!({ "error": reason, "status": status.as_u16() });
+            json_response(status, &body)
+        };
         let headers = response.headers_mut();
         match self {
             RequestError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
             }
-            RequestError::InvalidCredentials(_) | RequestError::CredentialsRequired => {
-                headers.insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"streamgate\""),
-                );
+            _ if needs_sign_in => {
+                for challenge in audience.challenges {
+                    headers.append(WWW_AUTHENTICATE, challenge.clone());
+                }
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }
         response
     }
+}
+
+/// Whether the client asked for HTML ahead of JSON: a browser navigating, not an API call.
+pub fn prefers_html(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    match (accept.find("text/html"), accept.find("application/json")) {
+        (Some(html), Some(json)) => html < json,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+fn login_redirect(location: HeaderValue) -> Response<Body> {
+    let mut response = Response::new(Body::new(Bytes::new()));
+    *response.status_mut() = StatusCode::FOUND;
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, location);
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A JSON response that no cache may keep.
@@ -101,6 +162,45 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<B
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// A small HTML page stating the status and the reason.
+fn html_response(status: StatusCode, reason: &str) -> Response<Body> {
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}</style>\
+         </head><body><h1>{title}</h1><p>{}</p></body></html>\n",
+        escape_html(reason)
+    );
+    let mut response = Response::new(Body::new(Bytes::from(page)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -115,11 +215,75 @@ mod tests {
     }
 
     #[test]
-    fn unauthorized_carries_a_challenge_and_405_its_allow_list() {
-        let response = RequestError::CredentialsRequired.into_response();
+    fn unauthorized_carries_every_challenge_and_405_its_allow_list() {
+        let challenges = [
+            HeaderValue::from_static("Bearer realm=\"x\""),
+            HeaderValue::from_static("Basic realm=\"x\", charset=\"UTF-8\""),
+        ];
+        let response = RequestError::CredentialsRequired("an API key".into()).render(&Audience {
+            challenges: &challenges,
+            ..Audience::default()
+        });
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert!(response.headers().contains_key(WWW_AUTHENTICATE));
+        assert_eq!(
+            response.headers().get_all(WWW_AUTHENTICATE).iter().count(),
+            2
+        );
         let response = RequestError::MethodNotAllowed { allow: "POST" }.into_response();
         assert_eq!(response.headers()[ALLOW], "POST");
+    }
+
+    #[test]
+    fn browsers_get_html_or_the_sign_in_redirect() {
+        let page = RequestError::NotFound("no video `<script>`".into()).render(&Audience {
+            html: true,
+            ..Audience::default()
+        });
+        assert_eq!(page.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        let response = RequestError::CredentialsRequired("an API key".into()).render(&Audience {
+            html: true,
+            login: Some(HeaderValue::from_static("/login?return_to=%2Fwatch%2Fx")),
+            ..Audience::default()
+        });
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert_eq!(
+            response.headers()[LOCATION],
+            "/login?return_to=%2Fwatch%2Fx"
+        );
+        // A 403 is never turned into a sign-in redirect.
+        let forbidden = RequestError::Forbidden("no".into()).render(&Audience {
+            html: true,
+            login: Some(HeaderValue::from_static("/login")),
+            ..Audience::default()
+        });
+        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn html_reasons_are_escaped() {
+        assert_eq!(
+            escape_html("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn html_is_preferred_only_when_asked_for_first() {
+        let accept = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_static(value));
+            prefers_html(&headers)
+        };
+        assert!(accept("text/html,application/xhtml+xml,*/*;q=0.8"));
+        assert!(!accept("application/json, text/html"));
+        assert!(!accept("*/*"));
+        assert!(!prefers_html(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn identity_provider_outages_are_503_with_retry_after() {
+        let response = RequestError::InvalidCredentials(AuthError::KeysUnavailable).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "5");
     }
 }

@@ -1,14 +1,20 @@
 //! Who may watch what: ordered rules, first match wins, no match denies.
 //!
-//! Pure: `(policy, identity, video) → Permit | Denied`. A [`Permit`] is the only way to get
-//! the token settings a handler needs to mint a token.
+//! Pure: `(policy, identity, video, time) → Permit | Denied`. A [`Permit`] is the only way to
+//! get the token settings a handler needs to mint a token.
+//!
+//! Rules are indexed by video when the policy is built, so a decision looks only at the rules
+//! that can cover the requested video (in rule order), however large the policy is.
 
+use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::FastSet;
-use crate::catalogue::Video;
-use crate::identity::Identity;
+use crate::catalogue::{Catalogue, Video};
+use crate::identity::{Identity, Principal, PrincipalKind};
+use crate::token::claims::{AccessRule, RuleAction};
 use crate::token::{TokenSettings, VideoUid};
+use crate::{FastMap, FastSet};
 
 /// Which videos a rule covers.
 #[derive(Debug, Clone)]
@@ -23,7 +29,7 @@ pub enum VideoSelector {
 }
 
 impl VideoSelector {
-    fn matches(&self, video: &Video) -> bool {
+    pub fn matches(&self, video: &Video) -> bool {
         match self {
             VideoSelector::All => true,
             VideoSelector::Some { uids, tags } => {
@@ -34,23 +40,72 @@ impl VideoSelector {
 }
 
 /// Who a rule covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     /// Everyone, with or without a credential.
     Anyone,
     /// Any valid credential.
     Authenticated,
+    /// A Basic user, or a JWT whose subject claim is this name.
+    User(Arc<str>),
+    /// Members of a group (from `users`, `api_keys` or a JWT's groups claim).
+    Group(Arc<str>),
     /// The API key with this name.
     ApiKey(Arc<str>),
+    /// A JWT whose claim at `name` (a dotted path) equals `value`.
+    Claim { name: Arc<str>, value: Arc<str> },
 }
 
 impl Subject {
-    fn matches(&self, identity: &Identity) -> bool {
-        match (self, identity) {
-            (Subject::Anyone, _) => true,
-            (Subject::Authenticated, identity) => identity.is_authenticated(),
-            (Subject::ApiKey(wanted), Identity::ApiKey { name }) => wanted == name,
-            (Subject::ApiKey(_), Identity::Anonymous) => false,
+    pub fn matches(&self, identity: &Identity) -> bool {
+        let principal = match (self, identity) {
+            (Subject::Anyone, _) => return true,
+            (_, Identity::Anonymous) => return false,
+            (_, Identity::Authenticated(principal)) => principal,
+        };
+        self.matches_principal(principal)
+    }
+
+    fn matches_principal(&self, principal: &Principal) -> bool {
+        match self {
+            Subject::Anyone | Subject::Authenticated => true,
+            Subject::User(name) => {
+                matches!(
+                    principal.kind,
+                    PrincipalKind::User | PrincipalKind::Jwt { .. }
+                ) && principal.name == *name
+            }
+            Subject::Group(group) => principal.in_group(group),
+            Subject::ApiKey(name) => {
+                principal.kind == PrincipalKind::ApiKey && principal.name == *name
+            }
+            Subject::Claim { name, value } => {
+                matches!(principal.kind, PrincipalKind::Jwt { .. })
+                    && principal.claim_equals(name, value)
+            }
+        }
+    }
+
+    /// Whether every identity this subject matches is also matched by `other`.
+    fn is_within(&self, other: &Subject) -> bool {
+        match (self, other) {
+            (_, Subject::Anyone) => true,
+            (Subject::Anyone, _) => false,
+            (_, Subject::Authenticated) => true,
+            (a, b) => a == b,
+        }
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Anyone => f.write_str("anyone"),
+            Subject::Authenticated => f.write_str("authenticated"),
+            Subject::User(name) => write!(f, "user:{name}"),
+            Subject::Group(name) => write!(f, "group:{name}"),
+            Subject::ApiKey(name) => write!(f, "api_key:{name}"),
+            Subject::Claim { name, value } => write!(f, "claim:{name}={value}"),
         }
     }
 }
@@ -62,6 +117,102 @@ pub enum Action {
     Deny,
 }
 
+/// When a rule applies, in unix seconds (inclusive bounds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub not_before: Option<u64>,
+    pub not_after: Option<u64>,
+}
+
+impl Window {
+    /// `Ok` inside the window, else which bound was missed.
+    pub fn check(&self, now: u64) -> Result<(), OutsideWindow> {
+        match (self.not_before, self.not_after) {
+            (Some(start), _) if now < start => Err(OutsideWindow::NotYet { from: start }),
+            (_, Some(end)) if now > end => Err(OutsideWindow::Ended { at: end }),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn is_always(&self) -> bool {
+        self.not_before.is_none() && self.not_after.is_none()
+    }
+
+    /// Whether every instant of `other` is inside `self`.
+    fn contains(&self, other: &Window) -> bool {
+        let start_ok = match (self.not_before, other.not_before) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a <= b,
+        };
+        let end_ok = match (self.not_after, other.not_after) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a >= b,
+        };
+        start_ok && end_ok
+    }
+}
+
+/// Why a rule's time window excluded a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutsideWindow {
+    NotYet { from: u64 },
+    Ended { at: u64 },
+}
+
+impl std::fmt::Display for OutsideWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutsideWindow::NotYet { from } => write!(f, "available from {}", rfc3339(*from)),
+            OutsideWindow::Ended { at } => write!(f, "no longer available since {}", rfc3339(*at)),
+        }
+    }
+}
+
+/// A unix second as RFC 3339 UTC.
+pub fn rfc3339(unix: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// The token a rule grants, before the request's own details are known.
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    /// The settings for every viewer (already including country rules and the rule's end).
+    pub settings: Arc<TokenSettings>,
+    /// Bind each token to the viewer's address: `ip.src allow <addr>` then `any block`,
+    /// after the rule's other access rules.
+    pub bind_client_ip: bool,
+}
+
+impl TokenGrant {
+    /// How many access rules a token minted under this grant carries.
+    pub fn access_rule_count(&self) -> usize {
+        self.settings.access_rules.len() + if self.bind_client_ip { 2 } else { 0 }
+    }
+
+    /// The settings for a viewer at `client_ip`: shared unless the token is bound to it.
+    pub fn for_client(&self, client_ip: IpAddr) -> Cow<'_, Arc<TokenSettings>> {
+        if !self.bind_client_ip {
+            return Cow::Borrowed(&self.settings);
+        }
+        let mut rules = Vec::with_capacity(self.settings.access_rules.len() + 2);
+        rules.extend(self.settings.access_rules.iter().cloned());
+        rules.push(AccessRule::IpSrc {
+            action: RuleAction::Allow,
+            ip: vec![client_ip.into()],
+        });
+        rules.push(AccessRule::Any {
+            action: RuleAction::Block,
+        });
+        Cow::Owned(Arc::new(TokenSettings {
+            access_rules: Arc::from(rules),
+            ..(*self.settings).clone()
+        }))
+    }
+}
+
 /// One policy rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -69,8 +220,14 @@ pub struct Rule {
     pub videos: VideoSelector,
     pub subjects: Vec<Subject>,
     pub action: Action,
-    /// The settings tokens minted under this rule carry.
-    pub token: Arc<TokenSettings>,
+    pub window: Window,
+    pub token: TokenGrant,
+}
+
+impl Rule {
+    fn covers_identity(&self, identity: &Identity) -> bool {
+        self.subjects.iter().any(|s| s.matches(identity))
+    }
 }
 
 /// Permission to mint a token with these settings; only [`Policy::decide`] makes one.
@@ -88,9 +245,13 @@ impl<'a> Permit<'a> {
         &self.rule.name
     }
 
-    /// The token settings the rule grants.
-    pub fn token_settings(&self) -> &'a Arc<TokenSettings> {
+    /// The token the rule grants.
+    pub fn grant(&self) -> &'a TokenGrant {
         &self.rule.token
+    }
+
+    pub fn downloadable(&self) -> bool {
+        self.rule.token.settings.downloadable
     }
 }
 
@@ -99,39 +260,216 @@ impl<'a> Permit<'a> {
 pub enum Denied {
     /// A rule matched and said deny.
     ByRule(Arc<str>),
+    /// A rule would have allowed it, but not at this time; no later rule did.
+    OutsideWindow {
+        rule: Arc<str>,
+        reason: OutsideWindow,
+    },
     /// No rule matched: denied by default.
     NoRule,
 }
 
-/// The ordered rule list.
-#[derive(Debug, Default, Clone)]
+/// What one rule made of a request, for `streamgate explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    VideoNotCovered,
+    SubjectNotCovered,
+    OutsideWindow(OutsideWindow),
+    /// This rule decided.
+    Decides(Action),
+}
+
+/// The ordered rule list, indexed by video.
+#[derive(Debug, Default)]
 pub struct Policy {
     rules: Vec<Rule>,
+    /// For each catalogue video, the rules naming it by uid, alias or tag, ascending.
+    by_video: FastMap<VideoUid, Box<[u32]>>,
+    /// Rules covering every video (`*`), ascending.
+    every_video: Box<[u32]>,
 }
 
 impl Policy {
-    pub fn new(rules: Vec<Rule>) -> Self {
-        Self { rules }
+    /// Index `rules` over the videos of `catalogue`.
+    pub fn new(rules: Vec<Rule>, catalogue: &Catalogue) -> Self {
+        let mut every_video = Vec::new();
+        let mut by_uid: FastMap<VideoUid, Vec<u32>> = FastMap::default();
+        let mut by_tag: FastMap<&str, Vec<u32>> = FastMap::default();
+        for (index, rule) in rules.iter().enumerate() {
+            let index = index as u32;
+            match &rule.videos {
+                VideoSelector::All => every_video.push(index),
+                VideoSelector::Some { uids, tags } => {
+                    for uid in uids {
+                        by_uid.entry(*uid).or_default().push(index);
+                    }
+                    for tag in tags {
+                        by_tag.entry(tag).or_default().push(index);
+                    }
+                }
+            }
+        }
+        let mut by_video = FastMap::default();
+        for video in catalogue.videos() {
+            let mut candidates: Vec<u32> = by_uid.get(&video.uid).cloned().unwrap_or_default();
+            for tag in &video.tags {
+                if let Some(indices) = by_tag.get(&**tag) {
+                    candidates.extend_from_slice(indices);
+                }
+            }
+            candidates.sort_unstable();
+            candidates.dedup();
+            if !candidates.is_empty() {
+                by_video.insert(video.uid, candidates.into_boxed_slice());
+            }
+        }
+        Self {
+            rules,
+            by_video,
+            every_video: every_video.into_boxed_slice(),
+        }
     }
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
 
-    /// The first rule covering both `video` and `identity` decides; none means deny.
-    pub fn decide(&self, identity: &Identity, video: &Video) -> Result<Permit<'_>, Denied> {
-        let rule = self
-            .rules
-            .iter()
-            .find(|rule| {
-                rule.videos.matches(video) && rule.subjects.iter().any(|s| s.matches(identity))
-            })
-            .ok_or(Denied::NoRule)?;
-        match rule.action {
-            Action::Allow => Ok(Permit { rule }),
-            Action::Deny => Err(Denied::ByRule(Arc::clone(&rule.name))),
+    /// The first rule covering `video`, `identity` and `now` (unix seconds) decides; none
+    /// means deny. A rule outside its time window is skipped, and named in the refusal when
+    /// no later rule allows.
+    pub fn decide(
+        &self,
+        identity: &Identity,
+        video: &Video,
+        now: u64,
+    ) -> Result<Permit<'_>, Denied> {
+        let specific = self.by_video.get(&video.uid).map_or(&[][..], |v| &v[..]);
+        let mut outside: Option<(&Rule, OutsideWindow)> = None;
+        for index in merged(specific, &self.every_video) {
+            let rule = &self.rules[index as usize];
+            if !rule.covers_identity(identity) {
+                continue;
+            }
+            if let Err(reason) = rule.window.check(now) {
+                if rule.action == Action::Allow && outside.is_none() {
+                    outside = Some((rule, reason));
+                }
+                continue;
+            }
+            return match rule.action {
+                Action::Allow => Ok(Permit { rule }),
+                Action::Deny => Err(Denied::ByRule(Arc::clone(&rule.name))),
+            };
+        }
+        match outside {
+            Some((rule, reason)) => Err(Denied::OutsideWindow {
+                rule: Arc::clone(&rule.name),
+                reason,
+            }),
+            None => Err(Denied::NoRule),
         }
     }
+
+    /// Every rule up to the deciding one, with what it made of the request. Scans the whole
+    /// list (it is for operators, not the request path).
+    pub fn explain(&self, identity: &Identity, video: &Video, now: u64) -> Vec<(&Rule, Verdict)> {
+        let mut verdicts = Vec::new();
+        for rule in &self.rules {
+            let verdict = if !rule.videos.matches(video) {
+                Verdict::VideoNotCovered
+            } else if !rule.covers_identity(identity) {
+                Verdict::SubjectNotCovered
+            } else if let Err(reason) = rule.window.check(now) {
+                Verdict::OutsideWindow(reason)
+            } else {
+                Verdict::Decides(rule.action)
+            };
+            let decided = matches!(verdict, Verdict::Decides(_));
+            verdicts.push((rule, verdict));
+            if decided {
+                break;
+            }
+        }
+        verdicts
+    }
+
+    /// Rules that can never decide anything because an earlier rule always decides first:
+    /// `(shadowed rule, earlier rule)`. Cheap checks (subjects, windows) run before the
+    /// videos a rule covers are worked out, so a large policy lints quickly.
+    pub fn shadowed(&self, catalogue: &Catalogue) -> Vec<(&Rule, &Rule)> {
+        let mut by_tag: FastMap<&str, Vec<&Video>> = FastMap::default();
+        for video in catalogue.videos() {
+            for tag in &video.tags {
+                by_tag.entry(tag).or_default().push(video);
+            }
+        }
+        let covered_by = |selector: &VideoSelector| -> Vec<&Video> {
+            match selector {
+                VideoSelector::All => catalogue.videos().map(|v| &**v).collect(),
+                VideoSelector::Some { uids, tags } => uids
+                    .iter()
+                    .filter_map(|uid| catalogue.by_uid(uid).map(|v| &**v))
+                    .chain(
+                        tags.iter()
+                            .flat_map(|t| by_tag.get(&**t).into_iter().flatten().copied()),
+                    )
+                    .collect(),
+            }
+        };
+        let mut found = Vec::new();
+        for (j, later) in self.rules.iter().enumerate() {
+            let mut covered: Option<Vec<&Video>> = None;
+            let shadow = self.rules[..j].iter().find(|earlier| {
+                let cheap = earlier.window.contains(&later.window)
+                    && later
+                        .subjects
+                        .iter()
+                        .all(|s| earlier.subjects.iter().any(|e| s.is_within(e)));
+                if !cheap {
+                    return false;
+                }
+                match (&earlier.videos, &later.videos) {
+                    (VideoSelector::All, _) => true,
+                    (_, VideoSelector::All) => false,
+                    (videos, selector) => {
+                        let covered = covered.get_or_insert_with(|| covered_by(selector));
+                        !covered.is_empty() && covered.iter().all(|v| videos.matches(v))
+                    }
+                }
+            });
+            if let Some(earlier) = shadow {
+                found.push((later, earlier));
+            }
+        }
+        found
+    }
+
+    /// Whether any rule could allow `video` to someone.
+    pub fn could_allow(&self, video: &Video) -> bool {
+        let specific = self.by_video.get(&video.uid).map_or(&[][..], |v| &v[..]);
+        merged(specific, &self.every_video)
+            .any(|index| self.rules[index as usize].action == Action::Allow)
+    }
+}
+
+/// Two ascending index lists merged into one ascending sequence.
+fn merged<'a>(a: &'a [u32], b: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
+        (Some(&x), Some(&y)) if x <= y => {
+            i += 1;
+            Some(x)
+        }
+        (_, Some(&y)) => {
+            j += 1;
+            Some(y)
+        }
+        (Some(&x), None) => {
+            i += 1;
+            Some(x)
+        }
+        (None, None) => None,
+    })
 }
 
 #[cfg(test)]
@@ -139,45 +477,77 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn video(tag: &str) -> Video {
-        Video {
-            uid: "0123456789abcdef0123456789abcdef".parse().unwrap(),
-            alias: "intro".into(),
-            tags: vec![tag.into()],
-            title: None,
+    const NOW: u64 = 1_800_000_000;
+
+    fn uid(n: u8) -> VideoUid {
+        format!("{n:032x}").parse().unwrap()
+    }
+
+    fn catalogue() -> Catalogue {
+        let mut catalogue = Catalogue::default();
+        for (n, alias, tag) in [(1, "intro", "public"), (2, "keynote", "members")] {
+            catalogue.insert(Video {
+                uid: uid(n),
+                alias: alias.into(),
+                tags: vec![tag.into()],
+                title: None,
+            });
+        }
+        catalogue
+    }
+
+    fn video<'a>(catalogue: &'a Catalogue, alias: &str) -> &'a Video {
+        catalogue.resolve(alias).unwrap()
+    }
+
+    fn grant(downloadable: bool) -> TokenGrant {
+        TokenGrant {
+            settings: Arc::new(TokenSettings {
+                downloadable,
+                ..TokenSettings::with_ttl(Duration::from_secs(60))
+            }),
+            bind_client_ip: false,
         }
     }
 
-    fn settings(downloadable: bool) -> Arc<TokenSettings> {
-        Arc::new(TokenSettings {
-            ttl: Duration::from_secs(60),
-            downloadable,
-            access_rules: Arc::from(vec![]),
-        })
+    fn tagged(tag: &str) -> VideoSelector {
+        VideoSelector::Some {
+            uids: FastSet::default(),
+            tags: [Arc::from(tag)].into_iter().collect(),
+        }
     }
 
-    fn rule(name: &str, tag: &str, subject: Subject, action: Action, downloadable: bool) -> Rule {
+    fn rule(name: &str, videos: VideoSelector, subject: Subject, action: Action) -> Rule {
         Rule {
             name: name.into(),
-            videos: VideoSelector::Some {
-                uids: FastSet::default(),
-                tags: [Arc::from(tag)].into_iter().collect(),
-            },
+            videos,
             subjects: vec![subject],
             action,
-            token: settings(downloadable),
+            window: Window::default(),
+            token: grant(false),
         }
+    }
+
+    fn principal(kind: PrincipalKind, name: &str, groups: &[&str]) -> Identity {
+        Identity::Authenticated(Arc::new(Principal::new(
+            kind,
+            name.into(),
+            groups.iter().map(|g| Arc::from(*g)),
+            Default::default(),
+        )))
     }
 
     fn ci() -> Identity {
-        Identity::ApiKey { name: "ci".into() }
+        principal(PrincipalKind::ApiKey, "ci", &[])
     }
 
     #[test]
     fn no_rules_deny_by_default() {
+        let catalogue = catalogue();
+        let policy = Policy::new(vec![], &catalogue);
         assert_eq!(
-            Policy::default()
-                .decide(&Identity::Anonymous, &video("public"))
+            policy
+                .decide(&Identity::Anonymous, video(&catalogue, "intro"), NOW)
                 .unwrap_err(),
             Denied::NoRule
         );
@@ -185,57 +555,268 @@ mod tests {
 
     #[test]
     fn first_matching_rule_wins_and_carries_its_settings() {
-        let policy = Policy::new(vec![
-            rule(
-                "members",
-                "members",
-                Subject::Authenticated,
-                Action::Allow,
-                true,
-            ),
-            rule("public", "public", Subject::Anyone, Action::Allow, false),
-            rule(
-                "all-public-for-ci",
-                "public",
-                Subject::ApiKey("ci".into()),
-                Action::Allow,
-                true,
-            ),
-        ]);
-        let permit = policy.decide(&ci(), &video("public")).unwrap();
+        let catalogue = catalogue();
+        let mut members = rule(
+            "members",
+            tagged("members"),
+            Subject::Authenticated,
+            Action::Allow,
+        );
+        members.token = grant(true);
+        let policy = Policy::new(
+            vec![
+                members,
+                rule("public", tagged("public"), Subject::Anyone, Action::Allow),
+                rule(
+                    "all",
+                    VideoSelector::All,
+                    Subject::ApiKey("ci".into()),
+                    Action::Allow,
+                ),
+            ],
+            &catalogue,
+        );
+        let permit = policy
+            .decide(&ci(), video(&catalogue, "intro"), NOW)
+            .unwrap();
         assert_eq!(permit.rule(), "public");
-        assert!(!permit.token_settings().downloadable);
-        let permit = policy.decide(&ci(), &video("members")).unwrap();
+        assert!(!permit.downloadable());
+        let permit = policy
+            .decide(&ci(), video(&catalogue, "keynote"), NOW)
+            .unwrap();
         assert_eq!(permit.rule(), "members");
-        assert!(permit.token_settings().downloadable);
+        assert!(permit.downloadable());
         assert_eq!(
             policy
-                .decide(&Identity::Anonymous, &video("members"))
+                .decide(&Identity::Anonymous, video(&catalogue, "keynote"), NOW)
                 .unwrap_err(),
             Denied::NoRule
         );
     }
 
     #[test]
-    fn deny_rule_stops_evaluation() {
-        let policy = Policy::new(vec![
-            rule(
-                "block-ci",
-                "public",
-                Subject::ApiKey("ci".into()),
-                Action::Deny,
-                false,
-            ),
-            rule("public", "public", Subject::Anyone, Action::Allow, false),
-        ]);
+    fn wildcard_and_specific_rules_keep_their_order() {
+        let catalogue = catalogue();
+        let policy = Policy::new(
+            vec![
+                rule(
+                    "block-all",
+                    VideoSelector::All,
+                    Subject::ApiKey("ci".into()),
+                    Action::Deny,
+                ),
+                rule("public", tagged("public"), Subject::Anyone, Action::Allow),
+                rule(
+                    "late-all",
+                    VideoSelector::All,
+                    Subject::Anyone,
+                    Action::Allow,
+                ),
+            ],
+            &catalogue,
+        );
         assert_eq!(
-            policy.decide(&ci(), &video("public")).unwrap_err(),
-            Denied::ByRule("block-ci".into())
-        );
-        assert!(
             policy
-                .decide(&Identity::Anonymous, &video("public"))
-                .is_ok()
+                .decide(&ci(), video(&catalogue, "intro"), NOW)
+                .unwrap_err(),
+            Denied::ByRule("block-all".into())
         );
+        let anonymous = &Identity::Anonymous;
+        assert_eq!(
+            policy
+                .decide(anonymous, video(&catalogue, "intro"), NOW)
+                .unwrap()
+                .rule(),
+            "public"
+        );
+        assert_eq!(
+            policy
+                .decide(anonymous, video(&catalogue, "keynote"), NOW)
+                .unwrap()
+                .rule(),
+            "late-all"
+        );
+    }
+
+    #[test]
+    fn subjects_match_users_groups_keys_and_claims() {
+        let mut claims = serde_json::Map::new();
+        claims.insert("plan".into(), "pro".into());
+        let jwt = Identity::Authenticated(Arc::new(Principal::new(
+            PrincipalKind::Jwt {
+                issuer: "idp".into(),
+            },
+            "alice".into(),
+            [Arc::from("staff")],
+            claims,
+        )));
+        let basic_alice = principal(PrincipalKind::User, "alice", &["editors"]);
+        let key_alice = principal(PrincipalKind::ApiKey, "alice", &["staff"]);
+
+        let user = Subject::User("alice".into());
+        assert!(user.matches(&jwt) && user.matches(&basic_alice));
+        assert!(!user.matches(&key_alice), "an API key is not a user");
+        assert!(Subject::Group("staff".into()).matches(&key_alice));
+        assert!(!Subject::Group("staff".into()).matches(&basic_alice));
+        assert!(Subject::ApiKey("alice".into()).matches(&key_alice));
+        assert!(!Subject::ApiKey("alice".into()).matches(&basic_alice));
+        let pro = Subject::Claim {
+            name: "plan".into(),
+            value: "pro".into(),
+        };
+        assert!(pro.matches(&jwt) && !pro.matches(&basic_alice));
+        for subject in [user, pro, Subject::Authenticated] {
+            assert!(!subject.matches(&Identity::Anonymous));
+        }
+        assert!(Subject::Anyone.matches(&Identity::Anonymous));
+    }
+
+    #[test]
+    fn a_rule_outside_its_window_is_skipped_and_named_when_nothing_else_allows() {
+        let catalogue = catalogue();
+        let mut premiere = rule("premiere", tagged("public"), Subject::Anyone, Action::Allow);
+        premiere.window = Window {
+            not_before: Some(NOW + 100),
+            not_after: Some(NOW + 200),
+        };
+        let policy = Policy::new(vec![premiere.clone()], &catalogue);
+        let intro = video(&catalogue, "intro");
+        assert_eq!(
+            policy.decide(&ci(), intro, NOW).unwrap_err(),
+            Denied::OutsideWindow {
+                rule: "premiere".into(),
+                reason: OutsideWindow::NotYet { from: NOW + 100 }
+            }
+        );
+        assert!(policy.decide(&ci(), intro, NOW + 100).is_ok());
+        assert!(policy.decide(&ci(), intro, NOW + 200).is_ok());
+        assert_eq!(
+            policy.decide(&ci(), intro, NOW + 201).unwrap_err(),
+            Denied::OutsideWindow {
+                rule: "premiere".into(),
+                reason: OutsideWindow::Ended { at: NOW + 200 }
+            }
+        );
+        let with_fallback = Policy::new(
+            vec![
+                premiere,
+                rule(
+                    "ci",
+                    VideoSelector::All,
+                    Subject::ApiKey("ci".into()),
+                    Action::Allow,
+                ),
+            ],
+            &catalogue,
+        );
+        assert_eq!(
+            with_fallback.decide(&ci(), intro, NOW).unwrap().rule(),
+            "ci"
+        );
+    }
+
+    #[test]
+    fn bound_grants_add_the_viewers_address_then_block_everyone_else() {
+        let grant = TokenGrant {
+            bind_client_ip: true,
+            ..grant(false)
+        };
+        let settings = grant.for_client("2001:db8::7".parse().unwrap());
+        assert_eq!(grant.access_rule_count(), 2);
+        assert_eq!(
+            serde_json::to_value(&settings.access_rules[..]).unwrap(),
+            serde_json::json!([
+                {"type": "ip.src", "action": "allow", "ip": ["2001:db8::7"]},
+                {"type": "any", "action": "block"}
+            ])
+        );
+        let unbound = self::grant(false);
+        assert!(matches!(
+            unbound.for_client("127.0.0.1".parse().unwrap()),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn explain_walks_rules_until_one_decides() {
+        let catalogue = catalogue();
+        let policy = Policy::new(
+            vec![
+                rule(
+                    "members",
+                    tagged("members"),
+                    Subject::Authenticated,
+                    Action::Allow,
+                ),
+                rule(
+                    "ci-only",
+                    VideoSelector::All,
+                    Subject::ApiKey("ci".into()),
+                    Action::Allow,
+                ),
+                rule("public", tagged("public"), Subject::Anyone, Action::Allow),
+                rule(
+                    "never-reached",
+                    VideoSelector::All,
+                    Subject::Anyone,
+                    Action::Deny,
+                ),
+            ],
+            &catalogue,
+        );
+        let verdicts: Vec<_> = policy
+            .explain(&Identity::Anonymous, video(&catalogue, "intro"), NOW)
+            .into_iter()
+            .map(|(rule, verdict)| (rule.name.to_string(), verdict))
+            .collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                ("members".into(), Verdict::VideoNotCovered),
+                ("ci-only".into(), Verdict::SubjectNotCovered),
+                ("public".into(), Verdict::Decides(Action::Allow)),
+            ]
+        );
+    }
+
+    #[test]
+    fn shadowed_rules_are_found() {
+        let catalogue = catalogue();
+        let policy = Policy::new(
+            vec![
+                rule("public", tagged("public"), Subject::Anyone, Action::Allow),
+                rule(
+                    "ci-public",
+                    tagged("public"),
+                    Subject::ApiKey("ci".into()),
+                    Action::Allow,
+                ),
+                rule(
+                    "members",
+                    tagged("members"),
+                    Subject::Authenticated,
+                    Action::Allow,
+                ),
+                rule(
+                    "everything",
+                    VideoSelector::All,
+                    Subject::Anyone,
+                    Action::Allow,
+                ),
+            ],
+            &catalogue,
+        );
+        let shadowed: Vec<_> = policy
+            .shadowed(&catalogue)
+            .into_iter()
+            .map(|(later, earlier)| (later.name.to_string(), earlier.name.to_string()))
+            .collect();
+        assert_eq!(shadowed, vec![("ci-public".into(), "public".into())]);
+    }
+
+    #[test]
+    fn merge_keeps_rule_order() {
+        let merged: Vec<u32> = merged(&[1, 4, 5], &[0, 2, 5, 9]).collect();
+        assert_eq!(merged, vec![0, 1, 2, 4, 5, 5, 9]);
     }
 }

@@ -39,7 +39,13 @@ fn check_accepts_the_shipped_config() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains(": OK"), "{stdout}");
-    assert!(stdout.contains("videos   2"), "{stdout}");
+    assert!(stdout.contains("videos   3"), "{stdout}");
+    assert!(stdout.contains("users    2"), "{stdout}");
+    assert!(
+        stdout.contains("issuer   https://idp.streamgate.example (HS256)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("warning"), "{stdout}");
 }
 
 #[test]
@@ -106,6 +112,304 @@ fn check_rejects_bad_key_material_without_echoing_it() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("signing_keys[0]"), "{stderr}");
     assert!(!stderr.contains("c2VjcmV0"), "{stderr}");
+}
+
+/// A policy with users, groups, a JWT issuer and windows, for `check` and `explain`.
+fn policy_config(dir: &Path) -> String {
+    std::fs::write(dir.join("idp.secret"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    let hash = run_with_stdin(&["hash-password"], "pw-for-tests\n");
+    assert!(hash.status.success());
+    let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
+    let rules_and_identity = format!(
+        "  - name: premiere
+    videos: [keynote]
+    subjects: [anyone]
+    not_before: 2030-01-01T18:00:00Z
+    not_after: 2030-01-01T20:00:00+00:00
+  - name: staff
+    videos: [\"*\"]
+    subjects: [group:staff]
+    bind_client_ip: true
+    countries:
+      block: [KP]
+users:
+  alice:
+    password: {hash}
+    groups: [staff]
+jwt_issuers:
+  - issuer: https://idp.test
+    audience: streamgate
+    algorithms: [HS256]
+    secret:
+      file: {secret}
+    groups_claim: groups
+",
+        secret = dir.join("idp.secret").display()
+    );
+    // The members rule is narrowed so that alice's request reaches the later rules.
+    let yaml = gateway_config().replace("subjects: [authenticated]", "subjects: [api_key:ci]")
+        + &rules_and_identity;
+    write_config(dir, "policy.yaml", &yaml)
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = streamgate()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let output = streamgate().args(args).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_warns_about_shadowed_rules_unused_groups_and_unwatchable_videos() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = gateway_config()
+        .replace(
+            "subjects: [anyone]",
+            "subjects: [anyone]\n  - name: late\n    videos: [intro]\n    subjects: [group:nobody]",
+        )
+        .replacen(
+            "  - name: members\n    videos: [\"tag:members\"]",
+            "  - name: members\n    videos: [\"tag:none\"]",
+            1,
+        );
+    let path = write_config(dir.path(), "lint.yaml", &yaml);
+    let (ok, stdout, stderr) = run(&["--config", &path, "check"]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("rule `late` can never match: rule `public` above it"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("no user or API key is in group `nobody`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no video has tag `none`"), "{stdout}");
+    assert!(
+        stdout.contains("video `keynote` is mentioned by no allow rule"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_policy_mistakes_by_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = policy_config(dir.path());
+    let good = std::fs::read_to_string(good).unwrap();
+    let cases = [
+        (
+            "password: $argon2id",
+            "password: $argon2i",
+            "users.alice.password",
+            "expected an argon2id hash",
+        ),
+        (
+            "[group:staff]",
+            "[api_key:nope]",
+            "rules[4].subjects[0]",
+            "no API key named `nope`",
+        ),
+        (
+            "      block: [KP]",
+            "      allow: [US]",
+            "rules[4].countries",
+            "cannot be combined with bind_client_ip",
+        ),
+        (
+            "      block: [KP]",
+            "      block: [KP]\n    access_rules:\n      - {type: ip.src, action: block, ip: [10.0.0.0/8]}\n      - {type: ip.src, action: block, ip: [10.1.0.0/16]}\n      - {type: ip.src, action: block, ip: [10.2.0.0/16]}",
+            "rules[4].access_rules",
+            "would carry 6 access rules",
+        ),
+        (
+            "not_after: 2030-01-01T20:00:00+00:00",
+            "not_after: 2030-01-01T17:00:00Z",
+            "rules[3].not_after",
+            "must be later than not_before",
+        ),
+        (
+            "algorithms: [HS256]",
+            "algorithms: [RS256]",
+            "jwt_issuers[0].secret",
+            "only for HS256/384/512",
+        ),
+        (
+            "algorithms: [HS256]",
+            "algorithms: [none]",
+            "jwt_issuers[0].algorithms[0]",
+            "never accepted",
+        ),
+    ];
+    for (from, to, field, expected) in cases {
+        assert!(good.contains(from), "{from}");
+        let path = write_config(dir.path(), "broken.yaml", &good.replacen(from, to, 1));
+        let (ok, stdout, stderr) = run(&["--config", &path, "check"]);
+        assert!(!ok, "{to} should be refused: {stdout}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(expected))
+            .unwrap_or_else(|| panic!("no {expected:?} in {stderr}"));
+        assert!(
+            line.starts_with(&format!("{path}:")),
+            "no file:line: {line}"
+        );
+        assert!(line.contains(field), "{line} should name {field}");
+        assert!(!stderr.contains("$v=19$m="), "a hash leaked: {stderr}");
+    }
+}
+
+#[test]
+fn explain_shows_the_deciding_rule_why_earlier_ones_did_not_and_the_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = policy_config(dir.path());
+    let (ok, stdout, stderr) = run(&[
+        "--config",
+        &path,
+        "explain",
+        "--video",
+        "keynote",
+        "--user",
+        "alice",
+        "--ip",
+        "203.0.113.9",
+        "--country",
+        "US",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("subject  user:alice groups: [staff]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("skipped: covers only api_key:ci"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("skipped: available from 2030-01-01T18:00:00Z"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("decision ALLOW by rule `staff`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("\"kid\": \"{FIXTURE_KID}\"")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"203.0.113.9\""), "{stdout}");
+    assert!(stdout.contains("\"KP\""), "{stdout}");
+    assert!(
+        stdout.contains("stream   plays for the viewer at 203.0.113.9 in US"),
+        "{stdout}"
+    );
+
+    // During the premiere window anyone may watch, and the token ends with the window.
+    let (ok, stdout, _) = run(&[
+        "--config",
+        &path,
+        "explain",
+        "--video",
+        "keynote",
+        "--anonymous",
+        "--at",
+        "2030-01-01T19:30:00Z",
+    ]);
+    assert!(ok);
+    assert!(
+        stdout.contains("decision ALLOW by rule `premiere`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("exp clipped to the rule's end 2030-01-01T20:00:00Z"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"exp\": 1893528000"), "{stdout}");
+
+    let (ok, stdout, _) = run(&["--config", &path, "explain", "--video", "keynote"]);
+    assert!(ok);
+    assert!(
+        stdout.contains(
+            "decision DENY rule `premiere` would allow, but this video is available from"
+        ),
+        "{stdout}"
+    );
+
+    // Groups a JWT would carry; a viewer elsewhere than the bound address is refused.
+    let (ok, stdout, _) = run(&[
+        "--config",
+        &path,
+        "explain",
+        "--video",
+        "intro",
+        "--groups",
+        "staff",
+        "--ip",
+        "192.0.2.1",
+    ]);
+    assert!(ok);
+    assert!(
+        stdout.contains("decision ALLOW by rule `public`"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = run(&[
+        "--config",
+        &path,
+        "explain",
+        "--video",
+        "nope",
+        "--anonymous",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("no video `nope`"), "{stdout}{stderr}");
+}
+
+#[test]
+fn hash_api_key_prints_a_fresh_key_once_with_its_digest() {
+    let (ok, stdout, _) = run(&["hash-api-key", "--name", "partner"]);
+    assert!(ok);
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .expect("a key line");
+    assert!(key.starts_with("sg_") && key.len() > 40, "{key}");
+    let digest = streamgate::identity::hash_api_key(key);
+    assert!(
+        stdout.contains(&format!("    sha256: {digest}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  - name: partner"), "{stdout}");
+    let (_, again, _) = run(&["hash-api-key"]);
+    assert!(!again.contains(key), "keys must be random");
+}
+
+#[test]
+fn hash_password_reads_stdin_and_prints_an_argon2id_hash() {
+    let output = run_with_stdin(&["hash-password"], "correct horse\n");
+    assert!(output.status.success());
+    let hash = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+    assert!(streamgate::identity::basic::validate_phc(&hash).is_ok());
+    let empty = run_with_stdin(&["hash-password"], "\n");
+    assert!(!empty.status.success(), "an empty password is refused");
 }
 
 #[test]

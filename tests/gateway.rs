@@ -90,7 +90,7 @@ async fn downloads_only_when_the_rule_allows() {
 async fn protected_video_needs_a_valid_api_key() {
     let gateway = TestGateway::start().await;
     let anonymous = get(&gateway.url("/watch/keynote")).await;
-    assert_error(&anonymous, 401, "needs an API key");
+    assert_error(&anonymous, 401, "requires you to sign in with an API key");
     assert!(anonymous.header("www-authenticate").is_some());
 
     let wrong = get_with(&gateway.url("/watch/keynote"), &[("x-api-key", "nope")]).await;

@@ -4,7 +4,9 @@
 //! strings; [`Settings::load`] reads the file; [`load_signing_keys`] reads key material.
 //! Every error names the file, the line and column where known, and the field.
 
+mod identity;
 mod locate;
+mod policy;
 mod raw;
 
 use std::collections::{HashMap, HashSet};
@@ -16,13 +18,14 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+pub use identity::{IdentitySettings, build_authenticator};
 pub use locate::{Seg, display_path, locate};
-use raw::{RawAction, RawConfig, RawKey, RawRule};
+pub use policy::lint;
+pub use raw::parse_rfc3339;
+use raw::{RawConfig, RawKey};
 
-use crate::FastSet;
 use crate::catalogue::{Catalogue, Video, is_valid_alias};
-use crate::identity::ApiKeys;
-use crate::policy::{Action, Policy, Rule, Subject, VideoSelector};
+use crate::policy::Policy;
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES};
 use crate::token::{SigningKey, TokenSettings, VideoUid};
 
@@ -123,7 +126,8 @@ pub struct Settings {
     pub cache_capacity: u64,
     pub max_signing_in_flight: usize,
     pub catalogue: Catalogue,
-    pub api_keys: ApiKeys,
+    /// Who can sign in, and how.
+    pub identity: IdentitySettings,
     pub policy: Policy,
     /// Things that are allowed but probably mistakes.
     pub warnings: Vec<String>,
@@ -251,10 +255,12 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
         &[key("token"), key("access_rules")],
         check,
     );
+    let defaults = policy::TokenDefaults::from_raw(&raw.token);
     let default_token = Arc::new(TokenSettings {
         ttl,
         downloadable: raw.token.downloadable,
         access_rules: Arc::from(raw.token.access_rules),
+        not_after: None,
     });
 
     if raw.cache.capacity == 0 {
@@ -268,15 +274,28 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
     }
 
     let catalogue = build_catalogue(raw.videos.0, check);
-    let api_keys = build_api_keys(raw.api_keys, check);
-    let policy = build_policy(
+    let identity = identity::validate_identity(
+        identity::RawIdentity {
+            api_keys: raw.api_keys,
+            users: raw.users.0,
+            issuers: raw.jwt_issuers,
+            auth: raw.auth,
+            trusted_proxies: raw.trusted_proxies,
+        },
+        check,
+        base_dir,
+    );
+    let policy = policy::build_policy(
         raw.rules,
         &catalogue,
-        &default_token,
-        min_remaining,
+        &identity,
+        &defaults,
         check,
         &mut warnings,
     );
+    if check.errors.is_empty() {
+        warnings.extend(lint(&policy, &catalogue));
+    }
 
     Settings {
         file: check.file.to_string(),
@@ -289,7 +308,7 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
         cache_capacity: raw.cache.capacity,
         max_signing_in_flight: raw.signing.max_in_flight,
         catalogue,
-        api_keys,
+        identity,
         policy,
         warnings,
     }
@@ -505,183 +524,6 @@ fn build_catalogue(videos: Vec<(String, raw::RawVideo)>, check: &mut Checker<'_>
         });
     }
     catalogue
-}
-
-fn build_api_keys(raw: Vec<raw::RawApiKey>, check: &mut Checker<'_>) -> ApiKeys {
-    let mut keys = ApiKeys::default();
-    let mut names = HashSet::new();
-    for (i, entry) in raw.into_iter().enumerate() {
-        if entry.name.is_empty() || !names.insert(entry.name.clone()) {
-            check.error(
-                &[key("api_keys"), Seg::Index(i), key("name")],
-                format!("API key name `{}` is empty or listed twice", entry.name),
-            );
-            continue;
-        }
-        if !keys.insert(entry.sha256.0, entry.name.into()) {
-            check.error(
-                &[key("api_keys"), Seg::Index(i), key("sha256")],
-                "this digest is listed twice",
-            );
-        }
-    }
-    keys
-}
-
-fn build_policy(
-    raw: Vec<RawRule>,
-    catalogue: &Catalogue,
-    default_token: &Arc<TokenSettings>,
-    min_remaining: Duration,
-    check: &mut Checker<'_>,
-    warnings: &mut Vec<String>,
-) -> Policy {
-    if raw.is_empty() {
-        warnings.push("no rules: every request will be denied".into());
-    }
-    let known_tags: HashSet<&str> = catalogue
-        .videos()
-        .flat_map(|video| video.tags.iter().map(|t| &**t))
-        .collect();
-    let mut names = HashSet::new();
-    let mut rules = Vec::new();
-    for (i, rule) in raw.into_iter().enumerate() {
-        let at = |field: &str| vec![key("rules"), Seg::Index(i), key(field)];
-        if rule.name.is_empty() || !names.insert(rule.name.clone()) {
-            check.error(
-                &at("name"),
-                format!("rule name `{}` is empty or used twice", rule.name),
-            );
-        }
-        let videos = rule_videos(
-            &rule.videos,
-            &at("videos"),
-            catalogue,
-            &known_tags,
-            check,
-            warnings,
-        );
-        let subjects = rule_subjects(&rule.subjects, &at("subjects"), check);
-        let token = rule_token(&rule, &at, default_token, min_remaining, check);
-        rules.push(Rule {
-            name: rule.name.into(),
-            videos,
-            subjects,
-            action: match rule.action {
-                RawAction::Allow => Action::Allow,
-                RawAction::Deny => Action::Deny,
-            },
-            token: Arc::new(token),
-        });
-    }
-    Policy::new(rules)
-}
-
-/// A rule's `videos`: `*`, `tag:<name>`, aliases and uids (which must be in the catalogue).
-fn rule_videos(
-    entries: &[String],
-    path: &[Seg],
-    catalogue: &Catalogue,
-    known_tags: &HashSet<&str>,
-    check: &mut Checker<'_>,
-    warnings: &mut Vec<String>,
-) -> VideoSelector {
-    if entries.is_empty() {
-        check.error(path, "list at least one video, `tag:<name>` or `*`");
-    }
-    let mut uids = FastSet::default();
-    let mut tags = FastSet::default();
-    let mut all = false;
-    for (j, entry) in entries.iter().enumerate() {
-        let mut path = path.to_vec();
-        path.push(Seg::Index(j));
-        if entry == "*" {
-            all = true;
-        } else if let Some(tag) = entry.strip_prefix("tag:") {
-            if !known_tags.contains(tag) {
-                warnings.push(format!("{}: no video has tag `{tag}`", display_path(&path)));
-            }
-            tags.insert(Arc::from(tag));
-        } else if let Some(video) = catalogue.resolve(entry) {
-            uids.insert(video.uid);
-        } else {
-            check.error(
-                &path,
-                format!("`{entry}` is not a video alias or uid in `videos`"),
-            );
-        }
-    }
-    if all {
-        VideoSelector::All
-    } else {
-        VideoSelector::Some { uids, tags }
-    }
-}
-
-/// A rule's `subjects`.
-fn rule_subjects(entries: &[String], path: &[Seg], check: &mut Checker<'_>) -> Vec<Subject> {
-    if entries.is_empty() {
-        check.error(
-            path,
-            "list at least one subject: anyone, authenticated or api_key:<name>",
-        );
-    }
-    let mut subjects = Vec::new();
-    for (j, entry) in entries.iter().enumerate() {
-        let mut path = path.to_vec();
-        path.push(Seg::Index(j));
-        match parse_subject(entry) {
-            Ok(subject) => subjects.push(subject),
-            Err(message) => check.error(&path, message),
-        }
-    }
-    subjects
-}
-
-/// The token settings a rule grants: its overrides on top of the defaults.
-fn rule_token(
-    rule: &RawRule,
-    at: &dyn Fn(&str) -> Vec<Seg>,
-    default_token: &TokenSettings,
-    min_remaining: Duration,
-    check: &mut Checker<'_>,
-) -> TokenSettings {
-    let ttl = rule.ttl.map_or(default_token.ttl, |ttl| ttl.0);
-    if rule.ttl.is_some() && min_remaining >= ttl {
-        check.error(
-            &at("ttl"),
-            format!(
-                "ttl {} must be more than token.min_remaining ({})",
-                human_duration(ttl),
-                human_duration(min_remaining)
-            ),
-        );
-    }
-    let access_rules = match &rule.access_rules {
-        Some(list) => {
-            check_access_rules(list, &at("access_rules"), check);
-            Arc::from(list.as_slice())
-        }
-        None => Arc::clone(&default_token.access_rules),
-    };
-    TokenSettings {
-        ttl,
-        downloadable: rule.downloadable.unwrap_or(default_token.downloadable),
-        access_rules,
-    }
-}
-
-fn parse_subject(entry: &str) -> Result<Subject, String> {
-    match entry {
-        "anyone" => Ok(Subject::Anyone),
-        "authenticated" => Ok(Subject::Authenticated),
-        _ => match entry.strip_prefix("api_key:") {
-            Some(name) if !name.is_empty() => Ok(Subject::ApiKey(name.into())),
-            _ => Err(format!(
-                "`{entry}` is not a subject: use anyone, authenticated or api_key:<name>"
-            )),
-        },
-    }
 }
 
 /// Whether missing development keys may be created while loading.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::token::claims::{AccessRule, MAX_TTL, VideoUid};
+use crate::token::claims::{AccessRule, CountryCode, MAX_TTL, VideoUid};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +32,195 @@ pub struct RawConfig {
     #[serde(default)]
     pub api_keys: Vec<RawApiKey>,
     #[serde(default)]
+    pub users: UniqueMap<RawUser>,
+    #[serde(default)]
+    pub jwt_issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub trusted_proxies: Vec<RawNet>,
+    #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+/// How unauthenticated browsers are sent to sign in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    pub login_url: Option<String>,
+    pub public_url: Option<String>,
+    #[serde(default = "default_basic_cache_ttl")]
+    pub basic_cache_ttl: HumanDuration,
+    #[serde(default = "default_max_in_flight")]
+    pub max_password_checks: usize,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            realm: default_realm(),
+            login_url: None,
+            public_url: None,
+            basic_cache_ttl: default_basic_cache_ttl(),
+            max_password_checks: default_max_in_flight(),
+        }
+    }
+}
+
+fn default_realm() -> String {
+    "streamgate".to_string()
+}
+
+fn default_basic_cache_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// An argon2id PHC string.
+    pub password: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub issuer: String,
+    pub audience: OneOrMany,
+    pub algorithms: Vec<String>,
+    pub secret: Option<RawSecretRef>,
+    pub public_key_file: Option<PathBuf>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh: HumanDuration,
+    #[serde(default = "default_jwks_min_refresh_interval")]
+    pub jwks_min_refresh_interval: HumanDuration,
+    pub jwks_ca_file: Option<PathBuf>,
+    #[serde(default = "default_jwt_leeway")]
+    pub leeway: HumanDuration,
+    pub cookie: Option<String>,
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    pub groups_claim: Option<String>,
+    #[serde(default = "default_jwt_cache_ttl")]
+    pub cache_ttl: HumanDuration,
+}
+
+fn default_jwks_refresh() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+
+fn default_jwks_min_refresh_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_jwt_leeway() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_subject_claim() -> String {
+    "sub".to_string()
+}
+
+fn default_jwt_cache_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+/// A secret read from a file or an environment variable; never inline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretRef {
+    pub file: Option<PathBuf>,
+    pub env: Option<String>,
+}
+
+/// A string, or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// A CIDR block, or a single address (a /32 or /128).
+#[derive(Debug, Clone, Copy)]
+pub struct RawNet(pub ipnet::IpNet);
+
+impl<'de> Deserialize<'de> for RawNet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Ok(net) = text.parse::<ipnet::IpNet>() {
+            return Ok(RawNet(net));
+        }
+        text.parse::<std::net::IpAddr>()
+            .map(|ip| RawNet(ip.into()))
+            .map_err(|_| de::Error::custom(format!("`{text}` is not an IP address or CIDR block")))
+    }
+}
+
+/// An instant written in RFC 3339 (`2026-12-01T18:00:00Z`, `2026-12-01T19:00:00+01:00`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timestamp(pub u64);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_rfc3339(&text).map(Timestamp).ok_or_else(|| {
+            de::Error::custom(format!(
+                "`{text}` is not an RFC 3339 time such as 2026-12-01T18:00:00Z"
+            ))
+        })
+    }
+}
+
+/// Unix seconds of an RFC 3339 time with `Z` or a `±HH:MM` offset.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (local, offset_secs): (&str, i64) = if let Some(local) = text.strip_suffix(['Z', 'z']) {
+        (local, 0)
+    } else {
+        let split = text.len().checked_sub(6)?;
+        let (local, offset) = text.split_at(split);
+        let sign = match offset.as_bytes()[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (hours, minutes) = offset[1..].split_once(':')?;
+        let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
+        if hours > 23 || minutes > 59 {
+            return None;
+        }
+        (local, sign * (hours * 3600 + minutes * 60))
+    };
+    if !local.contains(['T', 't', ' ']) {
+        return None;
+    }
+    let utc = humantime::parse_rfc3339(&format!("{}Z", local.replacen(['t', ' '], "T", 1))).ok()?;
+    let secs = utc.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
+    u64::try_from(secs - offset_secs).ok()
+}
+
+/// Country lists for a token: `allow` only these, or `block` these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCountries {
+    pub allow: Option<Vec<CountryCode>>,
+    pub block: Option<Vec<CountryCode>>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -94,6 +282,9 @@ pub struct RawToken {
     pub downloadable: bool,
     #[serde(default)]
     pub access_rules: Vec<AccessRule>,
+    pub countries: Option<RawCountries>,
+    #[serde(default)]
+    pub bind_client_ip: bool,
 }
 
 impl Default for RawToken {
@@ -104,6 +295,8 @@ impl Default for RawToken {
             nbf_backdate: default_nbf_backdate(),
             downloadable: false,
             access_rules: Vec::new(),
+            countries: None,
+            bind_client_ip: false,
         }
     }
 }
@@ -174,6 +367,8 @@ pub struct RawVideo {
 pub struct RawApiKey {
     pub name: String,
     pub sha256: Sha256Hex,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +382,10 @@ pub struct RawRule {
     pub ttl: Option<Ttl>,
     pub downloadable: Option<bool>,
     pub access_rules: Option<Vec<AccessRule>>,
+    pub countries: Option<RawCountries>,
+    pub bind_client_ip: Option<bool>,
+    pub not_before: Option<Timestamp>,
+    pub not_after: Option<Timestamp>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -281,12 +480,24 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
                 f.write_str("a mapping of names to entries")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueMap<V>, A::Error> {
+                use std::hash::BuildHasher;
                 let mut entries: Vec<(String, V)> = Vec::new();
-                let mut seen = std::collections::HashSet::new();
+                // Index by hash instead of copying every key: maps with 100,000 users load
+                // measurably faster. A hash collision falls back to comparing the keys.
+                let hasher = foldhash::quality::FixedState::default();
+                let mut seen: std::collections::HashMap<u64, usize> =
+                    std::collections::HashMap::new();
                 while let Some(key) = map.next_key::<String>()? {
-                    if !seen.insert(key.clone()) {
+                    let duplicate = match seen.get(&hasher.hash_one(&key)) {
+                        None => false,
+                        Some(&first) => {
+                            entries[first].0 == key || entries.iter().any(|(k, _)| *k == key)
+                        }
+                    };
+                    if duplicate {
                         return Err(de::Error::custom(format!("duplicate entry `{key}`")));
                     }
+                    seen.entry(hasher.hash_one(&key)).or_insert(entries.len());
                     let value = map.next_value()?;
                     entries.push((key, value));
                 }

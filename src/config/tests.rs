@@ -44,13 +44,13 @@ fn single_error(source: &str) -> ConfigError {
 fn good_config_builds_a_snapshot() {
     let settings = parse(GOOD).unwrap();
     assert_eq!(settings.catalogue.len(), 2);
-    assert_eq!(settings.api_keys.len(), 1);
+    assert_eq!(settings.identity.api_keys.len(), 1);
     assert_eq!(settings.policy.rules().len(), 2);
     assert_eq!(
-        settings.policy.rules()[1].token.ttl,
+        settings.policy.rules()[1].token.settings.ttl,
         Duration::from_secs(1800)
     );
-    assert!(settings.policy.rules()[1].token.downloadable);
+    assert!(settings.policy.rules()[1].token.settings.downloadable);
     assert_eq!(
         settings.signing_keys[0].location,
         KeyLocation::File(PathBuf::from("/etc/streamgate/key.json"))

@@ -322,6 +322,23 @@ fn refusal_response(refusal: &Refusal) -> Response<Body> {
     response
 }
 
+/// How Stream would treat a viewer at `address` in `country` (as its GeoIP would say) under
+/// a token's `accessRules` claim: `Ok(None)` allowed, `Ok(Some(type))` blocked by a rule of
+/// that type, `Err` the malformed fields.
+pub fn judge_access_rules(
+    access_rules: &serde_json::Value,
+    address: std::net::IpAddr,
+    country: Option<&str>,
+) -> Result<Option<&'static str>, Vec<String>> {
+    let rules = rules::parse_access_rules(access_rules)?;
+    Ok(
+        match rules::evaluate(&rules, &rules::Viewer::new(address, country)) {
+            rules::RuleOutcome::Allowed => None,
+            rules::RuleOutcome::Blocked(kind) => Some(kind),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

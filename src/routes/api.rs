@@ -1,5 +1,6 @@
 //! `POST /api/getSignedURL`: the seed's JSON API, `{"video_id"}` → `{"token", "url", "expires_at"}`.
 
+use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -25,6 +26,7 @@ struct GetSignedUrlRequest {
 pub async fn get_signed_url(
     gateway: &Gateway,
     req: Request<Incoming>,
+    peer: SocketAddr,
 ) -> Result<Response<Body>, RequestError> {
     require_json(req.headers())?;
     let (parts, body) = req.into_parts();
@@ -68,7 +70,7 @@ pub async fn get_signed_url(
     }
 
     let minted = gateway
-        .mint(&parts.headers, video_id, Resource::Iframe)
+        .mint(&parts.headers, peer, video_id, Resource::Iframe)
         .await?;
     let token = minted.token.token.expose();
     let expires_at = UNIX_EPOCH + Duration::from_secs(minted.token.expires_at);

@@ -92,6 +92,12 @@ impl FromStr for IpOrNet {
     }
 }
 
+impl From<IpAddr> for IpOrNet {
+    fn from(ip: IpAddr) -> Self {
+        Self(ip.to_string())
+    }
+}
+
 impl<'de> Deserialize<'de> for IpOrNet {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer)?
@@ -171,6 +177,21 @@ pub struct TokenSettings {
     pub downloadable: bool,
     /// Stream access rules, at most [`MAX_ACCESS_RULES`].
     pub access_rules: Arc<[AccessRule]>,
+    /// Unix second after which no token may be valid (the deciding rule's `not_after`):
+    /// `exp` is clipped to it.
+    pub not_after: Option<u64>,
+}
+
+impl TokenSettings {
+    /// Settings with a ttl and nothing else.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            downloadable: false,
+            access_rules: Arc::from(Vec::new()),
+            not_after: None,
+        }
+    }
 }
 
 /// The claims of a Stream token, serialized in Stream's field names.
@@ -191,8 +212,9 @@ fn is_false(value: &bool) -> bool {
 }
 
 impl<'a> Claims<'a> {
-    /// Claims for `uid` signed by `kid` at unix second `now`: `exp = now + ttl`,
-    /// `nbf = now - nbf_backdate` (so viewers whose clocks run slow are not refused).
+    /// Claims for `uid` signed by `kid` at unix second `now`: `exp = now + ttl` (but never
+    /// after `settings.not_after`), `nbf = now - nbf_backdate` (so viewers whose clocks run
+    /// slow are not refused).
     pub fn build(
         uid: &'a VideoUid,
         kid: &'a str,
@@ -203,7 +225,11 @@ impl<'a> Claims<'a> {
         Claims {
             sub: uid.as_str(),
             kid,
-            exp: now + settings.ttl.as_secs(),
+            exp: settings
+                .not_after
+                .map_or(now + settings.ttl.as_secs(), |end| {
+                    end.min(now + settings.ttl.as_secs())
+                }),
             nbf: now.saturating_sub(nbf_backdate.as_secs()),
             downloadable: settings.downloadable,
             access_rules: &settings.access_rules,
@@ -241,6 +267,7 @@ mod tests {
             ttl: Duration::from_secs(3600),
             downloadable: false,
             access_rules: Arc::from(vec![]),
+            not_after: None,
         };
         let uid = uid();
         let claims = Claims::build(&uid, "kid1", &settings, 1_000_000, Duration::from_secs(60));
@@ -269,6 +296,7 @@ mod tests {
                     action: RuleAction::Block,
                 },
             ]),
+            not_after: None,
         };
         let uid = uid();
         let claims = Claims::build(&uid, "k", &settings, 100, Duration::ZERO);
@@ -282,6 +310,19 @@ mod tests {
                 {"type": "any", "action": "block"}
             ])
         );
+    }
+
+    #[test]
+    fn exp_is_clipped_to_the_rules_end() {
+        let settings = TokenSettings {
+            not_after: Some(1_000_100),
+            ..TokenSettings::with_ttl(Duration::from_secs(3600))
+        };
+        let uid = uid();
+        let claims = Claims::build(&uid, "k", &settings, 1_000_000, Duration::ZERO);
+        assert_eq!(claims.exp, 1_000_100);
+        let claims = Claims::build(&uid, "k", &settings, 990_000, Duration::ZERO);
+        assert_eq!(claims.exp, 993_600);
     }
 
     #[test]

@@ -238,6 +238,7 @@ mod tests {
             access_rules: Arc::from(vec![AccessRule::Any {
                 action: RuleAction::Allow,
             }]),
+            not_after: None,
         }
     }
 

@@ -519,3 +519,60 @@ pub fn assert_error(response: &TestResponse, status: u16, reason: &str) {
         "expected reason containing {reason:?}, got {message:?}"
     );
 }
+
+// === identity and policy helpers (tests/policy.rs, tests/identity.rs) ===
+
+/// An argon2id PHC string for `password`, with parameters cheap enough for tests.
+pub fn argon2_phc(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use aws_lc_rs::rand::SecureRandom as _;
+    // rand_core's OsRng is not compiled in (no `getrandom` feature): salt from aws-lc.
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut salt)
+        .expect("the system RNG works");
+    let salt = SaltString::encode_b64(&salt).expect("a 16-byte salt encodes");
+    let params = argon2::Params::new(8 * 1024, 1, 1, None).expect("argon2 params are valid");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .expect("hashing a test password should work")
+        .to_string()
+}
+
+/// `Authorization: Basic ...` value for `user` and `password`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// An HS256 token for `claims` signed with `secret` (no `kid`).
+pub fn mint_hs256(secret: &[u8], claims: &Value) -> String {
+    let header = Header {
+        alg: Algorithm::HS256,
+        ..Default::default()
+    };
+    mint_raw(&header, claims, &EncodingKey::from_secret(secret))
+}
+
+/// The `Location` of a 302, panicking with `context` and the body otherwise.
+pub fn redirect_location(response: &TestResponse, context: &str) -> String {
+    assert_eq!(
+        response.status.as_u16(),
+        302,
+        "{context}: expected a redirect, body: {}",
+        response.text()
+    );
+    response
+        .header("location")
+        .unwrap_or_else(|| panic!("{context}: a 302 has a Location"))
+        .to_string()
+}
+
+/// A temporary file holding `contents` (deleted when dropped).
+pub fn temp_file_with(contents: &[u8]) -> tempfile::NamedTempFile {
+    use std::io::Write as _;
+    let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+    file.write_all(contents).expect("writing a temporary file");
+    file.flush().expect("flushing a temporary file");
+    file
+}

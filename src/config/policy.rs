@@ -1,0 +1,364 @@
+//! Validating the ordered rules into an indexed [`Policy`], and the policy lints that
+//! `streamgate check` prints.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::identity::IdentitySettings;
+use super::raw::{RawAction, RawCountries, RawRule, RawToken};
+use super::{Checker, Seg, check_access_rules, display_path, human_duration, key};
+use crate::FastSet;
+use crate::catalogue::Catalogue;
+use crate::policy::{Action, Policy, Rule, Subject, TokenGrant, VideoSelector, Window, rfc3339};
+use crate::token::TokenSettings;
+use crate::token::claims::{AccessRule, MAX_ACCESS_RULES, RuleAction};
+
+/// The token settings every rule starts from (`token:`), before per-rule overrides.
+pub(super) struct TokenDefaults {
+    pub ttl: Duration,
+    pub downloadable: bool,
+    pub access_rules: Vec<AccessRule>,
+    pub countries: Option<RawCountries>,
+    pub bind_client_ip: bool,
+    pub min_remaining: Duration,
+}
+
+impl TokenDefaults {
+    pub fn from_raw(raw: &RawToken) -> Self {
+        Self {
+            ttl: raw.ttl.0,
+            downloadable: raw.downloadable,
+            access_rules: raw.access_rules.clone(),
+            countries: raw.countries.clone(),
+            bind_client_ip: raw.bind_client_ip,
+            min_remaining: raw.min_remaining.0,
+        }
+    }
+}
+
+pub(super) fn build_policy(
+    raw: Vec<RawRule>,
+    catalogue: &Catalogue,
+    identity: &IdentitySettings,
+    defaults: &TokenDefaults,
+    check: &mut Checker<'_>,
+    warnings: &mut Vec<String>,
+) -> Policy {
+    if raw.is_empty() {
+        warnings.push("no rules: every request will be denied".into());
+    }
+    let known_tags: HashSet<&str> = catalogue
+        .videos()
+        .flat_map(|video| video.tags.iter().map(|t| &**t))
+        .collect();
+    let context = SubjectContext {
+        users: identity.users.iter().map(|u| &*u.name).collect(),
+        api_keys: identity.api_keys.principals().map(|p| &*p.name).collect(),
+        groups: identity.known_groups(),
+        jwt: !identity.issuers.is_empty(),
+        groups_from_tokens: identity.groups_from_tokens(),
+    };
+    let mut names = HashSet::new();
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, rule) in raw.into_iter().enumerate() {
+        let at = |field: &str| vec![key("rules"), Seg::Index(i), key(field)];
+        if rule.name.is_empty() || !names.insert(rule.name.clone()) {
+            check.error(
+                &at("name"),
+                format!("rule name `{}` is empty or used twice", rule.name),
+            );
+        }
+        let videos = rule_videos(
+            &rule.videos,
+            &at("videos"),
+            catalogue,
+            &known_tags,
+            check,
+            warnings,
+        );
+        let subjects = rule_subjects(&rule.subjects, &at("subjects"), &context, check, warnings);
+        let window = Window {
+            not_before: rule.not_before.map(|t| t.0),
+            not_after: rule.not_after.map(|t| t.0),
+        };
+        if let (Some(start), Some(end)) = (window.not_before, window.not_after)
+            && start >= end
+        {
+            check.error(
+                &at("not_after"),
+                format!(
+                    "not_after ({}) must be later than not_before ({})",
+                    rfc3339(end),
+                    rfc3339(start)
+                ),
+            );
+        }
+        let token = rule_token(&rule, &at, defaults, window.not_after, check);
+        rules.push(Rule {
+            name: rule.name.into(),
+            videos,
+            subjects,
+            action: match rule.action {
+                RawAction::Allow => Action::Allow,
+                RawAction::Deny => Action::Deny,
+            },
+            window,
+            token,
+        });
+    }
+    Policy::new(rules, catalogue)
+}
+
+/// What rule subjects may refer to.
+struct SubjectContext<'a> {
+    users: HashSet<&'a str>,
+    api_keys: HashSet<&'a str>,
+    groups: HashSet<&'a str>,
+    /// JWT subjects can be any name, so `user:` need not be a local user.
+    jwt: bool,
+    groups_from_tokens: bool,
+}
+
+/// A rule's `videos`: `*`, `tag:<name>`, aliases and uids (which must be in the catalogue).
+fn rule_videos(
+    entries: &[String],
+    path: &[Seg],
+    catalogue: &Catalogue,
+    known_tags: &HashSet<&str>,
+    check: &mut Checker<'_>,
+    warnings: &mut Vec<String>,
+) -> VideoSelector {
+    if entries.is_empty() {
+        check.error(path, "list at least one video, `tag:<name>` or `*`");
+    }
+    let mut uids = FastSet::default();
+    let mut tags = FastSet::default();
+    let mut all = false;
+    for (j, entry) in entries.iter().enumerate() {
+        let mut path = path.to_vec();
+        path.push(Seg::Index(j));
+        if entry == "*" {
+            all = true;
+        } else if let Some(tag) = entry.strip_prefix("tag:") {
+            if !known_tags.contains(tag) {
+                warnings.push(format!("{}: no video has tag `{tag}`", display_path(&path)));
+            }
+            tags.insert(Arc::from(tag));
+        } else if let Some(video) = catalogue.resolve(entry) {
+            uids.insert(video.uid);
+        } else {
+            check.error(
+                &path,
+                format!("`{entry}` is not a video alias or uid in `videos`"),
+            );
+        }
+    }
+    if all {
+        VideoSelector::All
+    } else {
+        VideoSelector::Some { uids, tags }
+    }
+}
+
+const SUBJECT_FORMS: &str =
+    "anyone, authenticated, user:<name>, group:<name>, api_key:<name> or claim:<name>=<value>";
+
+/// A rule's `subjects`, checked against the users, keys and groups that exist.
+fn rule_subjects(
+    entries: &[String],
+    path: &[Seg],
+    context: &SubjectContext<'_>,
+    check: &mut Checker<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<Subject> {
+    if entries.is_empty() {
+        check.error(path, format!("list at least one subject: {SUBJECT_FORMS}"));
+    }
+    let mut subjects = Vec::new();
+    for (j, entry) in entries.iter().enumerate() {
+        let mut path = path.to_vec();
+        path.push(Seg::Index(j));
+        let subject = match parse_subject(entry) {
+            Ok(subject) => subject,
+            Err(message) => {
+                check.error(&path, message);
+                continue;
+            }
+        };
+        match &subject {
+            Subject::User(name) if !context.jwt && !context.users.contains(&**name) => {
+                check.error(&path, format!("no user `{name}` in `users`"));
+            }
+            Subject::ApiKey(name) if !context.api_keys.contains(&**name) => {
+                check.error(&path, format!("no API key named `{name}` in `api_keys`"));
+            }
+            Subject::Group(name)
+                if !context.groups.contains(&**name) && !context.groups_from_tokens =>
+            {
+                warnings.push(format!(
+                    "{}: no user or API key is in group `{name}`, and no JWT issuer supplies groups",
+                    display_path(&path)
+                ));
+            }
+            Subject::Claim { .. } if !context.jwt => {
+                check.error(&path, "claim subjects need a JWT issuer in `jwt_issuers`");
+            }
+            _ => {}
+        }
+        subjects.push(subject);
+    }
+    subjects
+}
+
+fn parse_subject(entry: &str) -> Result<Subject, String> {
+    let invalid = || format!("`{entry}` is not a subject: use {SUBJECT_FORMS}");
+    match entry {
+        "anyone" => return Ok(Subject::Anyone),
+        "authenticated" => return Ok(Subject::Authenticated),
+        _ => {}
+    }
+    let (kind, rest) = entry.split_once(':').ok_or_else(invalid)?;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    match kind {
+        "user" => Ok(Subject::User(rest.into())),
+        "group" => Ok(Subject::Group(rest.into())),
+        "api_key" => Ok(Subject::ApiKey(rest.into())),
+        "claim" => match rest.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok(Subject::Claim {
+                name: name.into(),
+                value: value.into(),
+            }),
+            _ => Err(format!("`{entry}`: write claim:<name>=<value>")),
+        },
+        _ => Err(invalid()),
+    }
+}
+
+/// The token a rule grants: its overrides on top of the defaults, with country lists and
+/// address binding turned into Stream access rules.
+fn rule_token(
+    rule: &RawRule,
+    at: &dyn Fn(&str) -> Vec<Seg>,
+    defaults: &TokenDefaults,
+    not_after: Option<u64>,
+    check: &mut Checker<'_>,
+) -> TokenGrant {
+    let ttl = rule.ttl.map_or(defaults.ttl, |ttl| ttl.0);
+    if rule.ttl.is_some() && defaults.min_remaining >= ttl {
+        check.error(
+            &at("ttl"),
+            format!(
+                "ttl {} must be more than token.min_remaining ({})",
+                human_duration(ttl),
+                human_duration(defaults.min_remaining)
+            ),
+        );
+    }
+    let raw_rules = match &rule.access_rules {
+        Some(list) => {
+            check_access_rules(list, &at("access_rules"), check);
+            list.clone()
+        }
+        None => defaults.access_rules.clone(),
+    };
+    // More than the limit in the list alone was reported by check_access_rules.
+    let listed_too_many = raw_rules.len() > MAX_ACCESS_RULES;
+    let countries = rule.countries.as_ref().or(defaults.countries.as_ref());
+    let bind_client_ip = rule.bind_client_ip.unwrap_or(defaults.bind_client_ip);
+    let access_rules =
+        compose_access_rules(raw_rules, countries, bind_client_ip).unwrap_or_else(|message| {
+            check.error(&at("countries"), message);
+            Vec::new()
+        });
+    let grant = TokenGrant {
+        settings: Arc::new(TokenSettings {
+            ttl,
+            downloadable: rule.downloadable.unwrap_or(defaults.downloadable),
+            access_rules: Arc::from(access_rules),
+            not_after,
+        }),
+        bind_client_ip,
+    };
+    if grant.access_rule_count() > MAX_ACCESS_RULES && !listed_too_many {
+        check.error(
+            &at("access_rules"),
+            format!(
+                "tokens under this rule would carry {} access rules (access_rules, countries{}); Stream accepts at most {MAX_ACCESS_RULES}",
+                grant.access_rule_count(),
+                if bind_client_ip { ", and 2 for bind_client_ip" } else { "" }
+            ),
+        );
+    }
+    grant
+}
+
+/// The static access rules: the operator's own first, then country rules. When the token is
+/// bound to the viewer's address, the gateway appends `ip.src allow` + `any block` per
+/// request, which is why a country allow-list cannot be combined with it.
+fn compose_access_rules(
+    mut rules: Vec<AccessRule>,
+    countries: Option<&RawCountries>,
+    bind_client_ip: bool,
+) -> Result<Vec<AccessRule>, String> {
+    let Some(countries) = countries else {
+        return Ok(rules);
+    };
+    match (&countries.allow, &countries.block) {
+        (Some(_), Some(_)) => Err("set `allow` or `block`, not both".into()),
+        (None, None) => Err("list countries under `allow` or `block`".into()),
+        (Some(allow), None) => {
+            if bind_client_ip {
+                return Err(
+                    "countries.allow cannot be combined with bind_client_ip: Stream's first-match rules cannot say \"this address and one of these countries\"; use countries.block"
+                        .into(),
+                );
+            }
+            if allow.is_empty() {
+                return Err("countries.allow is empty: no one could watch".into());
+            }
+            rules.push(AccessRule::Country {
+                action: RuleAction::Allow,
+                country: allow.clone(),
+            });
+            rules.push(AccessRule::Any {
+                action: RuleAction::Block,
+            });
+            Ok(rules)
+        }
+        (None, Some(block)) => {
+            if !block.is_empty() {
+                rules.push(AccessRule::Country {
+                    action: RuleAction::Block,
+                    country: block.clone(),
+                });
+            }
+            Ok(rules)
+        }
+    }
+}
+
+/// Things `check` points out that are allowed but probably mistakes.
+pub fn lint(policy: &Policy, catalogue: &Catalogue) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (later, earlier) in policy.shadowed(catalogue) {
+        warnings.push(format!(
+            "rule `{}` can never match: rule `{}` above it covers the same videos and subjects",
+            later.name, earlier.name
+        ));
+    }
+    let mut unreachable: Vec<&str> = catalogue
+        .videos()
+        .filter(|video| !policy.could_allow(video))
+        .map(|video| &*video.alias)
+        .collect();
+    unreachable.sort_unstable();
+    for alias in unreachable {
+        warnings.push(format!(
+            "video `{alias}` is mentioned by no allow rule: nobody can watch it"
+        ));
+    }
+    warnings
+}

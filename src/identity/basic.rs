@@ -1,0 +1,552 @@
+//! HTTP Basic users with argon2id password hashes.
+//!
+//! A password check is deliberately expensive (argon2id's default parameters use ~19 MiB and
+//! tens of milliseconds), so:
+//! - checks run on tokio's blocking pool, never on the reactor;
+//! - at most `max_concurrent_checks` run at once, and when too many are already queued the
+//!   caller is told [`AuthError::Busy`] instead of queueing more;
+//! - a successful check is cached for `cache_ttl`, keyed by a keyed hash of the user and
+//!   password (so the cache holds nothing that could be checked offline); failures are never
+//!   cached;
+//! - concurrent checks of the same user and password share one argon2 run;
+//! - an unknown user is checked against a dummy hash, so it takes about as long as a wrong
+//!   password, and both get the same answer ([`AuthError::InvalidPassword`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt, SaltString};
+use argon2::{Argon2, Params, Version};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine as _;
+use moka::future::Cache;
+use tokio::sync::Semaphore;
+
+use super::{AuthError, CredentialHasher, Principal, PrincipalKind};
+use crate::secret::Secret;
+
+/// How many successful verifications the cache holds at most.
+const CACHE_CAPACITY: u64 = 10_000;
+
+/// How many checks may wait for a permit, per permit, before callers are told to retry.
+const WAITERS_PER_PERMIT: usize = 4;
+
+const MALFORMED: &str = "Basic credentials must be base64 of user:password";
+
+/// One configured user, validated.
+#[derive(Debug, Clone)]
+pub struct UserSettings {
+    pub name: Arc<str>,
+    /// argon2id PHC string, already validated by [`validate_phc`].
+    pub password_hash: crate::secret::Secret<String>,
+    pub groups: Vec<Arc<str>>,
+}
+
+/// A user as the authenticator keeps it.
+struct User {
+    /// The PHC string; shared with the blocking task that checks it.
+    password_hash: Secret<Arc<str>>,
+    principal: Arc<Principal>,
+}
+
+/// The Basic authenticator.
+pub struct BasicUsers {
+    users: HashMap<Arc<str>, User>,
+    hasher: CredentialHasher,
+    /// Successful verifications: keyed digest of (user, password) → principal.
+    cache: Cache<[u8; 32], Arc<Principal>>,
+    /// Bounds how many argon2 checks run at once (each uses the hash's `m` KiB of memory).
+    permits: Arc<Semaphore>,
+    /// Checks currently waiting for a permit.
+    waiting: AtomicUsize,
+    /// Above this many waiting checks, answer [`AuthError::Busy`].
+    max_waiting: usize,
+    /// Full argon2 verifications run so far (dummy ones for unknown users included).
+    verifications: Arc<AtomicU64>,
+}
+
+/// A hash with the default parameters of a password nobody knows, checked for unknown users
+/// so that they take about as long as a known user with a wrong password. Computed once per
+/// process, on first use (on the blocking pool).
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    let mut password = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut password)
+        .expect("the system random number generator failed");
+    let salt = random_salt().expect("the system random number generator failed");
+    Argon2::default()
+        .hash_password(&password, &salt)
+        .expect("hashing with the default argon2 parameters cannot fail")
+        .to_string()
+});
+
+impl BasicUsers {
+    /// An authenticator for `users` (a later duplicate name replaces an earlier one).
+    /// Successes are cached for `cache_ttl`; at most `max_concurrent_checks` (at least 1)
+    /// argon2 checks run at once.
+    pub fn new(
+        users: Vec<UserSettings>,
+        cache_ttl: Duration,
+        max_concurrent_checks: usize,
+    ) -> Self {
+        let max_concurrent_checks = max_concurrent_checks.max(1);
+        let users = users
+            .into_iter()
+            .map(|user| {
+                let principal = Arc::new(Principal::new(
+                    PrincipalKind::User,
+                    user.name.clone(),
+                    user.groups,
+                    Default::default(),
+                ));
+                let password_hash = Secret::new(Arc::from(user.password_hash.expose().as_str()));
+                (
+                    user.name,
+                    User {
+                        password_hash,
+                        principal,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            users,
+            hasher: CredentialHasher::new(),
+            cache: Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(cache_ttl)
+                .build(),
+            permits: Arc::new(Semaphore::new(max_concurrent_checks)),
+            waiting: AtomicUsize::new(0),
+            max_waiting: max_concurrent_checks.saturating_mul(WAITERS_PER_PERMIT),
+            verifications: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Verify `credentials_b64`, the part of `Authorization: Basic ...` after the scheme.
+    pub async fn verify(&self, credentials_b64: &str) -> Result<Arc<Principal>, AuthError> {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials_b64.trim())
+            .map_err(|_| AuthError::MalformedAuthorization(MALFORMED))?;
+        let decoded =
+            String::from_utf8(decoded).map_err(|_| AuthError::MalformedAuthorization(MALFORMED))?;
+        let (name, password) = decoded
+            .split_once(':')
+            .ok_or(AuthError::MalformedAuthorization(MALFORMED))?;
+
+        let key = self.hasher.digest(&[name.as_bytes(), password.as_bytes()]);
+        // A hit returns at once; concurrent misses for the same key share one check; an error
+        // is returned to every waiter and never cached.
+        self.cache
+            .try_get_with(key, self.check(name, password))
+            .await
+            .map_err(|error| (*error).clone())
+    }
+
+    /// The full argon2 check, bounded in concurrency, on the blocking pool.
+    async fn check(&self, name: &str, password: &str) -> Result<Arc<Principal>, AuthError> {
+        let user = self.users.get(name);
+        let permit = {
+            let _waiting =
+                WaitingGuard::enter(&self.waiting, self.max_waiting).ok_or_else(|| {
+                    tracing::debug!(
+                        max_waiting = self.max_waiting,
+                        "too many password checks queued; refusing a Basic sign-in"
+                    );
+                    AuthError::Busy
+                })?;
+            // The semaphore is never closed; treat it as busy if it ever is.
+            self.permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| AuthError::Busy)?
+        };
+
+        let stored = user.map(|user| user.password_hash.expose().clone());
+        let password = password.to_owned();
+        let verifications = self.verifications.clone();
+        // The permit moves into the task, so the bound holds even if this future is dropped
+        // (the client went away) while argon2 is still running.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verifications.fetch_add(1, Ordering::Relaxed);
+            match &stored {
+                Some(phc) => check_password(phc, &password),
+                None => {
+                    // Same work as a real check, same answer as a wrong password.
+                    let _ = check_password(&DUMMY_HASH, &password);
+                    false
+                }
+            }
+        })
+        .await;
+
+        match outcome {
+            Ok(true) => match user {
+                Some(user) => Ok(user.principal.clone()),
+                None => Err(AuthError::InvalidPassword),
+            },
+            Ok(false) => Err(AuthError::InvalidPassword),
+            Err(error) => {
+                tracing::error!(%error, "a password check failed to complete");
+                Err(AuthError::Busy)
+            }
+        }
+    }
+
+    /// How many full argon2 verifications have run (cache hits run none; unknown users run
+    /// one against the dummy hash).
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// The number of configured users.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+impl std::fmt::Debug for BasicUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicUsers")
+            .field("users", &self.users.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a check waiting for a permit, while it waits.
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingGuard<'a> {
+    /// `None` when `max` checks are already waiting.
+    fn enter(waiting: &'a AtomicUsize, max: usize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(waiting))
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether `password` matches the PHC string `phc` (blocking; argon2 reads its parameters
+/// from the string).
+fn check_password(phc: &str, password: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        tracing::error!("a configured password hash is not a valid PHC string");
+        return false;
+    };
+    Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok()
+}
+
+/// Check that `phc` is an argon2id PHC string with usable parameters, a salt and a hash. The
+/// error never contains the hash.
+pub fn validate_phc(phc: &str) -> Result<(), String> {
+    let phc = phc.trim();
+    let hash = PasswordHash::new(phc).map_err(|error| {
+        // Name another scheme (`$2b$` bcrypt, `$6$` sha512-crypt) when it is recognisable;
+        // only the short identifier, never the rest of the string.
+        let scheme = phc
+            .strip_prefix('$')
+            .and_then(|rest| rest.split('$').next())
+            .filter(|id| {
+                !id.is_empty()
+                    && id.len() <= 16
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        match scheme {
+            Some(id) if id != argon2::ARGON2ID_IDENT.as_str() => {
+                format!("expected an argon2id hash ($argon2id$...), found `{id}`")
+            }
+            _ => format!(
+                "the password hash is not an argon2id PHC string \
+                 ($argon2id$v=19$m=...,t=...,p=...$salt$hash): {error}"
+            ),
+        }
+    })?;
+    let algorithm = hash.algorithm.as_str();
+    if algorithm != argon2::ARGON2ID_IDENT.as_str() {
+        return Err(format!(
+            "expected an argon2id hash ($argon2id$...), found `{algorithm}`"
+        ));
+    }
+    if let Some(version) = hash.version {
+        Version::try_from(version)
+            .map_err(|_| format!("unsupported argon2 version {version}; use v=19"))?;
+    }
+    Params::try_from(&hash)
+        .map_err(|error| format!("the argon2id parameters are not valid: {error}"))?;
+    if hash.salt.is_none() || hash.hash.is_none() {
+        return Err("the argon2id hash is missing its salt or hash part".to_string());
+    }
+    Ok(())
+}
+
+/// A random salt of the recommended length (16 bytes), from the system RNG. (The argon2
+/// crate's `OsRng` needs rand_core's `getrandom` feature, which this build does not enable.)
+fn random_salt() -> Result<SaltString, String> {
+    let mut bytes = [0u8; Salt::RECOMMENDED_LENGTH];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system random number generator failed".to_string())?;
+    SaltString::encode_b64(&bytes).map_err(|error| format!("encoding the salt failed: {error}"))
+}
+
+/// An argon2id PHC string for `password`, with the argon2 crate's default parameters and a
+/// random salt.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    if password.is_empty() {
+        return Err("the password is empty".to_string());
+    }
+    let salt = random_salt()?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| format!("hashing the password failed: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::Algorithm;
+
+    /// A cheap argon2id hash (8 MiB, 1 pass) so tests stay fast.
+    fn cheap_hash(password: &str) -> String {
+        let params = Params::new(8 * 1024, 1, 1, None).unwrap();
+        let salt = random_salt().unwrap();
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(password.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    }
+
+    fn user(name: &str, password: &str, groups: &[&str]) -> UserSettings {
+        UserSettings {
+            name: name.into(),
+            password_hash: Secret::new(cheap_hash(password)),
+            groups: groups.iter().map(|g| Arc::from(*g)).collect(),
+        }
+    }
+
+    fn users(ttl: Duration) -> BasicUsers {
+        BasicUsers::new(
+            vec![
+                user("alice", "wonderland", &["viewers", "admins"]),
+                user("bob", "pa:ss:word", &[]),
+            ],
+            ttl,
+            2,
+        )
+    }
+
+    fn encode(credentials: impl AsRef<[u8]>) -> String {
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    }
+
+    #[tokio::test]
+    async fn correct_password_yields_the_user_principal() {
+        let basic = users(Duration::from_secs(60));
+        let principal = basic.verify(&encode("alice:wonderland")).await.unwrap();
+        assert_eq!(&*principal.name, "alice");
+        assert_eq!(principal.kind, PrincipalKind::User);
+        assert_eq!(
+            &*principal.groups,
+            &[Arc::from("admins"), Arc::from("viewers")]
+        );
+        assert!(principal.in_group("admins"));
+    }
+
+    #[tokio::test]
+    async fn wrong_password_and_unknown_user_get_the_same_error() {
+        let basic = users(Duration::from_secs(60));
+        for credentials in ["alice:wrong", "alice:", "mallory:wonderland", ":wonderland"] {
+            assert_eq!(
+                basic.verify(&encode(credentials)).await.unwrap_err(),
+                AuthError::InvalidPassword,
+                "{credentials}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn passwords_may_contain_colons() {
+        let basic = users(Duration::from_secs(60));
+        let principal = basic.verify(&encode("bob:pa:ss:word")).await.unwrap();
+        assert_eq!(&*principal.name, "bob");
+        assert_eq!(
+            basic.verify(&encode("bob:pa:ss")).await.unwrap_err(),
+            AuthError::InvalidPassword
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_credentials_are_refused_before_any_check() {
+        let basic = users(Duration::from_secs(60));
+        let cases = [
+            "not base64!".to_string(),
+            encode("no-colon-here"),
+            encode([0xff, 0xfe, b':', b'x']),
+            String::new(),
+        ];
+        for case in &cases {
+            assert_eq!(
+                basic.verify(case).await.unwrap_err(),
+                AuthError::MalformedAuthorization(MALFORMED),
+                "{case:?}"
+            );
+        }
+        assert_eq!(basic.verifications(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_success_is_cached() {
+        let basic = users(Duration::from_secs(60));
+        let credentials = encode("alice:wonderland");
+        let first = basic.verify(&credentials).await.unwrap();
+        assert_eq!(basic.verifications(), 1);
+        let second = basic.verify(&credentials).await.unwrap();
+        assert_eq!(basic.verifications(), 1);
+        assert!(Arc::ptr_eq(&first, &second));
+    }
+
+    #[tokio::test]
+    async fn failures_are_never_cached() {
+        let basic = users(Duration::from_secs(60));
+        for (attempt, credentials) in ["alice:wrong", "alice:wrong", "mallory:x", "mallory:x"]
+            .iter()
+            .enumerate()
+        {
+            assert!(basic.verify(&encode(credentials)).await.is_err());
+            assert_eq!(basic.verifications(), attempt as u64 + 1);
+        }
+        // And a failure does not poison a later success.
+        basic.verify(&encode("alice:wonderland")).await.unwrap();
+        assert_eq!(basic.verifications(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_cache_expires_after_its_ttl() {
+        let basic = users(Duration::from_millis(300));
+        let credentials = encode("alice:wonderland");
+        basic.verify(&credentials).await.unwrap();
+        basic.verify(&credentials).await.unwrap();
+        assert_eq!(basic.verifications(), 1);
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        basic.verify(&credentials).await.unwrap();
+        assert_eq!(basic.verifications(), 2);
+    }
+
+    #[tokio::test]
+    async fn too_many_queued_checks_are_refused_as_busy() {
+        let basic = Arc::new(BasicUsers::new(
+            vec![user("alice", "wonderland", &[])],
+            Duration::from_secs(60),
+            1,
+        ));
+        // Hold the only permit so every check has to wait.
+        let held = basic.permits.clone().acquire_owned().await.unwrap();
+        let mut queued = Vec::new();
+        for i in 0..WAITERS_PER_PERMIT {
+            let basic = basic.clone();
+            // Distinct passwords, so the checks are not coalesced by the cache.
+            queued.push(tokio::spawn(async move {
+                basic.verify(&encode(format!("alice:wrong{i}"))).await
+            }));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while basic.waiting.load(Ordering::Acquire) < WAITERS_PER_PERMIT {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "checks never queued"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            basic.verify(&encode("alice:wonderland")).await.unwrap_err(),
+            AuthError::Busy
+        );
+        assert!(AuthError::Busy.is_unavailable());
+
+        drop(held);
+        for task in queued {
+            assert_eq!(task.await.unwrap().unwrap_err(), AuthError::InvalidPassword);
+        }
+        assert_eq!(basic.waiting.load(Ordering::Acquire), 0);
+        basic.verify(&encode("alice:wonderland")).await.unwrap();
+        assert_eq!(basic.verifications(), WAITERS_PER_PERMIT as u64 + 1);
+    }
+
+    #[test]
+    fn validate_phc_accepts_argon2id_and_rejects_everything_else() {
+        validate_phc(&hash_password("correct horse").unwrap()).unwrap();
+        validate_phc(&cheap_hash("correct horse")).unwrap();
+
+        let salt = random_salt().unwrap();
+        let params = Params::new(8 * 1024, 1, 1, None).unwrap();
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, params)
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
+        let error = validate_phc(&argon2i).unwrap_err();
+        assert!(error.contains("found `argon2i`"), "{error}");
+
+        let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+        let error = validate_phc(bcrypt).unwrap_err();
+        assert!(error.contains("found `2b`"), "{error}");
+        let cheap = cheap_hash("pw");
+        let no_output = cheap.rsplit_once('$').unwrap().0.to_string();
+        let too_little_memory = cheap.replace("m=8192", "m=1");
+        for bad in [
+            argon2i.as_str(),
+            bcrypt,
+            "garbage-not-a-hash",
+            "",
+            "$argon2id$v=19$m=8192,t=1,p=1",
+            no_output.as_str(),
+            too_little_memory.as_str(),
+            "$argon2id$v=99$m=8192,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",
+        ] {
+            let error = validate_phc(bad).unwrap_err();
+            assert!(bad.is_empty() || !error.contains(bad), "{error}");
+            assert!(!error.contains("R9h/cIPz0gi"), "{error}");
+            assert!(!error.contains("c2FsdHNhbHRzYWx0"), "{error}");
+        }
+    }
+
+    #[test]
+    fn hash_password_output_verifies_and_refuses_empty_passwords() {
+        let phc = hash_password("s3cret:with:colons").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$"), "{phc}");
+        assert!(check_password(&phc, "s3cret:with:colons"));
+        assert!(!check_password(&phc, "s3cret"));
+        assert!(hash_password("").is_err());
+    }
+
+    #[tokio::test]
+    async fn debug_shows_only_the_number_of_users() {
+        let basic = users(Duration::from_secs(60));
+        // The request handlers need a `Send` future.
+        fn assert_send<T: Send>(_: &T) {}
+        assert_send(&basic.verify("x"));
+        let debug = format!("{basic:?}");
+        assert!(!debug.contains("$argon2"), "{debug}");
+        assert!(debug.contains("users: 2"), "{debug}");
+        let settings = format!("{:?}", user("carol", "pw", &[]));
+        assert!(!settings.contains("$argon2"), "{settings}");
+    }
+}

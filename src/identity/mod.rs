@@ -1,0 +1,456 @@
+//! Who is asking: an API key, a Basic user, a JWT from a trusted identity provider, or nobody.
+//!
+//! The first credential present decides (Authorization header, then `X-Api-Key`, then a
+//! configured JWT cookie); a credential that is present but invalid is an error, never a
+//! fall-through to anonymous.
+
+pub mod api_key;
+pub mod basic;
+pub mod jwt;
+
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use serde_json::Value;
+
+pub use api_key::{ApiKeys, hash_api_key};
+
+/// An authenticated caller: what rules can match on.
+#[derive(Debug)]
+pub struct Principal {
+    pub kind: PrincipalKind,
+    /// The user name, API key name, or the JWT's subject claim. Never a secret.
+    pub name: Arc<str>,
+    /// Group names, sorted and without duplicates.
+    pub groups: Box<[Arc<str>]>,
+    /// A JWT's verified claims, for `claim:` subjects; empty for other kinds.
+    pub claims: serde_json::Map<String, Value>,
+}
+
+/// How a [`Principal`] proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalKind {
+    ApiKey,
+    /// HTTP Basic, a user from the policy's `users`.
+    User,
+    /// A JWT from the named issuer (`iss`).
+    Jwt {
+        issuer: Arc<str>,
+    },
+}
+
+impl Principal {
+    /// A principal with `groups` sorted and deduplicated.
+    pub fn new(
+        kind: PrincipalKind,
+        name: Arc<str>,
+        groups: impl IntoIterator<Item = Arc<str>>,
+        claims: serde_json::Map<String, Value>,
+    ) -> Self {
+        let mut groups: Vec<Arc<str>> = groups.into_iter().collect();
+        groups.sort_unstable();
+        groups.dedup();
+        Self {
+            kind,
+            name,
+            groups: groups.into_boxed_slice(),
+            claims,
+        }
+    }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.binary_search_by(|g| (**g).cmp(group)).is_ok()
+    }
+
+    /// Whether the claim at `path` equals `value`: a string equal to it, a number or boolean
+    /// that prints as it, or an array holding one of those.
+    pub fn claim_equals(&self, path: &str, value: &str) -> bool {
+        let Some(claim) = lookup_claim(&self.claims, path) else {
+            return false;
+        };
+        let equals = |v: &Value| match v {
+            Value::String(s) => s == value,
+            Value::Number(n) => n.to_string() == value,
+            Value::Bool(b) => (if *b { "true" } else { "false" }) == value,
+            _ => false,
+        };
+        match claim {
+            Value::Array(items) => items.iter().any(equals),
+            other => equals(other),
+        }
+    }
+
+    /// A short label for logs: `user:alice`, `api_key:ci`, `jwt:alice@idp`.
+    pub fn label(&self) -> String {
+        match &self.kind {
+            PrincipalKind::ApiKey => format!("api_key:{}", self.name),
+            PrincipalKind::User => format!("user:{}", self.name),
+            PrincipalKind::Jwt { .. } => format!("jwt:{}", self.name),
+        }
+    }
+}
+
+/// The claim at a dotted `path` (`realm_access.roles`); a key that itself contains dots is
+/// found too when it is present whole.
+pub fn lookup_claim<'a>(
+    claims: &'a serde_json::Map<String, Value>,
+    path: &str,
+) -> Option<&'a Value> {
+    if let Some(value) = claims.get(path) {
+        return Some(value);
+    }
+    let mut parts = path.split('.');
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// The caller, as far as the gateway could tell.
+#[derive(Clone, Debug)]
+pub enum Identity {
+    /// No credential was presented.
+    Anonymous,
+    Authenticated(Arc<Principal>),
+}
+
+impl Identity {
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self, Identity::Authenticated(_))
+    }
+
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Identity::Anonymous => None,
+            Identity::Authenticated(principal) => Some(principal),
+        }
+    }
+
+    /// A name for logs: never a secret.
+    pub fn subject(&self) -> &str {
+        match self {
+            Identity::Anonymous => "anonymous",
+            Identity::Authenticated(principal) => &principal.name,
+        }
+    }
+}
+
+/// Why the presented credential was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("the API key is not valid")]
+    InvalidApiKey,
+    #[error("the Authorization header is malformed: {0}")]
+    MalformedAuthorization(&'static str),
+    #[error("unsupported authorization scheme `{scheme}`; use {accepted}")]
+    UnsupportedScheme { scheme: String, accepted: String },
+    /// The same answer for an unknown user and a wrong password.
+    #[error("unknown user or wrong password")]
+    InvalidPassword,
+    /// A JWT that failed verification; the reason names no secret.
+    #[error("the token was refused: {0}")]
+    InvalidToken(String),
+    /// The issuer's keys could not be fetched yet (503, retry later).
+    #[error("the identity provider's keys are not available yet; try again shortly")]
+    KeysUnavailable,
+    /// Too many password checks are queued (503, retry later).
+    #[error("too many sign-ins at once; try again shortly")]
+    Busy,
+}
+
+impl AuthError {
+    /// Whether this is the server's temporary state rather than the caller's mistake.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AuthError::KeysUnavailable | AuthError::Busy)
+    }
+}
+
+/// A keyed hash of credentials, for verification caches: keyed with a random per-process
+/// key, so the cache never holds anything from which a password or token could be checked
+/// offline, and cache keys cannot be predicted from outside.
+pub struct CredentialHasher {
+    key: hmac::Key,
+}
+
+impl CredentialHasher {
+    /// A hasher with a fresh random key.
+    pub fn new() -> Self {
+        let mut secret = [0u8; 32];
+        // The system RNG failing is not recoverable; an all-zero key would still be a keyed
+        // hash, but make the failure loud instead.
+        SystemRandom::new()
+            .fill(&mut secret)
+            .expect("the system random number generator failed");
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+        }
+    }
+
+    /// HMAC-SHA256 over `parts`, each prefixed with its length so boundaries cannot shift.
+    pub fn digest(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut context = hmac::Context::with_key(&self.key);
+        for part in parts {
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part);
+        }
+        let tag = context.sign();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+}
+
+impl Default for CredentialHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for CredentialHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialHasher(***)")
+    }
+}
+
+/// A credential found in a request, not yet verified. Borrows from the headers.
+#[derive(Debug, PartialEq, Eq)]
+enum Credential<'a> {
+    ApiKey(&'a str),
+    /// The base64 part of `Authorization: Basic ...`.
+    Basic(&'a str),
+    Jwt(&'a str),
+}
+
+/// Every configured way of proving who you are.
+#[derive(Default)]
+pub struct Authenticator {
+    pub api_keys: ApiKeys,
+    /// Present when the policy lists users.
+    pub basic: Option<basic::BasicUsers>,
+    /// Present when the policy trusts JWT issuers.
+    pub jwt: Option<Arc<jwt::JwtVerifier>>,
+    /// Cookies that may carry a JWT, from the issuers' `cookie` settings.
+    pub jwt_cookies: Vec<String>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("api_keys", &self.api_keys.len())
+            .field("basic", &self.basic.is_some())
+            .field("jwt", &self.jwt.is_some())
+            .field("jwt_cookies", &self.jwt_cookies)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Identify the caller from request headers. `Ok(Anonymous)` only when no credential is
+    /// present at all.
+    pub async fn identify(&self, headers: &http::HeaderMap) -> Result<Identity, AuthError> {
+        let principal = match self.credential(headers)? {
+            None => return Ok(Identity::Anonymous),
+            Some(Credential::ApiKey(key)) => self.api_keys.verify(key)?,
+            Some(Credential::Basic(encoded)) => match &self.basic {
+                Some(basic) => basic.verify(encoded).await?,
+                None => return Err(self.unsupported("Basic")),
+            },
+            Some(Credential::Jwt(token)) => match &self.jwt {
+                Some(jwt) => jwt.verify(token).await?,
+                None => return Err(AuthError::InvalidApiKey),
+            },
+        };
+        Ok(Identity::Authenticated(principal))
+    }
+
+    /// Whether HTTP Basic is on (some users are configured).
+    pub fn basic_enabled(&self) -> bool {
+        self.basic.is_some()
+    }
+
+    /// The first credential present: Authorization, then `X-Api-Key`, then a JWT cookie.
+    fn credential<'a>(
+        &self,
+        headers: &'a http::HeaderMap,
+    ) -> Result<Option<Credential<'a>>, AuthError> {
+        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            let value = value
+                .to_str()
+                .map_err(|_| AuthError::MalformedAuthorization("not visible ASCII"))?;
+            let (scheme, rest) =
+                value
+                    .trim()
+                    .split_once(' ')
+                    .ok_or(AuthError::MalformedAuthorization(
+                        "expected `<scheme> <credential>`",
+                    ))?;
+            let rest = rest.trim();
+            if rest.is_empty() {
+                return Err(AuthError::MalformedAuthorization("the credential is empty"));
+            }
+            return if scheme.eq_ignore_ascii_case("bearer") {
+                if self.jwt.is_some() && jwt::looks_like_jwt(rest) {
+                    Ok(Some(Credential::Jwt(rest)))
+                } else {
+                    Ok(Some(Credential::ApiKey(rest)))
+                }
+            } else if scheme.eq_ignore_ascii_case("basic") && self.basic.is_some() {
+                Ok(Some(Credential::Basic(rest)))
+            } else {
+                Err(self.unsupported(scheme))
+            };
+        }
+        if let Some(value) = headers.get("x-api-key") {
+            let key = value.to_str().map_err(|_| AuthError::InvalidApiKey)?.trim();
+            return Ok(Some(Credential::ApiKey(key)));
+        }
+        if !self.jwt_cookies.is_empty() {
+            for header in headers.get_all(http::header::COOKIE) {
+                let Ok(header) = header.to_str() else {
+                    continue;
+                };
+                for pair in header.split(';') {
+                    let Some((name, value)) = pair.trim().split_once('=') else {
+                        continue;
+                    };
+                    if self.jwt_cookies.iter().any(|c| c == name.trim()) {
+                        let value = value.trim().trim_matches('"');
+                        if !value.is_empty() {
+                            return Ok(Some(Credential::Jwt(value)));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn unsupported(&self, scheme: &str) -> AuthError {
+        let mut accepted = vec!["Bearer"];
+        if self.basic.is_some() {
+            accepted.push("Basic");
+        }
+        AuthError::UnsupportedScheme {
+            scheme: scheme.chars().take(32).collect(),
+            accepted: accepted.join(" or "),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn authenticator() -> Authenticator {
+        let mut auth = Authenticator::default();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"s3cret-key");
+        auth.api_keys
+            .insert(digest.as_ref().try_into().unwrap(), "ci".into(), vec![]);
+        auth
+    }
+
+    #[tokio::test]
+    async fn no_credential_is_anonymous() {
+        let identity = authenticator().identify(&headers(&[])).await.unwrap();
+        assert!(!identity.is_authenticated());
+    }
+
+    #[tokio::test]
+    async fn valid_key_in_either_header_identifies_by_name() {
+        let auth = authenticator();
+        for pair in [
+            ("authorization", "Bearer s3cret-key"),
+            ("x-api-key", "s3cret-key"),
+        ] {
+            let identity = auth.identify(&headers(&[pair])).await.unwrap();
+            assert_eq!(identity.subject(), "ci");
+        }
+    }
+
+    #[tokio::test]
+    async fn present_but_invalid_credentials_never_fall_back_to_anonymous() {
+        let auth = authenticator();
+        let cases: [(&'static str, &str); 5] = [
+            ("authorization", "Bearer wrong"),
+            ("authorization", "Bearer "),
+            ("authorization", "Basic dTpw"),
+            ("authorization", "garbage"),
+            ("x-api-key", "wrong"),
+        ];
+        for pair in cases {
+            assert!(auth.identify(&headers(&[pair])).await.is_err(), "{pair:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn basic_is_refused_by_name_when_no_users_are_configured() {
+        let error = authenticator()
+            .identify(&headers(&[("authorization", "Basic dTpw")]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error,
+            AuthError::UnsupportedScheme {
+                scheme: "Basic".into(),
+                accepted: "Bearer".into()
+            }
+        );
+    }
+
+    #[test]
+    fn cookies_are_read_only_when_an_issuer_names_them() {
+        let mut auth = authenticator();
+        let cookie = headers(&[("cookie", "theme=dark; session=abc.def.ghi")]);
+        assert_eq!(auth.credential(&cookie).unwrap(), None);
+        auth.jwt_cookies.push("session".into());
+        assert_eq!(
+            auth.credential(&cookie).unwrap(),
+            Some(Credential::Jwt("abc.def.ghi"))
+        );
+    }
+
+    #[test]
+    fn the_authorization_header_wins_over_a_cookie() {
+        let mut auth = authenticator();
+        auth.jwt_cookies.push("session".into());
+        let both = headers(&[("cookie", "session=abc.def.ghi"), ("x-api-key", "k")]);
+        assert_eq!(
+            auth.credential(&both).unwrap(),
+            Some(Credential::ApiKey("k"))
+        );
+    }
+
+    #[test]
+    fn claims_match_by_value_or_array_membership_and_dotted_path() {
+        let claims = serde_json::json!({
+            "plan": "pro",
+            "level": 3,
+            "realm_access": {"roles": ["viewer", "editor"]},
+        });
+        let principal = Principal::new(
+            PrincipalKind::Jwt {
+                issuer: "idp".into(),
+            },
+            "alice".into(),
+            [Arc::from("b"), Arc::from("a"), Arc::from("b")],
+            claims.as_object().unwrap().clone(),
+        );
+        assert_eq!(&*principal.groups, &[Arc::from("a"), Arc::from("b")]);
+        assert!(principal.claim_equals("plan", "pro"));
+        assert!(principal.claim_equals("level", "3"));
+        assert!(principal.claim_equals("realm_access.roles", "editor"));
+        assert!(!principal.claim_equals("realm_access.roles", "admin"));
+        assert!(!principal.claim_equals("missing", "x"));
+    }
+}
