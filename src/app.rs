@@ -1,17 +1,23 @@
-//! Start and stop a whole gateway: listeners, the optional in-process emulator, shutdown.
+//! Start and stop a whole gateway: listeners (HTTPS and its HTTP redirect when `tls` is
+//! configured), the optional in-process emulator, shutdown.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{ConfigErrors, EmulatorOptions, Settings, StreamSettings, build_authenticator};
+use crate::config::{
+    ConfigError, ConfigErrors, EmulatorOptions, Settings, StreamSettings, build_authenticator,
+    load_tls,
+};
 use crate::emulator::{Emulator, EmulatorError, EmulatorSettings, VerifyingKeySpec};
 use crate::gateway::Gateway;
 use crate::server;
+use crate::tls::{self, CertStore};
 use crate::token::{Signer, SigningKey};
 
 /// Why the gateway could not start.
@@ -28,6 +34,10 @@ pub enum StartError {
     Emulator(#[from] EmulatorError),
     #[error("invalid identity configuration\n{0}")]
     Identity(#[from] ConfigErrors),
+    #[error("invalid TLS configuration\n{0}")]
+    Tls(ConfigErrors),
+    #[error("cannot build the client for the Stream origin (upstream.ca_file): {0}")]
+    Upstream(#[source] crate::proxy::ClientError),
 }
 
 /// A running gateway (and emulator, when configured).
@@ -35,6 +45,7 @@ pub struct App {
     gateway: Arc<Gateway>,
     gateway_addr: SocketAddr,
     emulator_addr: Option<SocketAddr>,
+    https: Option<Https>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -48,6 +59,8 @@ impl App {
         listen: Option<SocketAddr>,
     ) -> Result<App, StartError> {
         let auth = build_authenticator(&settings)?;
+        // Before anything listens: a bad certificate or key must not half-start the gateway.
+        let tls = load_https(&settings)?;
         let settings = Arc::new(settings);
         let signer = Arc::new(Signer::new(
             keys,
@@ -82,20 +95,53 @@ impl App {
             }
         };
         let gateway_addr = local_addr(&listener, listen);
+        let redirect = match settings.tls.as_ref().and_then(|t| t.http_redirect_listen) {
+            Some(addr) => match bind(addr, "HTTP to HTTPS redirect").await {
+                Ok(redirect) => {
+                    let redirect_addr = local_addr(&redirect, addr);
+                    Some((redirect, redirect_addr))
+                }
+                Err(error) => {
+                    let _ = stop.send(true);
+                    return Err(error);
+                }
+            },
+            None => None,
+        };
         if let Some(jwt) = &auth.jwt {
             jwt.spawn_refresh(until_stopped(stopped.clone()));
         }
-        let gateway = Arc::new(Gateway::new(settings, auth, signer, origin));
-        tasks.push(tokio::spawn(server::serve(
-            listener,
-            Arc::clone(&gateway),
-            until_stopped(stopped),
-        )));
+        let gateway = match Gateway::new(settings, auth, signer, origin) {
+            Ok(gateway) => Arc::new(gateway),
+            Err(error) => {
+                let _ = stop.send(true);
+                return Err(StartError::Upstream(error));
+            }
+        };
+        let https = match tls {
+            Some(tls) => Some(tls.spawn(
+                listener,
+                redirect,
+                &gateway,
+                gateway_addr.port(),
+                &stopped,
+                &mut tasks,
+            )),
+            None => {
+                tasks.push(tokio::spawn(server::serve(
+                    listener,
+                    Arc::clone(&gateway),
+                    until_stopped(stopped),
+                )));
+                None
+            }
+        };
 
         Ok(App {
             gateway,
             gateway_addr,
             emulator_addr,
+            https,
             stop,
             tasks,
         })
@@ -111,6 +157,27 @@ impl App {
         self.emulator_addr
     }
 
+    /// `https://<addr>` when the gateway serves TLS, else `http://<addr>` (a wildcard address
+    /// shown as loopback).
+    pub fn gateway_origin(&self) -> String {
+        let scheme = if self.https.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        origin_with_scheme(scheme, self.gateway_addr)
+    }
+
+    /// The certificate in use and its reload counts, when the gateway serves TLS.
+    pub fn tls(&self) -> Option<&Arc<CertStore>> {
+        self.https.as_ref().map(|https| &https.certs)
+    }
+
+    /// Where the plain-HTTP redirect to HTTPS listens, if configured.
+    pub fn http_redirect_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().and_then(|https| https.redirect_addr)
+    }
+
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
     }
@@ -122,6 +189,77 @@ impl App {
             let _ = task.await;
         }
     }
+}
+
+/// What serving HTTPS needs, loaded before anything listens.
+struct TlsSetup {
+    certs: Arc<CertStore>,
+    config: Arc<rustls::ServerConfig>,
+    reload_interval: Duration,
+}
+
+/// Load the certificate and key and build the rustls configuration, when `tls` is set.
+fn load_https(settings: &Settings) -> Result<Option<TlsSetup>, StartError> {
+    let (Some(certs), Some(options)) =
+        (load_tls(settings).map_err(StartError::Tls)?, &settings.tls)
+    else {
+        return Ok(None);
+    };
+    let config = tls::server_config(Arc::clone(&certs)).map_err(|error| {
+        StartError::Tls(ConfigErrors(vec![ConfigError {
+            file: settings.file.clone(),
+            position: None,
+            field: "tls".into(),
+            message: error.to_string(),
+        }]))
+    })?;
+    Ok(Some(TlsSetup {
+        certs,
+        config,
+        reload_interval: options.reload_interval,
+    }))
+}
+
+impl TlsSetup {
+    /// Serve the gateway over HTTPS on `listener` and the redirect on `redirect`, and watch
+    /// the certificate files, until `stopped`.
+    fn spawn(
+        self,
+        listener: TcpListener,
+        redirect: Option<(TcpListener, SocketAddr)>,
+        gateway: &Arc<Gateway>,
+        https_port: u16,
+        stopped: &watch::Receiver<bool>,
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> Https {
+        tasks.push(tokio::spawn(server::serve_tls(
+            listener,
+            self.config,
+            Arc::clone(gateway),
+            until_stopped(stopped.clone()),
+        )));
+        tasks.push(tokio::spawn(
+            Arc::clone(&self.certs).watch(self.reload_interval, until_stopped(stopped.clone())),
+        ));
+        let redirect_addr = redirect.map(|(listener, addr)| {
+            tasks.push(tokio::spawn(server::serve(
+                listener,
+                Arc::new(tls::HttpsRedirect::new(https_port)),
+                until_stopped(stopped.clone()),
+            )));
+            addr
+        });
+        Https {
+            certs: self.certs,
+            redirect_addr,
+        }
+    }
+}
+
+/// The TLS side of a running gateway.
+struct Https {
+    certs: Arc<CertStore>,
+    redirect_addr: Option<SocketAddr>,
 }
 
 /// What the emulator needs from the configuration: the public halves of every key and the
@@ -156,12 +294,16 @@ pub fn emulator_settings(
 
 /// `http://<addr>`, with a wildcard address replaced by loopback so a browser can follow it.
 pub fn origin_for(addr: SocketAddr) -> String {
+    origin_with_scheme("http", addr)
+}
+
+fn origin_with_scheme(scheme: &str, addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 pub(crate) async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {

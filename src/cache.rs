@@ -162,6 +162,12 @@ impl TokenCache {
         Ok(entry.into_value())
     }
 
+    /// Forget the token for `uid` under `settings` (the origin refused it), so the next
+    /// request signs a new one.
+    pub async fn invalidate(&self, uid: VideoUid, settings: &TokenSettings) {
+        self.tokens.invalidate(&TokenKeyRef { uid, settings }).await;
+    }
+
     /// Hits, misses and size so far.
     pub fn stats(&self) -> CacheStats {
         CacheStats {

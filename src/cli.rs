@@ -215,8 +215,11 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let has_users = !settings.identity.users.is_empty();
     runtime()?.block_on(async move {
         let app = App::start(settings, keys, listen).await?;
-        let gateway = app::origin_for(app.gateway_addr());
+        let gateway = app.gateway_origin();
         println!("streamgate listening on {gateway}");
+        if let Some(addr) = app.http_redirect_addr() {
+            println!("redirecting plain HTTP on {} to HTTPS", app::origin_for(addr));
+        }
         match app.emulator_addr() {
             Some(addr) => println!("Stream emulator on {} (stands in for Cloudflare)", app::origin_for(addr)),
             None => println!("Stream origin {}", app.gateway().origin()),
@@ -332,8 +335,19 @@ fn check(path: &Path) -> anyhow::Result<()> {
     let (keys, _) = load_signing_keys(&settings, MissingKeys::Skip).map_err(config_failure)?;
     // Reads issuer secrets, public keys and JWKS files.
     crate::config::build_authenticator(&settings).map_err(config_failure)?;
+    crate::config::load_tls(&settings).map_err(config_failure)?;
     println!("{}: OK", settings.file);
     println!("  listen   {}", settings.listen);
+    if let Some(tls) = &settings.tls {
+        println!(
+            "  tls      cert {}, key {}",
+            tls.files.cert.display(),
+            tls.files.key.display()
+        );
+        if let Some(addr) = tls.http_redirect_listen {
+            println!("  redirect plain HTTP on {addr} to HTTPS");
+        }
+    }
     match &settings.stream {
         StreamSettings::Origin(origin) => println!("  stream   {origin}"),
         StreamSettings::Emulator(options) => {

@@ -40,6 +40,12 @@ pub enum RequestError {
     Internal(&'static str),
     #[error("token signing failed")]
     Signing(#[source] Arc<SignError>),
+    /// The Stream origin could not be reached or failed (proxy mode).
+    #[error("{0}")]
+    BadGateway(String),
+    /// The Stream origin did not answer in time (proxy mode).
+    #[error("{0}")]
+    GatewayTimeout(String),
 }
 
 /// How to address a refusal to this particular client.
@@ -72,6 +78,8 @@ impl RequestError {
             RequestError::Internal(_) | RequestError::Signing(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            RequestError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            RequestError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -79,7 +87,11 @@ impl RequestError {
     /// internal for other 5xx.
     fn public_reason(&self) -> String {
         let status = self.status();
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        let ours = matches!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR | StatusCode::NOT_IMPLEMENTED
+        );
+        if ours {
             "internal error".to_string()
         } else {
             self.to_string()
@@ -98,7 +110,7 @@ impl RequestError {
     /// Log once, at a level that matches whose fault it is, and build the response.
     pub fn render(self, audience: &Audience<'_>) -> Response<Body> {
         let status = self.status();
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, source = ?std::error::Error::source(&self), "request failed");
         } else {
             tracing::debug!(%status, reason = %self, "request refused");

@@ -285,6 +285,9 @@ pub fn describe_rule(rule: &Rule) -> String {
     if rule.token.bind_client_ip {
         extras.push("bound to the viewer's address".into());
     }
+    if rule.mode == crate::policy::Mode::Proxy {
+        extras.push("proxied".into());
+    }
     if let Some(start) = rule.window.not_before {
         extras.push(format!("from {}", rfc3339(start)));
     }

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -15,11 +16,12 @@ use crate::client_addr::client_address;
 use crate::config::Settings;
 use crate::error::{Audience, RequestError, prefers_html};
 use crate::identity::{Authenticator, Identity};
-use crate::policy::{Denied, Permit};
-use crate::routes::{self, Resource, Route};
+use crate::policy::{Denied, Mode, Permit};
+use crate::proxy::{self, ClientError, Forward, Upstream, UpstreamError};
+use crate::routes::{self, Resource, Route, Target};
 use crate::server::Handler;
 use crate::token::signer::unix_now;
-use crate::token::{IssuedToken, Signer};
+use crate::token::{IssuedToken, Signer, TokenSettings};
 
 /// A token minted (or reused) for one request, with what decided it. Borrows from the
 /// gateway's configuration.
@@ -28,6 +30,8 @@ pub struct Minted<'a> {
     pub token: Arc<IssuedToken>,
     pub permit: Permit<'a>,
     pub identity: Identity,
+    /// The settings the token was minted with (shared, or bound to the viewer's address).
+    pub settings: Cow<'a, Arc<TokenSettings>>,
 }
 
 /// The gateway service: one per configuration, shared by every connection.
@@ -37,6 +41,8 @@ pub struct Gateway {
     cache: TokenCache,
     /// Where tokens are played: `https://customer-<code>.cloudflarestream.com` or the emulator.
     origin: String,
+    /// The client proxy mode fetches Stream through.
+    upstream: Upstream,
     /// `WWW-Authenticate` values for a 401, precomputed from what is configured.
     challenges: Vec<HeaderValue>,
     /// How to sign in, for the 401's reason.
@@ -45,13 +51,14 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway that identifies callers with `auth`, signs with `signer` and redirects to
-    /// `origin` (no trailing slash).
+    /// (or proxies) `origin` (no trailing slash). Fails only on a bad `upstream.ca_file`.
     pub fn new(
         settings: Arc<Settings>,
         auth: Authenticator,
         signer: Arc<Signer>,
         origin: String,
-    ) -> Self {
+    ) -> Result<Self, ClientError> {
+        let upstream = Upstream::new(origin.clone(), settings.upstream.clone())?;
         let cache = TokenCache::new(signer, settings.cache_capacity, settings.min_remaining);
         let realm = &settings.identity.realm;
         let mut challenges = vec![];
@@ -71,14 +78,15 @@ impl Gateway {
             ways.push("a session token from your identity provider");
         }
         let sign_in = ways.join(", or ").into();
-        Self {
+        Ok(Self {
             settings,
             auth,
             cache,
             origin,
+            upstream,
             challenges,
             sign_in,
-        }
+        })
     }
 
     pub fn cache(&self) -> &TokenCache {
@@ -102,11 +110,34 @@ impl Gateway {
         match route {
             Route::Watch {
                 video,
-                resource,
+                target,
                 query,
             } => {
-                let minted = self.mint(req.headers(), peer, video, resource).await?;
-                routes::watch::redirect(&self.origin, &minted, resource, query)
+                let minted = self.mint(req.headers(), peer, video, target).await?;
+                match (minted.permit.mode(), target) {
+                    (Mode::Redirect, Target::Player) => {
+                        routes::watch::redirect(&self.origin, &minted, Resource::Iframe, query)
+                    }
+                    (Mode::Redirect, Target::Resource(resource)) => {
+                        routes::watch::redirect(&self.origin, &minted, resource, query)
+                    }
+                    (Mode::Redirect, Target::File(path)) => Err(file_in_redirect_mode(path)),
+                    // The player page references its manifests relatively: give it a URL
+                    // whose directory is the video's.
+                    (Mode::Proxy, Target::Player) => Ok(routes::watch::to_player(video, query)),
+                    (Mode::Proxy, target) => {
+                        self.proxy(
+                            req.method(),
+                            req.headers(),
+                            peer,
+                            video,
+                            target,
+                            query,
+                            minted,
+                        )
+                        .await
+                    }
+                }
             }
             Route::GetSignedUrl => routes::api::get_signed_url(self, req, peer).await,
             Route::Health => Ok(crate::error::json_response(
@@ -116,13 +147,13 @@ impl Gateway {
         }
     }
 
-    /// Identify the caller, apply the policy to `video_id` and `resource`, and get a token.
+    /// Identify the caller, apply the policy to `video_id` and `target`, and get a token.
     pub(crate) async fn mint(
         &self,
         headers: &HeaderMap,
         peer: SocketAddr,
         video_id: &str,
-        resource: Resource,
+        target: Target<'_>,
     ) -> Result<Minted<'_>, RequestError> {
         let identity = self.auth.identify(headers).await?;
         let video = self
@@ -135,7 +166,11 @@ impl Gateway {
             .policy
             .decide(&identity, video, unix_now())
             .map_err(|denied| self.refusal(&identity, denied))?;
-        if resource == Resource::Download && !permit.downloadable() {
+        if let (Mode::Redirect, Target::File(path)) = (permit.mode(), target) {
+            // Nothing to sign for: only proxy mode serves files below the player.
+            return Err(file_in_redirect_mode(path));
+        }
+        if target.is_download() && !permit.downloadable() {
             return Err(RequestError::Forbidden(
                 "downloads are not allowed for this video".into(),
             ));
@@ -164,7 +199,70 @@ impl Gateway {
             token,
             permit,
             identity,
+            settings,
         })
+    }
+
+    /// Fetch the target from Stream with the minted token and stream it back. A token the
+    /// origin refuses is dropped from the cache and signed again once before the refusal is
+    /// passed on.
+    #[allow(clippy::too_many_arguments)]
+    async fn proxy(
+        &self,
+        method: &http::Method,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        video: &str,
+        target: Target<'_>,
+        query: Option<&str>,
+        minted: Minted<'_>,
+    ) -> Result<Response<Body>, RequestError> {
+        let client_ip = client_address(peer.ip(), headers, &self.settings.identity.trusted_proxies);
+        let mut request = Forward {
+            method,
+            headers,
+            token: minted.token.token.expose(),
+            path: target.upstream_path(),
+            query,
+            video,
+            client_ip,
+        };
+        let response = self
+            .upstream
+            .forward(&request)
+            .await
+            .map_err(upstream_failure)?;
+        if !proxy::refused_token(response.status()) {
+            return Ok(upstream_status(response));
+        }
+        tracing::warn!(
+            video = %minted.video.uid,
+            status = response.status().as_u16(),
+            "the Stream origin refused a token; signing a new one"
+        );
+        drop(response);
+        self.cache
+            .invalidate(minted.video.uid, &minted.settings)
+            .await;
+        let fresh = self
+            .cache
+            .token(minted.video.uid, &minted.settings)
+            .await
+            .map_err(RequestError::Signing)?;
+        request.token = fresh.token.expose();
+        let response = self
+            .upstream
+            .forward(&request)
+            .await
+            .map_err(upstream_failure)?;
+        if !proxy::refused_token(response.status()) {
+            return Ok(upstream_status(response));
+        }
+        let reason = proxy::short_reason(response, 1024, Duration::from_secs(2)).await;
+        tracing::warn!(video = %minted.video.uid, %reason, "the Stream origin refused a fresh token");
+        Err(RequestError::Forbidden(format!(
+            "the Stream origin refused the token: {reason}"
+        )))
     }
 
     /// Anonymous callers are told to authenticate; known callers are told no, with the reason
@@ -217,6 +315,37 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+fn file_in_redirect_mode(path: &str) -> RequestError {
+    RequestError::NotFound(format!(
+        "unknown resource `{path}`: files below the player are served in proxy mode only"
+    ))
+}
+
+/// Upstream failures: refused, unreachable or TLS → 502; no answer in time → 504.
+fn upstream_failure(error: UpstreamError) -> RequestError {
+    tracing::warn!(%error, "proxying to the Stream origin failed");
+    match error {
+        UpstreamError::Timeout(_) => RequestError::GatewayTimeout(error.to_string()),
+        UpstreamError::Connect(_) => {
+            RequestError::BadGateway("cannot reach the Stream origin".into())
+        }
+        UpstreamError::Failed(_) => {
+            RequestError::BadGateway("the exchange with the Stream origin failed".into())
+        }
+    }
+}
+
+/// Stream's own failures are reported as a bad gateway, not passed on as our 5xx.
+fn upstream_status(response: Response<Body>) -> Response<Body> {
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), "the Stream origin failed");
+        return RequestError::BadGateway(format!("the Stream origin answered {}", status.as_u16()))
+            .into_response();
+    }
+    response
+}
 
 impl Handler for Gateway {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod body;
 pub mod cache;
 pub mod catalogue;
 pub mod cli;
@@ -19,9 +20,11 @@ pub mod header_timer;
 pub mod https_client;
 pub mod identity;
 pub mod policy;
+pub mod proxy;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod tls;
 pub mod token;
 
 /// Hash maps and sets on the request path: foldhash instead of SipHash. Their keys come from
@@ -30,5 +33,4 @@ pub mod token;
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
-/// The response body type used by every handler.
-pub type Body = http_body_util::Full<bytes::Bytes>;
+pub use body::Body;

@@ -213,6 +213,16 @@ impl TokenGrant {
     }
 }
 
+/// How a permitted request is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// 302 to the signed Stream URL.
+    #[default]
+    Redirect,
+    /// Fetch the signed URL and stream the answer back; the viewer never sees the token.
+    Proxy,
+}
+
 /// One policy rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -222,6 +232,7 @@ pub struct Rule {
     pub action: Action,
     pub window: Window,
     pub token: TokenGrant,
+    pub mode: Mode,
 }
 
 impl Rule {
@@ -252,6 +263,10 @@ impl<'a> Permit<'a> {
 
     pub fn downloadable(&self) -> bool {
         self.rule.token.settings.downloadable
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.rule.mode
     }
 }
 
@@ -525,6 +540,7 @@ mod tests {
             action,
             window: Window::default(),
             token: grant(false),
+            mode: Mode::Redirect,
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Each accepted connection is served by hyper-util's auto builder (HTTP/1.1 and HTTP/2 with
 //! prior knowledge), watched by a graceful-shutdown tracker so that in-flight requests finish
-//! when the server is asked to stop.
+//! when the server is asked to stop. [`serve_tls`] does the same after a TLS handshake (with
+//! its own deadline), speaking whichever protocol ALPN chose.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,8 +16,10 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::header_timer::HeaderTimers;
 
@@ -28,6 +31,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// How long in-flight requests may run after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to complete the TLS handshake, so that slow or silent
+/// handshakes cannot pin connections.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Something that turns a request into a response. It never fails: errors are responses.
 pub trait Handler: Send + Sync + 'static {
@@ -41,13 +47,14 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Per-connection HTTP settings shared by every listener: HTTP/1.1 with a header-read
 /// timeout (on a coarse per-connection timer, see [`crate::header_timer`]) and a head size
-/// limit; HTTP/2 (prior knowledge) with a stream limit.
+/// limit; HTTP/2 (prior knowledge) with a stream limit; over TLS, a handshake deadline.
 ///
 /// Create it inside a tokio runtime: it runs the header-timeout ticker until dropped.
 pub struct ConnectionBuilder {
     template: auto::Builder<TokioExecutor>,
     timers: Arc<HeaderTimers>,
     ticker: tokio::task::JoinHandle<()>,
+    handshake_timeout: Duration,
 }
 
 impl ConnectionBuilder {
@@ -74,7 +81,14 @@ impl ConnectionBuilder {
             template,
             timers,
             ticker,
+            handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
         }
+    }
+
+    /// These settings with another TLS handshake deadline (default [`TLS_HANDSHAKE_TIMEOUT`]).
+    pub fn with_tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
     }
 
     /// The builder for one new connection, with that connection's header timer.
@@ -114,7 +128,43 @@ pub async fn serve_with<H: Handler>(
     connections: ConnectionBuilder,
     shutdown: impl Future<Output = ()>,
 ) {
+    accept_loop(listener, None, handler, connections, shutdown).await;
+}
+
+/// [`serve`] over TLS with `tls` (see [`crate::tls::server_config`]): each connection gets
+/// [`TLS_HANDSHAKE_TIMEOUT`] to finish its handshake, then HTTP/2 if ALPN chose `h2`,
+/// HTTP/1.1 if it chose `http/1.1`, and either (detected) when the client offered no ALPN.
+pub async fn serve_tls<H: Handler>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_tls_with(listener, tls, handler, ConnectionBuilder::new(), shutdown).await;
+}
+
+/// [`serve_tls`] with explicit per-connection settings.
+pub async fn serve_tls_with<H: Handler>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handler: Arc<H>,
+    connections: ConnectionBuilder,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    accept_loop(listener, Some(acceptor), handler, connections, shutdown).await;
+}
+
+async fn accept_loop<H: Handler>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handler: Arc<H>,
+    connections: ConnectionBuilder,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
+    // Handshakes still in progress are abandoned at shutdown, not waited for.
+    let (stopping, stop_handshakes) = watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
@@ -135,23 +185,73 @@ pub async fn serve_with<H: Handler>(
         let handler = Arc::clone(&handler);
         let builder = connections.for_connection();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let handler = Arc::clone(&handler);
-                async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(
+                    builder,
+                    TokioIo::new(stream),
+                    handler,
+                    peer,
+                    watcher,
+                ));
             }
-        });
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(connections.handshake_timeout, acceptor.accept(stream));
+                let mut stop = stop_handshakes.clone();
+                tokio::spawn(async move {
+                    let stream = tokio::select! {
+                        done = handshake => match done {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        _ = stop.wait_for(|stop| *stop) => return,
+                    };
+                    let builder = match stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => builder.http2_only(),
+                        Some(b"http/1.1") => builder.http1_only(),
+                        _ => builder,
+                    };
+                    serve_connection(builder, TokioIo::new(stream), handler, peer, watcher).await;
+                });
+            }
+        }
     }
 
     drop(listener);
+    let _ = stopping.send(true);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within the shutdown grace period");
+    }
+}
+
+/// Serve HTTP on one established connection until it closes or shutdown completes it.
+async fn serve_connection<H, I>(
+    builder: auto::Builder<TokioExecutor>,
+    io: I,
+    handler: Arc<H>,
+    peer: SocketAddr,
+    watcher: Watcher,
+) where
+    H: Handler,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let handler = Arc::clone(&handler);
+        async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
+    });
+    let conn = builder.serve_connection(io, service);
+    if let Err(error) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, %error, "connection ended with an error");
     }
 }

@@ -5,9 +5,13 @@ mod common;
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use http::{Method, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use streamgate::emulator::{
+    DOWNLOAD_LEN_BYTES, RENDITIONS, SEGMENTS_PER_RENDITION, SUBTITLES_PLAYLIST_PATH, TS_PACKET_LEN,
+};
 
 use common::*;
 
@@ -554,7 +558,16 @@ async fn unknown_bare_video_uid_is_not_found() {
 async fn unknown_resource_is_not_found() {
     let emulator = emulator().await;
     let token = mint(valid_claims());
-    for resource in ["manifest/stream_720p.m3u8", "player", "downloads/other.mp4"] {
+    for resource in [
+        "manifest/stream_1080p.m3u8",
+        "manifest/seg_360p_5.ts",
+        "manifest/seg_360p_01.ts",
+        "manifest/../iframe",
+        "manifest/video.m3u8/",
+        "player",
+        "downloads/other.mp4",
+        "",
+    ] {
         let response = get(&emulator.url_for(&token, resource)).await;
         assert_refused(&response, StatusCode::NOT_FOUND, "not found");
     }
@@ -573,4 +586,451 @@ async fn post_is_not_allowed() {
         "method not allowed",
     );
     assert_eq!(response.header("allow"), Some("GET, HEAD"));
+}
+
+#[tokio::test]
+async fn unknown_file_below_a_rejected_token_is_refused_before_it_is_looked_up() {
+    let emulator = emulator().await;
+    let expired = mint(with_claim(valid_claims(), "exp", json!(unix_now() - 120)));
+    let response = get(&emulator.url_for(&expired, "manifest/stream_1080p.m3u8")).await;
+    assert_refused(&response, StatusCode::UNAUTHORIZED, "token expired");
+}
+
+#[tokio::test]
+async fn dot_segments_in_place_of_a_token_are_not_found() {
+    let emulator = emulator().await;
+    // Each would reach the judge as a uid ("video not found") if it were not refused first.
+    for path in [
+        "/../manifest/video.m3u8",
+        "/./manifest/video.m3u8",
+        "/a%2Eb/iframe",
+    ] {
+        let response = get(&emulator.url(path)).await;
+        assert_refused(&response, StatusCode::NOT_FOUND, "not found");
+    }
+}
+
+// === files, as a proxy fetches them ===
+
+/// A token for [`VIDEO_UID`] that may also download.
+fn downloadable_token() -> String {
+    mint(with_claim(valid_claims(), "downloadable", json!(true)))
+}
+
+/// The master playlist's URL and text, for a fresh valid token.
+async fn master_playlist(emulator: &TestEmulator) -> (String, String) {
+    let url = emulator.url_for(&mint(valid_claims()), "manifest/video.m3u8");
+    let response = get(&url).await;
+    assert_eq!(response.status, StatusCode::OK);
+    (url, response.text())
+}
+
+#[tokio::test]
+async fn master_playlist_lists_two_relative_renditions_and_an_absolute_subtitles_uri_on_the_request_host()
+ {
+    let emulator = emulator().await;
+    let token = mint(valid_claims());
+    let response = get(&emulator.url_for(&token, "manifest/video.m3u8")).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    let playlist = response.text();
+    assert_eq!(
+        playlist_uris(&playlist),
+        ["stream_360p.m3u8", "stream_720p.m3u8"]
+    );
+    let media: Vec<&str> = playlist
+        .lines()
+        .filter(|line| line.starts_with("#EXT-X-MEDIA:"))
+        .collect();
+    assert_eq!(media.len(), 1, "{playlist}");
+    assert!(media[0].contains("TYPE=SUBTITLES"), "{playlist}");
+    assert_eq!(
+        playlist_attribute_uris(&playlist),
+        [format!(
+            "http://{}/{token}/manifest/subtitles_en.m3u8",
+            emulator.addr()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn absolute_subtitles_uri_follows_the_host_header() {
+    let emulator = emulator().await;
+    let token = mint(valid_claims());
+    let url = emulator.url_for(&token, "manifest/video.m3u8");
+    let response = get_with(&url, &[("host", "media.example.test:8443")]).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        playlist_attribute_uris(&response.text()),
+        [format!(
+            "http://media.example.test:8443/{token}/{SUBTITLES_PLAYLIST_PATH}"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn every_segment_of_each_rendition_fetches_with_its_size_and_type() {
+    let emulator = emulator().await;
+    let (master_url, master) = master_playlist(&emulator).await;
+    let renditions = playlist_uris(&master);
+    assert_eq!(renditions.len(), RENDITIONS.len());
+    let mut seen: Vec<Bytes> = Vec::new();
+    for (rendition, uri) in RENDITIONS.iter().zip(&renditions) {
+        let playlist_url = resolve_url(&master_url, uri);
+        let response = get(&playlist_url).await;
+        assert_eq!(response.status, StatusCode::OK, "{uri}");
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/vnd.apple.mpegurl")
+        );
+        let playlist = response.text();
+        assert!(
+            playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"),
+            "{playlist}"
+        );
+        assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+        let segments = playlist_uris(&playlist);
+        assert_eq!(segments.len(), SEGMENTS_PER_RENDITION, "{playlist}");
+        for segment in &segments {
+            assert!(!segment.contains("://") && !segment.starts_with('/'));
+            let response = get(&resolve_url(&playlist_url, segment)).await;
+            assert_eq!(response.status, StatusCode::OK, "{segment}");
+            assert_eq!(response.header("content-type"), Some("video/mp2t"));
+            assert_eq!(
+                response.header("cache-control"),
+                Some("public, max-age=31536000, immutable")
+            );
+            let len = rendition.segment_len_bytes();
+            assert_eq!(response.body.len(), len, "{segment}");
+            assert_eq!(
+                response.header("content-length"),
+                Some(len.to_string().as_str())
+            );
+            assert!(
+                response
+                    .body
+                    .chunks(TS_PACKET_LEN)
+                    .all(|packet| packet.len() == TS_PACKET_LEN && packet[0] == 0x47),
+                "{segment} should be whole MPEG-TS packets"
+            );
+            assert!(
+                !seen.contains(&response.body),
+                "{segment} repeats a segment"
+            );
+            seen.push(response.body);
+        }
+    }
+}
+
+#[tokio::test]
+async fn absolute_subtitles_uri_serves_a_playlist_and_its_webvtt_segment() {
+    let emulator = emulator().await;
+    let (_, master) = master_playlist(&emulator).await;
+    let subtitles_url = playlist_attribute_uris(&master).remove(0);
+    let response = get(&subtitles_url).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    let playlist = response.text();
+    assert!(
+        playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"),
+        "{playlist}"
+    );
+    let segments = playlist_uris(&playlist);
+    assert_eq!(segments, ["subtitles_en_0.vtt"]);
+    let response = get(&resolve_url(&subtitles_url, &segments[0])).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.header("content-type"), Some("text/vtt"));
+    assert!(response.text().starts_with("WEBVTT\n"));
+}
+
+#[tokio::test]
+async fn dash_manifest_names_segments_and_subtitles_that_are_served() {
+    let emulator = emulator().await;
+    let mpd_url = emulator.url_for(&mint(valid_claims()), "manifest/video.mpd");
+    let manifest = get(&mpd_url).await.text();
+    let template = manifest
+        .split("media=\"")
+        .nth(1)
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(template, _)| template)
+        .expect("the MPD has a SegmentTemplate media attribute");
+    assert!(manifest.contains("startNumber=\"0\""), "{manifest}");
+    for rendition in RENDITIONS {
+        assert!(manifest.contains(&format!("<Representation id=\"{}\"", rendition.name)));
+        for number in 0..SEGMENTS_PER_RENDITION {
+            let file = template
+                .replace("$RepresentationID$", rendition.name)
+                .replace("$Number$", &number.to_string());
+            let response = get(&resolve_url(&mpd_url, &file)).await;
+            assert_eq!(response.status, StatusCode::OK, "{file}");
+            assert_eq!(response.body.len(), rendition.segment_len_bytes());
+        }
+    }
+    let base_url = manifest
+        .split("<BaseURL>")
+        .nth(1)
+        .and_then(|rest| rest.split_once("</BaseURL>"))
+        .map(|(base_url, _)| base_url)
+        .expect("the subtitles have a BaseURL");
+    let response = get(&resolve_url(&mpd_url, base_url)).await;
+    assert_eq!(response.status, StatusCode::OK, "{base_url}");
+    assert_eq!(response.header("content-type"), Some("text/vtt"));
+}
+
+#[tokio::test]
+async fn download_is_a_large_mp4_with_validators() {
+    let emulator = emulator().await;
+    let response = get(&emulator.url_for(&downloadable_token(), "downloads/default.mp4")).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body.len(), DOWNLOAD_LEN_BYTES);
+    assert_eq!(&response.body[4..8], b"ftyp");
+    assert_eq!(response.header("accept-ranges"), Some("bytes"));
+    assert_eq!(
+        response.header("last-modified"),
+        Some("Mon, 02 Jun 2025 12:00:00 GMT")
+    );
+    let etag = response.header("etag").expect("an ETag");
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let again = get(&emulator.url_for(&downloadable_token(), "downloads/default.mp4")).await;
+    assert_eq!(
+        again.header("etag"),
+        Some(etag),
+        "the ETag is deterministic"
+    );
+}
+
+// === HTTP semantics on every file ===
+
+#[tokio::test]
+async fn head_matches_get_headers_without_a_body_for_every_kind_of_file() {
+    let emulator = emulator().await;
+    let token = downloadable_token();
+    for resource in [
+        "iframe",
+        "manifest/video.m3u8",
+        "manifest/stream_720p.m3u8",
+        "manifest/seg_720p_4.ts",
+        "manifest/subtitles_en_0.vtt",
+        "manifest/video.mpd",
+        "thumbnails/thumbnail.jpg",
+        "downloads/default.mp4",
+    ] {
+        let url = emulator.url_for(&token, resource);
+        let full = get(&url).await;
+        let head = send(Method::HEAD, &url, &[], None).await;
+        assert_eq!((head.status, full.status), (StatusCode::OK, StatusCode::OK));
+        assert!(head.body.is_empty(), "{resource}");
+        let mut head_headers = head.headers.clone();
+        let mut get_headers = full.headers.clone();
+        head_headers.remove("date");
+        get_headers.remove("date");
+        assert_eq!(head_headers, get_headers, "{resource}");
+        assert_eq!(
+            full.header("content-length"),
+            Some(full.body.len().to_string().as_str())
+        );
+        for name in ["etag", "last-modified", "accept-ranges", "cache-control"] {
+            assert!(full.header(name).is_some(), "{resource} lacks {name}");
+        }
+    }
+}
+
+/// The download's full body, and the answer to a GET of it with `headers`.
+async fn download_with(headers: &[(&str, &str)]) -> (Bytes, TestResponse) {
+    let emulator = emulator().await;
+    let url = emulator.url_for(&downloadable_token(), "downloads/default.mp4");
+    let full = get(&url).await;
+    assert_eq!(full.status, StatusCode::OK);
+    (full.body, get_with(&url, headers).await)
+}
+
+/// Assert a 206 carrying exactly `full[first..=last]`.
+fn assert_partial(response: &TestResponse, full: &Bytes, first: usize, last: usize) {
+    assert_eq!(response.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        response.header("content-range"),
+        Some(format!("bytes {first}-{last}/{}", full.len()).as_str())
+    );
+    assert_eq!(
+        response.header("content-length"),
+        Some((last - first + 1).to_string().as_str())
+    );
+    assert_eq!(response.header("content-type"), Some("video/mp4"));
+    assert!(response.body == full[first..=last], "wrong bytes");
+}
+
+#[tokio::test]
+async fn closed_byte_range_answers_206_with_exact_bytes() {
+    let (full, response) = download_with(&[("range", "bytes=1000-1999")]).await;
+    assert_partial(&response, &full, 1000, 1999);
+}
+
+#[tokio::test]
+async fn open_byte_range_answers_206_up_to_the_end() {
+    let first = DOWNLOAD_LEN_BYTES - 3000;
+    let (full, response) = download_with(&[("range", &format!("bytes={first}-"))]).await;
+    assert_partial(&response, &full, first, DOWNLOAD_LEN_BYTES - 1);
+}
+
+#[tokio::test]
+async fn suffix_byte_range_answers_206_with_the_last_bytes() {
+    let (full, response) = download_with(&[("range", "bytes=-500")]).await;
+    assert_partial(
+        &response,
+        &full,
+        DOWNLOAD_LEN_BYTES - 500,
+        DOWNLOAD_LEN_BYTES - 1,
+    );
+}
+
+#[tokio::test]
+async fn byte_range_on_a_segment_answers_206() {
+    let emulator = emulator().await;
+    let url = emulator.url_for(&mint(valid_claims()), "manifest/seg_360p_2.ts");
+    let full = get(&url).await.body;
+    let response = get_with(&url, &[("range", "bytes=188-375")]).await;
+    assert_eq!(response.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(response.header("content-type"), Some("video/mp2t"));
+    assert_eq!(response.body, full.slice(188..376));
+    assert_eq!(response.body[0], 0x47);
+}
+
+#[tokio::test]
+async fn range_past_the_end_answers_416_with_the_total() {
+    let (_, response) = download_with(&[("range", &format!("bytes={DOWNLOAD_LEN_BYTES}-"))]).await;
+    assert_eq!(response.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        response.header("content-range"),
+        Some(format!("bytes */{DOWNLOAD_LEN_BYTES}").as_str())
+    );
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+}
+
+#[tokio::test]
+async fn multiple_ranges_answer_200_with_the_full_body() {
+    let (full, response) = download_with(&[("range", "bytes=0-9, 100-199")]).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.header("content-range"), None);
+    assert!(response.body == full, "the whole file");
+}
+
+#[tokio::test]
+async fn matching_if_none_match_answers_304_with_the_etag() {
+    let emulator = emulator().await;
+    let url = emulator.url_for(&mint(valid_claims()), "manifest/seg_360p_0.ts");
+    let etag = get(&url).await.header("etag").expect("an ETag").to_owned();
+    let weak = format!("W/{etag}");
+    let listed = format!("\"something-else\", {etag}");
+    for value in [etag.as_str(), "*", weak.as_str(), listed.as_str()] {
+        for method in [Method::GET, Method::HEAD] {
+            let response = send(method, &url, &[("if-none-match", value)], None).await;
+            assert_eq!(response.status, StatusCode::NOT_MODIFIED, "{value}");
+            assert_eq!(response.header("etag"), Some(etag.as_str()));
+            assert!(response.body.is_empty());
+        }
+    }
+    let response = get_with(&url, &[("if-none-match", "\"something-else\"")]).await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn if_modified_since_answers_304_unless_modified_since() {
+    let emulator = emulator().await;
+    let url = emulator.url_for(&mint(valid_claims()), "thumbnails/thumbnail.jpg");
+    let full = get(&url).await;
+    let last_modified = full.header("last-modified").expect("a Last-Modified");
+    let response = get_with(&url, &[("if-modified-since", last_modified)]).await;
+    assert_eq!(response.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(response.header("etag"), full.header("etag"));
+    let earlier = "Sun, 01 Jun 2025 12:00:00 GMT";
+    let response = get_with(&url, &[("if-modified-since", earlier)]).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body, full.body);
+    // If-None-Match, when sent, decides alone.
+    let response = get_with(
+        &url,
+        &[
+            ("if-none-match", "\"something-else\""),
+            ("if-modified-since", last_modified),
+        ],
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn if_range_with_the_current_validator_honours_the_range() {
+    let emulator = emulator().await;
+    let url = emulator.url_for(&downloadable_token(), "downloads/default.mp4");
+    let full = get(&url).await;
+    for validator in [full.header("etag"), full.header("last-modified")] {
+        let validator = validator.expect("a validator");
+        let response = get_with(&url, &[("range", "bytes=0-99"), ("if-range", validator)]).await;
+        assert_partial(&response, &full.body, 0, 99);
+    }
+}
+
+#[tokio::test]
+async fn if_range_mismatch_answers_200_with_the_full_body() {
+    let emulator = emulator().await;
+    let url = emulator.url_for(&downloadable_token(), "downloads/default.mp4");
+    let full = get(&url).await;
+    let weak = format!("W/{}", full.header("etag").expect("an ETag"));
+    for validator in [
+        "\"something-else\"",
+        weak.as_str(),
+        "Sun, 01 Jun 2025 12:00:00 GMT",
+    ] {
+        let response = get_with(&url, &[("range", "bytes=0-99"), ("if-range", validator)]).await;
+        assert_eq!(response.status, StatusCode::OK, "{validator}");
+        assert_eq!(response.header("content-range"), None);
+        assert!(response.body == full.body, "the whole file");
+    }
+}
+
+#[tokio::test]
+async fn if_match_mismatch_answers_412() {
+    let (_, response) = download_with(&[("if-match", "\"something-else\"")]).await;
+    assert_eq!(response.status, StatusCode::PRECONDITION_FAILED);
+}
+
+#[tokio::test]
+async fn range_and_conditionals_on_a_rejected_token_stay_401() {
+    let emulator = emulator().await;
+    let expired = mint(with_claim(
+        with_claim(valid_claims(), "downloadable", json!(true)),
+        "exp",
+        json!(unix_now() - 120),
+    ));
+    let conditional: [&[(&str, &str)]; 3] = [
+        &[("range", "bytes=0-99")],
+        &[("if-none-match", "*")],
+        &[("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")],
+    ];
+    for headers in conditional {
+        let response = get_with(
+            &emulator.url_for(&expired, "downloads/default.mp4"),
+            headers,
+        )
+        .await;
+        assert_refused(&response, StatusCode::UNAUTHORIZED, "token expired");
+        let not_downloadable = mint(valid_claims());
+        let response = get_with(
+            &emulator.url_for(&not_downloadable, "downloads/default.mp4"),
+            headers,
+        )
+        .await;
+        assert_refused(
+            &response,
+            StatusCode::UNAUTHORIZED,
+            "downloads are not allowed for this token",
+        );
+    }
 }

@@ -623,14 +623,14 @@ impl Handler for JwksServer {
         let response = if req.uri().path() == "/jwks.json" {
             self.fetches.fetch_add(1, Ordering::SeqCst);
             let body = self.keys.lock().expect("not poisoned").to_string();
-            let mut response = Response::new(Body::from(body));
+            let mut response = Response::new(Body::new(bytes::Bytes::from(body)));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/json"),
             );
             response
         } else {
-            let mut response = Response::new(Body::from("not found"));
+            let mut response = Response::new(Body::new(bytes::Bytes::from_static(b"not found")));
             *response.status_mut() = StatusCode::NOT_FOUND;
             response
         };

@@ -26,6 +26,7 @@ use raw::{RawConfig, RawKey};
 
 use crate::catalogue::{Catalogue, Video, is_valid_alias};
 use crate::policy::Policy;
+use crate::tls::{CertStore, TlsFile, TlsFiles};
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES};
 use crate::token::{SigningKey, TokenSettings, VideoUid};
 
@@ -81,6 +82,19 @@ pub enum StreamSettings {
     Emulator(EmulatorOptions),
 }
 
+/// The client proxy mode uses to reach Stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// Limit on opening a connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Limit on waiting for the response head (time to first byte).
+    pub response_timeout: Duration,
+    /// Longest gap allowed between two pieces of a response body.
+    pub idle_timeout: Duration,
+    /// Extra CA certificates to trust (a private origin; tests).
+    pub ca_file: Option<PathBuf>,
+}
+
 /// Options for the built-in Stream emulator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmulatorOptions {
@@ -129,6 +143,10 @@ pub struct Settings {
     /// Who can sign in, and how.
     pub identity: IdentitySettings,
     pub policy: Policy,
+    /// HTTPS on `listen`, when configured.
+    pub tls: Option<TlsSettings>,
+    /// How proxy mode reaches Stream.
+    pub upstream: UpstreamSettings,
     /// Things that are allowed but probably mistakes.
     pub warnings: Vec<String>,
 }
@@ -285,18 +303,28 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
         check,
         base_dir,
     );
+    let mode = policy::mode_of(raw.mode);
     let policy = policy::build_policy(
         raw.rules,
         &catalogue,
         &identity,
         &defaults,
+        mode,
         check,
         &mut warnings,
     );
+    let upstream = validate_upstream(&raw.upstream, check, base_dir);
     if check.errors.is_empty() {
         warnings.extend(lint(&policy, &catalogue));
     }
 
+    let tls = validate_tls(
+        raw.tls,
+        raw.http_redirect_listen,
+        raw.listen,
+        check,
+        base_dir,
+    );
     Settings {
         file: check.file.to_string(),
         listen: raw.listen,
@@ -310,6 +338,8 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
         catalogue,
         identity,
         policy,
+        tls,
+        upstream,
         warnings,
     }
 }
@@ -386,6 +416,28 @@ fn validate_stream(raw: raw::RawStream, check: &mut Checker<'_>) -> Option<Strea
         client_ip_header,
         leeway: emulator.leeway.0,
     }))
+}
+
+fn validate_upstream(
+    raw: &raw::RawUpstream,
+    check: &mut Checker<'_>,
+    base_dir: &Path,
+) -> UpstreamSettings {
+    for (field, value) in [
+        ("connect_timeout", raw.connect_timeout.0),
+        ("response_timeout", raw.response_timeout.0),
+        ("idle_timeout", raw.idle_timeout.0),
+    ] {
+        if value < Duration::from_millis(100) {
+            check.error(&[key("upstream"), key(field)], "must be at least 100ms");
+        }
+    }
+    UpstreamSettings {
+        connect_timeout: raw.connect_timeout.0,
+        response_timeout: raw.response_timeout.0,
+        idle_timeout: raw.idle_timeout.0,
+        ca_file: raw.ca_file.as_ref().map(|file| base_dir.join(file)),
+    }
 }
 
 /// `scheme://host[:port]` with nothing after it; returned without a trailing slash.
@@ -524,6 +576,86 @@ fn build_catalogue(videos: Vec<(String, raw::RawVideo)>, check: &mut Checker<'_>
         });
     }
     catalogue
+}
+
+/// `tls` and `http_redirect_listen`: HTTPS on the main listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Resolved against the config file's directory.
+    pub files: TlsFiles,
+    /// A plain-HTTP listener that redirects to HTTPS (and answers `/healthz`).
+    pub http_redirect_listen: Option<SocketAddr>,
+    /// How often the files are checked for a new pair. Not in the file; tests shorten it.
+    pub reload_interval: Duration,
+    /// Positions of `tls`, `tls.cert`, `tls.key`, for errors found when loading.
+    positions: [Option<(usize, usize)>; 3],
+}
+
+fn validate_tls(
+    raw: Option<raw::RawTls>,
+    http_redirect_listen: Option<SocketAddr>,
+    listen: SocketAddr,
+    check: &mut Checker<'_>,
+    base_dir: &Path,
+) -> Option<TlsSettings> {
+    let Some(raw) = raw else {
+        if http_redirect_listen.is_some() {
+            check.error(
+                &[key("http_redirect_listen")],
+                "only valid with `tls`: it redirects plain HTTP to the HTTPS listener",
+            );
+        }
+        return None;
+    };
+    if let Some(redirect) = http_redirect_listen
+        && redirect == listen
+        && redirect.port() != 0
+    {
+        check.error(
+            &[key("http_redirect_listen")],
+            format!("{redirect} is also `listen`; the redirect needs its own port"),
+        );
+    }
+    for (name, path) in [("cert", &raw.cert), ("key", &raw.key)] {
+        if path.as_os_str().is_empty() {
+            check.error(&[key("tls"), key(name)], "must name a PEM file");
+        }
+    }
+    Some(TlsSettings {
+        files: TlsFiles {
+            cert: base_dir.join(raw.cert),
+            key: base_dir.join(raw.key),
+        },
+        http_redirect_listen,
+        reload_interval: crate::tls::RELOAD_INTERVAL,
+        positions: [
+            check.position(&[key("tls")]),
+            check.position(&[key("tls"), key("cert")]),
+            check.position(&[key("tls"), key("key")]),
+        ],
+    })
+}
+
+/// Read and check the TLS certificate and key, when configured; errors name the field.
+pub fn load_tls(settings: &Settings) -> Result<Option<Arc<CertStore>>, ConfigErrors> {
+    let Some(tls) = &settings.tls else {
+        return Ok(None);
+    };
+    CertStore::load(tls.files.clone())
+        .map(Some)
+        .map_err(|error| {
+            let (field, position) = match error.file() {
+                Some(TlsFile::Cert) => ("tls.cert", tls.positions[1]),
+                Some(TlsFile::Key) => ("tls.key", tls.positions[2]),
+                None => ("tls", tls.positions[0]),
+            };
+            ConfigErrors(vec![ConfigError {
+                file: settings.file.clone(),
+                position,
+                field: field.to_string(),
+                message: error.to_string(),
+            }])
+        })
 }
 
 /// Whether missing development keys may be created while loading.

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::identity::IdentitySettings;
-use super::raw::{RawAction, RawCountries, RawRule, RawToken};
+use super::raw::{RawAction, RawCountries, RawMode, RawRule, RawToken};
 use super::{Checker, Seg, check_access_rules, display_path, human_duration, key};
 use crate::FastSet;
 use crate::catalogue::Catalogue;
-use crate::policy::{Action, Policy, Rule, Subject, TokenGrant, VideoSelector, Window, rfc3339};
+use crate::policy::{
+    Action, Mode, Policy, Rule, Subject, TokenGrant, VideoSelector, Window, rfc3339,
+};
 use crate::token::TokenSettings;
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES, RuleAction};
 
@@ -42,6 +44,7 @@ pub(super) fn build_policy(
     catalogue: &Catalogue,
     identity: &IdentitySettings,
     defaults: &TokenDefaults,
+    mode: Mode,
     check: &mut Checker<'_>,
     warnings: &mut Vec<String>,
 ) -> Policy {
@@ -95,6 +98,27 @@ pub(super) fn build_policy(
             );
         }
         let token = rule_token(&rule, &at, defaults, window.not_after, check);
+        let rule_mode = rule.mode.map_or(mode, mode_of);
+        if rule_mode == Mode::Proxy && rule.action == RawAction::Allow {
+            // Stream then sees the gateway's address and location, not the viewer's.
+            if token.bind_client_ip {
+                check.error(
+                    &at("bind_client_ip"),
+                    "bind_client_ip cannot work in proxy mode: Stream sees the gateway's address, not the viewer's (the token never leaves the gateway anyway)",
+                );
+            }
+            let has_geo = token
+                .settings
+                .access_rules
+                .iter()
+                .any(|r| matches!(r, AccessRule::Country { .. } | AccessRule::IpSrc { .. }));
+            if has_geo {
+                warnings.push(format!(
+                    "{}: in proxy mode Stream judges ip.src and country rules against the gateway's address, not the viewer's",
+                    display_path(&[key("rules"), Seg::Index(i)])
+                ));
+            }
+        }
         rules.push(Rule {
             name: rule.name.into(),
             videos,
@@ -105,9 +129,17 @@ pub(super) fn build_policy(
             },
             window,
             token,
+            mode: rule_mode,
         });
     }
     Policy::new(rules, catalogue)
+}
+
+pub(super) fn mode_of(raw: RawMode) -> Mode {
+    match raw {
+        RawMode::Redirect => Mode::Redirect,
+        RawMode::Proxy => Mode::Proxy,
+    }
 }
 
 /// What rule subjects may refer to.

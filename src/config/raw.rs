@@ -41,6 +41,65 @@ pub struct RawConfig {
     pub trusted_proxies: Vec<RawNet>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+    pub tls: Option<RawTls>,
+    pub http_redirect_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub mode: RawMode,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+}
+
+/// How a permitted request is answered.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    #[default]
+    Redirect,
+    Proxy,
+}
+
+/// The client that proxy mode uses to reach Stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: HumanDuration,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            connect_timeout: default_connect_timeout(),
+            response_timeout: default_response_timeout(),
+            idle_timeout: default_idle_timeout(),
+            ca_file: None,
+        }
+    }
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+fn default_response_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15))
+}
+
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+/// HTTPS on `listen`: a PEM certificate chain and its private key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// How unauthenticated browsers are sent to sign in.
@@ -386,9 +445,10 @@ pub struct RawRule {
     pub bind_client_ip: Option<bool>,
     pub not_before: Option<Timestamp>,
     pub not_after: Option<Timestamp>,
+    pub mode: Option<RawMode>,
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RawAction {
     #[default]

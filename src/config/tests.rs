@@ -210,3 +210,35 @@ fn emulator_leeway_is_capped_at_a_minute() {
     assert_eq!(error.field, "stream.emulator.leeway");
     assert!(error.message.contains("5m"), "{error}");
 }
+
+#[test]
+fn proxy_mode_is_global_or_per_rule_and_refuses_address_binding() {
+    let settings = parse(&format!("mode: proxy\n{GOOD}")).unwrap();
+    assert!(
+        settings
+            .policy
+            .rules()
+            .iter()
+            .all(|r| r.mode == crate::policy::Mode::Proxy)
+    );
+    let per_rule = GOOD.replace("    ttl: 30m\n", "    ttl: 30m\n    mode: proxy\n");
+    let settings = parse(&per_rule).unwrap();
+    let modes: Vec<_> = settings.policy.rules().iter().map(|r| r.mode).collect();
+    assert_eq!(
+        modes,
+        [crate::policy::Mode::Redirect, crate::policy::Mode::Proxy]
+    );
+    let bound = per_rule.replace(
+        "    mode: proxy\n",
+        "    mode: proxy\n    bind_client_ip: true\n",
+    );
+    let error = single_error(&bound);
+    assert_eq!(error.field, "rules[1].bind_client_ip");
+    assert!(error.message.contains("gateway's address"), "{error}");
+}
+
+#[test]
+fn upstream_timeouts_have_a_floor() {
+    let error = single_error(&format!("upstream:\n  idle_timeout: 10ms\n{GOOD}"));
+    assert_eq!(error.field, "upstream.idle_timeout");
+}

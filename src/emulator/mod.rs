@@ -4,9 +4,11 @@
 //! gateway's signer: it is the independent check.
 
 mod content;
+mod http_file;
 mod judge;
 mod rules;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
@@ -15,12 +17,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use jsonwebtoken::DecodingKey;
 
-use self::content::Resource;
+pub use self::content::{
+    DOWNLOAD_LEN_BYTES, RENDITIONS, Rendition, SEGMENT_DURATION_SECS, SEGMENTS_PER_RENDITION,
+    SUBTITLES_PLAYLIST_PATH, SUBTITLES_SEGMENT_PATH, TS_PACKET_LEN,
+};
+use self::content::{Library, Resource};
+use self::http_file::Representation;
 use self::judge::{Permit, Rejection, TokenJudge};
 use self::rules::Viewer;
 use crate::Body;
@@ -67,14 +75,19 @@ pub enum EmulatorError {
     InvalidVideoUid(String),
 }
 
-/// A local Stream origin: serves `GET`/`HEAD /<token>/<resource>` for its videos when the
-/// token passes the same checks Stream documents, and refuses everything else with Stream's
-/// status codes and short reasons.
+/// A local Stream origin: serves `GET`/`HEAD /<token>/<file>` for its videos when the token
+/// passes the same checks Stream documents, and refuses everything else with Stream's status
+/// codes and short reasons.
+///
+/// The files (player page, HLS and DASH manifests, media playlists, segments, subtitles,
+/// thumbnail, download) are listed in [`RENDITIONS`] and the constants beside it. Every file
+/// answers with a strong `ETag`, a fixed `Last-Modified`, conditional requests (304/412) and
+/// single byte ranges (206/416), once the token was accepted.
 pub struct Emulator {
     judge: TokenJudge,
     country_header: HeaderName,
     client_ip_header: Option<HeaderName>,
-    download: Bytes,
+    library: &'static Library,
 }
 
 // === impl Emulator ===
@@ -106,7 +119,7 @@ impl Emulator {
             judge: TokenJudge::new(keys, video_uids, settings.leeway),
             country_header: settings.country_header,
             client_ip_header: settings.client_ip_header,
-            download: content::placeholder_mp4(),
+            library: Library::shared(),
         })
     }
 
@@ -131,19 +144,22 @@ impl Emulator {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(Refusal::MethodNotAllowed);
         }
-        let (segment, resource) =
-            content::match_path(req.uri().path()).ok_or(Refusal::NotFound("not found"))?;
+        let (segment, path) =
+            content::split_path(req.uri().path()).ok_or(Refusal::NotFound("not found"))?;
         let permit = self.authorize(segment, req.headers(), peer)?;
+        // Only now: a refused token learns nothing about which files exist.
+        let resource = Resource::parse(path).ok_or(Refusal::NotFound("not found"))?;
         if resource == Resource::Download && !permit.downloadable {
             return Err(Refusal::DownloadsNotAllowed);
         }
         tracing::debug!(
             %peer,
             video_uid = %permit.video_uid,
-            resource = resource.path(),
+            %resource,
             "emulator serving"
         );
-        Ok(self.content(resource, &permit.video_uid))
+        let file = self.file(resource, &permit.video_uid, segment, req);
+        Ok(file.respond(req.method(), req.headers()))
     }
 
     /// Judge the path segment: a bare uid is refused (every video requires a signed URL), a
@@ -185,26 +201,43 @@ impl Emulator {
         Viewer::new(header_address.unwrap_or(peer.ip()), country)
     }
 
-    fn content(&self, resource: Resource, video_uid: &str) -> Response<Body> {
+    /// The file to serve for `resource` of `video_uid`, requested through `token`.
+    fn file(
+        &self,
+        resource: Resource,
+        video_uid: &str,
+        token: &str,
+        req: &Request<Incoming>,
+    ) -> Cow<'static, Representation> {
         let body = match resource {
-            Resource::Player => Bytes::from(content::player_page(video_uid)),
-            Resource::HlsManifest => Bytes::from_static(content::HLS_MASTER_PLAYLIST.as_bytes()),
-            Resource::DashManifest => Bytes::from_static(content::DASH_MANIFEST.as_bytes()),
-            Resource::Thumbnail => Bytes::from_static(content::THUMBNAIL_JPEG),
-            Resource::Download => self.download.clone(),
+            Resource::Player => content::player_page(video_uid),
+            Resource::HlsManifest => content::hls_master_playlist(&subtitles_uri(req, token)),
+            _ => {
+                let file = self.library.file(resource);
+                return Cow::Borrowed(file.expect("the library holds every other file"));
+            }
         };
-        let mut response = Response::new(Body::new(body));
-        let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(resource.content_type()),
-        );
-        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-        if resource == Resource::Player {
-            // The page is only reachable through a token; a cached copy would outlive it.
-            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // Small, so hashing it per request for its ETag is cheap.
+        Cow::Owned(content::representation(resource, Bytes::from(body)))
+    }
+}
+
+/// Where the master playlist points for subtitles: an absolute URL on the host and scheme
+/// the request was sent to (`http` unless the request line says otherwise: the emulator
+/// only listens on plain HTTP), as origins that write absolute URLs do. Relative when the
+/// request names no usable host (HTTP/1.0 without `Host`).
+fn subtitles_uri(req: &Request<Incoming>, token: &str) -> String {
+    // An absolute-form target or HTTP/2 `:authority` wins over `Host` (RFC 9112 §3.2.2).
+    let authority = req.uri().authority().cloned().or_else(|| {
+        let host = req.headers().get(HOST)?.to_str().ok()?;
+        host.parse::<Authority>().ok()
+    });
+    match authority.filter(|authority| !authority.as_str().contains('@')) {
+        Some(authority) => {
+            let scheme = req.uri().scheme_str().unwrap_or("http");
+            format!("{scheme}://{authority}/{token}/{SUBTITLES_PLAYLIST_PATH}")
         }
-        response
+        None => content::SUBTITLES_PLAYLIST_FILE.to_owned(),
     }
 }
 

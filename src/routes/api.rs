@@ -70,7 +70,7 @@ pub async fn get_signed_url(
     }
 
     let minted = gateway
-        .mint(&parts.headers, peer, video_id, Resource::Iframe)
+        .mint(&parts.headers, peer, video_id, super::Target::Player)
         .await?;
     let token = minted.token.token.expose();
     let expires_at = UNIX_EPOCH + Duration::from_secs(minted.token.expires_at);

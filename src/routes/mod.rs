@@ -67,14 +67,47 @@ impl Resource {
     }
 }
 
+/// What below the token a `/watch/<video>/...` request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// `/watch/<video>`: the player.
+    Player,
+    /// A documented Stream resource.
+    Resource(Resource),
+    /// Any other file below the token (what manifests reference: renditions, segments,
+    /// captions). Served in proxy mode only. Checked: relative, no `.`/`..` segments, plain
+    /// characters.
+    File(&'a str),
+}
+
+impl Target<'_> {
+    /// The path below the token on Stream.
+    pub fn upstream_path(&self) -> &str {
+        match self {
+            Target::Player => Resource::Iframe.path(),
+            Target::Resource(resource) => resource.path(),
+            Target::File(path) => path,
+        }
+    }
+
+    /// Whether the target is an MP4 download (which needs a `downloadable` token).
+    pub fn is_download(&self) -> bool {
+        match self {
+            Target::Resource(resource) => *resource == Resource::Download,
+            Target::File(path) => path.starts_with("downloads/"),
+            Target::Player => false,
+        }
+    }
+}
+
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// `/watch/<video>[/<resource>]`: `video` is syntactically a uid or an alias.
+    /// `/watch/<video>[/<path>]`: `video` is syntactically a uid or an alias.
     Watch {
         video: &'a str,
-        resource: Resource,
-        /// The query to pass on, already checked against the resource's allowed parameters.
+        target: Target<'a>,
+        /// The query to pass on, already checked.
         query: Option<&'a str>,
     },
     /// `POST /api/getSignedURL`.
@@ -147,17 +180,38 @@ fn match_watch<'a>(rest: &'a str, query: Option<&'a str>) -> Result<Route<'a>, R
             truncate(video)
         )));
     }
-    let resource = match resource_path {
-        None => Resource::Iframe,
-        Some(path) => Resource::from_path(path).ok_or_else(|| {
-            RequestError::NotFound(format!(
-                "unknown resource `{}`; one of: {}",
-                truncate(path),
-                Resource::ALL.map(Resource::path).join(", ")
-            ))
-        })?,
+    let target = match resource_path {
+        None => Target::Player,
+        Some(path) => match Resource::from_path(path) {
+            Some(resource) => Target::Resource(resource),
+            None if is_safe_file_path(path) => Target::File(path),
+            None => {
+                return Err(RequestError::NotFound(format!(
+                    "unknown resource `{}`; one of: {}",
+                    truncate(path),
+                    Resource::ALL.map(Resource::path).join(", ")
+                )));
+            }
+        },
     };
-    let query = match (query.filter(|q| !q.is_empty()), resource.allowed_query()) {
+    let query = query.filter(|q| !q.is_empty());
+    let resource = match target {
+        Target::Player => Resource::Iframe,
+        Target::Resource(resource) => resource,
+        Target::File(_) => {
+            return match query {
+                Some(query) if !is_safe_query(query) => Err(RequestError::BadRequest(
+                    "the query may hold only letters, digits and -._~%=&+".into(),
+                )),
+                query => Ok(Route::Watch {
+                    video,
+                    target,
+                    query,
+                }),
+            };
+        }
+    };
+    let query = match (query, resource.allowed_query()) {
         (None, _) | (Some(_), None) => None,
         (Some(query), Some(allowed)) => {
             for pair in query.split('&') {
@@ -176,8 +230,34 @@ fn match_watch<'a>(rest: &'a str, query: Option<&'a str>) -> Result<Route<'a>, R
     };
     Ok(Route::Watch {
         video,
-        resource,
+        target,
         query,
+    })
+}
+
+/// Most segments a file path below the token may have, and their longest length.
+const MAX_FILE_SEGMENTS: usize = 8;
+const MAX_SEGMENT_BYTES: usize = 128;
+
+/// A relative path of plain segments: `manifest/seg_360p_0.ts`; never empty segments, `.`
+/// or `..`, or anything that could be read as another origin or an escape.
+fn is_safe_file_path(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').collect();
+    segments.len() <= MAX_FILE_SEGMENTS
+        && segments.iter().all(|segment| {
+            !segment.is_empty()
+                && segment.len() <= MAX_SEGMENT_BYTES
+                && !segment.starts_with('.')
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+fn is_safe_query(query: &str) -> bool {
+    query.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b'=' | b'&' | b'+')
     })
 }
 
@@ -204,7 +284,7 @@ mod tests {
             get("/watch/intro").unwrap(),
             Route::Watch {
                 video: "intro",
-                resource: Resource::Iframe,
+                target: Target::Player,
                 query: None
             }
         );
@@ -218,7 +298,7 @@ mod tests {
                 resource.path()
             );
             match get(&path).unwrap() {
-                Route::Watch { resource: got, .. } => assert_eq!(got, resource),
+                Route::Watch { target, .. } => assert_eq!(target, Target::Resource(resource)),
                 other => panic!("{other:?}"),
             }
         }
@@ -245,15 +325,43 @@ mod tests {
     }
 
     #[test]
-    fn unknown_resources_are_not_found() {
+    fn odd_sub_paths_are_not_found() {
         for path in [
             "/watch/intro/",
-            "/watch/intro/manifest",
-            "/watch/intro/iframe/x",
+            "/watch/intro/manifest/",
+            "/watch/intro/a//b",
+            "/watch/intro/manifest/../iframe",
+            "/watch/intro/./iframe",
+            "/watch/intro/.env",
+            "/watch/intro/a:b",
+            "/watch/intro/a/b/c/d/e/f/g/h/i",
         ] {
             let err = get(path).unwrap_err();
             assert!(matches!(err, RequestError::NotFound(_)), "{path}: {err:?}");
         }
+    }
+
+    #[test]
+    fn other_files_below_the_video_are_routed_as_files() {
+        let route = match_route(
+            &Method::GET,
+            "/watch/intro/manifest/seg_360p_0.ts",
+            Some("x=1"),
+        )
+        .unwrap();
+        assert_eq!(
+            route,
+            Route::Watch {
+                video: "intro",
+                target: Target::File("manifest/seg_360p_0.ts"),
+                query: Some("x=1"),
+            }
+        );
+        let bad = match_route(&Method::GET, "/watch/intro/manifest/a.ts", Some("a=<b>"));
+        assert!(matches!(bad.unwrap_err(), RequestError::BadRequest(_)));
+        assert!(Target::File("downloads/other.mp4").is_download());
+        assert!(Target::Resource(Resource::Download).is_download());
+        assert!(!Target::File("manifest/downloads.m3u8").is_download());
     }
 
     #[test]

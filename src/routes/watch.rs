@@ -44,3 +44,23 @@ pub fn redirect(
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     Ok(response)
 }
+
+/// `302 Location: /watch/<video>/iframe[?query]`: in proxy mode the player page must be
+/// served from a URL whose directory is the video's, so its relative references resolve
+/// below it. Relative, and carries no token.
+pub fn to_player(video: &str, query: Option<&str>) -> Response<Body> {
+    let mut location = format!("/watch/{video}/iframe");
+    if let Some(query) = query {
+        location.push('?');
+        location.push_str(query);
+    }
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    if let Ok(location) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    response
+}

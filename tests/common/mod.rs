@@ -576,3 +576,239 @@ pub fn temp_file_with(contents: &[u8]) -> tempfile::NamedTempFile {
     file.flush().expect("flushing a temporary file");
     file
 }
+
+// === TLS (tests/tls.rs) ===
+
+/// A test-only CA that issues server certificates for `localhost` and 127.0.0.1.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A server certificate and its key, as the gateway reads them.
+pub struct IssuedCert {
+    /// The leaf then the CA, PEM.
+    pub chain_pem: String,
+    /// PKCS#8 PEM.
+    pub key_pem: String,
+    /// The leaf, DER, to compare with what a client was shown.
+    pub leaf: rustls_pki_types::CertificateDer<'static>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("streamgate test-only CA {name}"),
+        );
+        let key = rcgen::KeyPair::generate().expect("a CA key");
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("a CA certificate"),
+        }
+    }
+
+    /// A fresh key and a certificate for `localhost` and 127.0.0.1 signed by this CA.
+    pub fn issue(&self) -> IssuedCert {
+        let key = rcgen::KeyPair::generate().expect("a server key");
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("server params");
+        let leaf = params
+            .signed_by(&key, &self.issuer)
+            .expect("the CA signs the server certificate");
+        IssuedCert {
+            chain_pem: format!("{}{}", leaf.pem(), self.issuer.pem()),
+            key_pem: key.serialize_pem(),
+            leaf: leaf.der().clone(),
+        }
+    }
+
+    /// A client trusting only this CA, offering `alpn` (may be empty) and TLS 1.3 and 1.2.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        self.client_config_for(alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`client_config`](TestCa::client_config) limited to `versions`.
+    pub fn client_config_for(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.issuer.der().clone())
+            .expect("the CA is a valid root");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("supported versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+/// Replace `path` the way certificate tooling does: write a sibling, then rename over it.
+pub fn replace_file(path: &std::path::Path, contents: &str) {
+    let staging = path.with_extension("new");
+    std::fs::write(&staging, contents).expect("writing the replacement");
+    std::fs::rename(&staging, path).expect("renaming the replacement into place");
+}
+
+/// The HTTP side of one TLS connection, HTTP/2 or HTTP/1.1 as ALPN chose.
+enum TlsSender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// One TLS connection to a test server, kept open across requests.
+pub struct TlsConnection {
+    sender: TlsSender,
+    authority: String,
+    /// The leaf certificate the server presented.
+    pub peer_leaf: rustls_pki_types::CertificateDer<'static>,
+    /// The ALPN protocol agreed, if any.
+    pub alpn: Option<Vec<u8>>,
+    pub protocol_version: Option<rustls::ProtocolVersion>,
+}
+
+impl TlsConnection {
+    /// Connect to `addr` as `localhost` and complete the handshake (bounded).
+    pub async fn connect(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<TlsConnection> {
+        use hyper_util::rt::TokioIo;
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = rustls_pki_types::ServerName::try_from("localhost")
+                .expect("a valid name")
+                .to_owned();
+            tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+        };
+        let stream = tokio::time::timeout(REQUEST_TIMEOUT, connect)
+            .await
+            .unwrap_or_else(|_| panic!("TLS handshake with {addr} timed out"))?;
+        let session = stream.get_ref().1;
+        let peer_leaf = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .expect("the server presents a certificate")
+            .clone()
+            .into_owned();
+        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+        let protocol_version = session.protocol_version();
+        let io = TokioIo::new(stream);
+        let sender = if alpn.as_deref() == Some(b"h2") {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            TlsSender::Http2(sender)
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            TlsSender::Http1(sender)
+        };
+        Ok(TlsConnection {
+            sender,
+            authority: format!("localhost:{}", addr.port()),
+            peer_leaf,
+            alpn,
+            protocol_version,
+        })
+    }
+
+    /// `GET path_and_query` on this connection; the response is read in full (bounded).
+    pub async fn get(&mut self, path_and_query: &str) -> (http::Version, TestResponse) {
+        let uri = format!("https://{}{path_and_query}", self.authority);
+        let exchange = async {
+            let response = match &mut self.sender {
+                TlsSender::Http2(sender) => {
+                    let request = Request::get(&uri).body(Full::new(Bytes::new())).unwrap();
+                    sender.send_request(request).await
+                }
+                TlsSender::Http1(sender) => {
+                    sender.ready().await.expect("the connection is open");
+                    let request = Request::get(path_and_query)
+                        .header(http::header::HOST, &self.authority)
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    sender.send_request(request).await
+                }
+            }
+            .expect("request should succeed");
+            let version = response.version();
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.expect("a readable body").to_bytes();
+            let response = TestResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            };
+            (version, response)
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| panic!("request to {uri} timed out"))
+    }
+}
+
+/// Poll `condition` every 20 ms for at most 10 s; panics with `what` if it never holds.
+pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    for _ in 0..500 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("waited 10 s for {what}");
+}
+
+// === HLS and DASH (emulator and proxy tests) ===
+
+/// The URI lines of an HLS playlist (every non-blank line that is not a tag), in order.
+pub fn playlist_uris(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `URI="..."` attribute values in an HLS playlist's tags (`#EXT-X-MEDIA`, `#EXT-X-KEY`,
+/// ...), in order.
+pub fn playlist_attribute_uris(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter(|line| line.starts_with('#'))
+        .flat_map(|line| line.split("URI=\"").skip(1))
+        .filter_map(|rest| rest.split_once('"').map(|(uri, _)| uri.to_owned()))
+        .collect()
+}
+
+/// `reference` resolved against `base` as a player does for the forms playlists use: an
+/// absolute URL as it is, `/path` against base's origin, anything else against base's
+/// directory (no `..` handling).
+pub fn resolve_url(base: &str, reference: &str) -> String {
+    if reference.contains("://") {
+        return reference.to_owned();
+    }
+    let base = base.split(['?', '#']).next().unwrap_or(base);
+    if reference.starts_with('/') {
+        let after_scheme = base.find("://").map_or(0, |at| at + 3);
+        let origin_end = base[after_scheme..]
+            .find('/')
+            .map_or(base.len(), |at| after_scheme + at);
+        return format!("{}{reference}", &base[..origin_end]);
+    }
+    let directory_end = base.rfind('/').map_or(base.len(), |at| at + 1);
+    format!("{}{reference}", &base[..directory_end])
+}
