@@ -180,7 +180,8 @@ fn main() {
         location.len(),
         "(e) and (f) answer with a Location as long as (a)'s"
     );
-    let auth = app.gateway().authenticator();
+    let serving = app.gateway();
+    let auth = serving.authenticator();
     let auth_checks = || {
         (
             auth.basic.as_ref().map_or(0, |basic| basic.verifications()),

@@ -15,19 +15,26 @@
 //!   the rules indexed under the video.
 //! - `policy_load`: [`Settings::from_yaml`] of the big policy's YAML (about 13 MB), sampled
 //!   10 times; prints the median, whose target is well under a second.
+//! - `metrics_request`: [`Metrics::request`] (a counter and a histogram bucket), on one thread
+//!   and on two threads at once (time per call per thread; equal to the one-thread figure when
+//!   the shards keep the threads off each other's cache lines); [`Metrics::decision`] for a
+//!   named rule; and, for comparison, the same request recorded through prometheus-client's
+//!   `Family::get_or_create` and its locking `Histogram`.
 //!
 //! Run with `cargo bench --bench micro`; the whole run takes about a minute, half of it for
 //! the two policy benches (`cargo bench --bench micro -- decision` or `-- policy_load` runs
 //! only those).
 //!
 //! [`Policy::decide`]: streamgate::policy::Policy::decide
+//! [`Metrics::request`]: streamgate::metrics::Metrics::request
+//! [`Metrics::decision`]: streamgate::metrics::Metrics::decision
 
 #[path = "support/policy_gen.rs"]
 mod policy_gen;
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, Barrier, LazyLock};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
@@ -36,6 +43,7 @@ use rustls_pki_types::PrivatePkcs1KeyDer;
 use rustls_pki_types::pem::PemObject;
 use streamgate::cache::TokenCache;
 use streamgate::config::Settings;
+use streamgate::metrics::{Metrics, Outcome, Route};
 use streamgate::token::claims::Claims;
 use streamgate::token::signer::{sign_jws, unix_now};
 use streamgate::token::{Signer, SigningKey, TokenSettings, VideoUid};
@@ -345,6 +353,70 @@ const LOAD_SAMPLES: usize = 10;
 
 /// Short runs: the machine is shared, and these are for ratios and regressions, not for
 /// nanosecond precision.
+fn metrics_request(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    metrics.set_rules((0..20).map(|i| format!("rule-{i}")));
+    let latency = Duration::from_micros(180);
+    let mut group = c.benchmark_group("metrics_request");
+    group.bench_function("request", |b| {
+        b.iter(|| metrics.request(black_box(Route::Watch), black_box(302), black_box(latency)))
+    });
+    group.bench_function("request_2_threads", |b| {
+        // Both threads make `iters` calls at once; the time is the slower thread's, so it is
+        // per call per thread.
+        b.iter_custom(|iters| {
+            let barrier = Barrier::new(2);
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..2)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            let start = Instant::now();
+                            for _ in 0..iters {
+                                metrics.request(
+                                    black_box(Route::Watch),
+                                    black_box(302),
+                                    black_box(latency),
+                                );
+                            }
+                            start.elapsed()
+                        })
+                    })
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|thread| thread.join().expect("a bench thread"))
+                    .max()
+                    .expect("two threads")
+            })
+        })
+    });
+    group.bench_function("decision_rule", |b| {
+        b.iter(|| metrics.decision(black_box(Outcome::Allow), black_box(Some(7))))
+    });
+
+    use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
+    let requests = Family::<[(&str, &str); 2], Counter>::default();
+    let durations = Family::<[(&str, &str); 1], Histogram>::new_with_constructor(|| {
+        Histogram::new([
+            5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0, 10.0,
+        ])
+    });
+    group.bench_function("prometheus_client_family_baseline", |b| {
+        b.iter(|| {
+            let route = black_box("watch");
+            requests
+                .get_or_create(&[("route", route), ("status", black_box("302"))])
+                .inc();
+            durations
+                .get_or_create(&[("route", route)])
+                .observe(black_box(latency).as_secs_f64());
+        })
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -356,6 +428,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = micro;
     config = config();
-    targets = sign, claims_build, cache_hit, decision, policy_load
+    targets = sign, claims_build, cache_hit, decision, policy_load, metrics_request
 }
 criterion_main!(micro);

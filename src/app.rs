@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,12 +11,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cache::TokenCache;
+use crate::config::active_first;
 use crate::config::{
     ConfigError, ConfigErrors, EmulatorOptions, Settings, StreamSettings, build_authenticator,
     load_tls,
 };
 use crate::emulator::{Emulator, EmulatorError, EmulatorSettings, VerifyingKeySpec};
 use crate::gateway::Gateway;
+use crate::live::Live;
+use crate::metrics::{CacheCounts, Metrics};
+use crate::ops::{MetricsOnly, Ops};
+use crate::reload::Reloader;
 use crate::server;
 use crate::tls::{self, CertStore};
 use crate::token::{Signer, SigningKey};
@@ -42,7 +49,11 @@ pub enum StartError {
 
 /// A running gateway (and emulator, when configured).
 pub struct App {
-    gateway: Arc<Gateway>,
+    gateway: Arc<Live<Gateway>>,
+    metrics: Arc<Metrics>,
+    metrics_addr: Option<SocketAddr>,
+    reloader: Option<Arc<Reloader>>,
+    refused_connections: Arc<std::sync::atomic::AtomicU64>,
     gateway_addr: SocketAddr,
     emulator_addr: Option<SocketAddr>,
     https: Option<Https>,
@@ -59,6 +70,7 @@ impl App {
         listen: Option<SocketAddr>,
     ) -> Result<App, StartError> {
         let auth = build_authenticator(&settings)?;
+        let keys = active_first(&settings, keys);
         // Before anything listens: a bad certificate or key must not half-start the gateway.
         let tls = load_https(&settings)?;
         let settings = Arc::new(settings);
@@ -69,6 +81,8 @@ impl App {
         ));
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
+        let mut live_emulator = None;
+        let mut metrics_addr = None;
 
         let (origin, emulator_addr) = match &settings.stream {
             StreamSettings::Origin(origin) => (origin.clone(), None),
@@ -76,11 +90,13 @@ impl App {
                 let emulator = Emulator::new(emulator_settings(&settings, signer.keys(), options))?;
                 let listener = bind(options.listen, "Stream emulator").await?;
                 let addr = local_addr(&listener, options.listen);
+                let live = Arc::new(Live::new(Arc::new(emulator)));
                 tasks.push(tokio::spawn(server::serve(
                     listener,
-                    Arc::new(emulator),
+                    Arc::clone(&live),
                     until_stopped(stopped.clone()),
                 )));
+                live_emulator = Some(live);
                 (origin_for(addr), Some(addr))
             }
         };
@@ -111,26 +127,110 @@ impl App {
         if let Some(jwt) = &auth.jwt {
             jwt.spawn_refresh(until_stopped(stopped.clone()));
         }
-        let gateway = match Gateway::new(settings, auth, signer, origin) {
-            Ok(gateway) => Arc::new(gateway),
+        let config_path = PathBuf::from(&settings.file);
+        let access_log = settings.access_log;
+        let metrics_listen = settings.metrics_listen;
+        let metrics = Metrics::new();
+        metrics.set_rules(settings.policy.rules().iter().map(|r| &*r.name));
+        metrics.set_config_generation(1);
+        let connections = server::ConnectionBuilder::with_limits(&settings.limits)
+            .observed_by(Arc::clone(&metrics));
+        let refused_connections = connections.refused_counter();
+        let cache = Arc::new(
+            TokenCache::new(signer, settings.cache_capacity, settings.min_remaining)
+                .with_sign_timeout(settings.request_timeout)
+                .observed_by(Arc::clone(&metrics)),
+        );
+        let gateway = match Gateway::with_cache(settings, auth, cache, origin.clone()) {
+            Ok(gateway) => Arc::new(Live::new(Arc::new(
+                gateway.observed_by(Arc::clone(&metrics)),
+            ))),
             Err(error) => {
                 let _ = stop.send(true);
                 return Err(StartError::Upstream(error));
             }
         };
+        // Only a configuration that came from a file can be reloaded.
+        let reloader = config_path.is_file().then(|| {
+            let reloader = Arc::new(Reloader::new(
+                config_path,
+                Arc::clone(&gateway),
+                live_emulator.clone(),
+                origin,
+                Arc::clone(&metrics),
+            ));
+            tasks.push(Arc::clone(&reloader).spawn_watch(until_stopped(stopped.clone())));
+            reloader
+        });
+        {
+            let gateway = Arc::clone(&gateway);
+            metrics.set_cache_source(Box::new(move || {
+                let stats = gateway.current().cache().stats();
+                CacheCounts {
+                    hits: stats.hits,
+                    misses: stats.misses,
+                    evictions: stats.evictions,
+                    entries: stats.entries,
+                }
+            }));
+        }
+        if let Some(addr) = metrics_listen {
+            match bind(addr, "metrics").await {
+                Ok(listener) => {
+                    metrics_addr = Some(local_addr(&listener, addr));
+                    tasks.push(tokio::spawn(server::serve(
+                        listener,
+                        Arc::new(MetricsOnly {
+                            metrics: Arc::clone(&metrics),
+                        }),
+                        until_stopped(stopped.clone()),
+                    )));
+                }
+                Err(error) => {
+                    let _ = stop.send(true);
+                    return Err(error);
+                }
+            }
+        }
+        let ops = Arc::new(Ops::new(
+            Arc::clone(&gateway),
+            Arc::clone(&metrics),
+            metrics_listen.is_none(),
+            reloader.clone(),
+            emulator_addr,
+            access_log,
+        ));
+        {
+            // Rate-limit state of quiet callers is dropped once a minute.
+            let gateway = Arc::clone(&gateway);
+            let stop = until_stopped(stopped.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        () = &mut stop => break,
+                        () = tokio::time::sleep(Duration::from_secs(60)) => {
+                            gateway.current().forget_idle_rate_limits();
+                        }
+                    }
+                }
+            }));
+        }
         let https = match tls {
             Some(tls) => Some(tls.spawn(
                 listener,
                 redirect,
-                &gateway,
+                &ops,
+                connections,
                 gateway_addr.port(),
                 &stopped,
                 &mut tasks,
             )),
             None => {
-                tasks.push(tokio::spawn(server::serve(
+                tasks.push(tokio::spawn(server::serve_with(
                     listener,
-                    Arc::clone(&gateway),
+                    Arc::clone(&ops),
+                    connections,
                     until_stopped(stopped),
                 )));
                 None
@@ -139,6 +239,10 @@ impl App {
 
         Ok(App {
             gateway,
+            metrics,
+            metrics_addr,
+            reloader,
+            refused_connections,
             gateway_addr,
             emulator_addr,
             https,
@@ -178,8 +282,30 @@ impl App {
         self.https.as_ref().and_then(|https| https.redirect_addr)
     }
 
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
+    /// The gateway serving now (a reload replaces it).
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.current()
+    }
+
+    /// Connections closed on accept because `limits.max_connections` were open.
+    pub fn refused_connections(&self) -> u64 {
+        self.refused_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Where `/metrics` is served on its own listener (`metrics_listen`), if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The live reloader, when the configuration came from a file.
+    pub fn reloader(&self) -> Option<&Arc<Reloader>> {
+        self.reloader.as_ref()
     }
 
     /// Stop accepting, let in-flight requests finish (bounded), and wait for the servers.
@@ -223,19 +349,22 @@ fn load_https(settings: &Settings) -> Result<Option<TlsSetup>, StartError> {
 impl TlsSetup {
     /// Serve the gateway over HTTPS on `listener` and the redirect on `redirect`, and watch
     /// the certificate files, until `stopped`.
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         self,
         listener: TcpListener,
         redirect: Option<(TcpListener, SocketAddr)>,
-        gateway: &Arc<Gateway>,
+        gateway: &Arc<Ops>,
+        connections: server::ConnectionBuilder,
         https_port: u16,
         stopped: &watch::Receiver<bool>,
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Https {
-        tasks.push(tokio::spawn(server::serve_tls(
+        tasks.push(tokio::spawn(server::serve_tls_with(
             listener,
             self.config,
             Arc::clone(gateway),
+            connections,
             until_stopped(stopped.clone()),
         )));
         tasks.push(tokio::spawn(

@@ -95,6 +95,8 @@ pub struct CacheStats {
     pub misses: u64,
     /// Entries currently held.
     pub entries: u64,
+    /// Entries pushed out because the cache was full.
+    pub evictions: u64,
 }
 
 /// A bounded, single-flight cache of signed tokens in front of a [`Signer`].
@@ -103,22 +105,49 @@ pub struct TokenCache {
     signer: Arc<Signer>,
     hits: ShardedCounter,
     misses: AtomicU64,
+    /// Entries pushed out by capacity (not by expiry or invalidation).
+    evictions: Arc<AtomicU64>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Longest wait for a signature (queue included); `limits.request_timeout`.
+    sign_timeout: Duration,
 }
 
 impl TokenCache {
     /// A cache holding at most `capacity` tokens, serving each until it has less than
     /// `min_remaining` life left.
     pub fn new(signer: Arc<Signer>, capacity: u64, min_remaining: Duration) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&evictions);
         let tokens = Cache::builder()
             .max_capacity(capacity)
             .expire_after(ReuseWindow { min_remaining })
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             tokens,
             signer,
             hits: ShardedCounter::default(),
             misses: AtomicU64::new(0),
+            evictions,
+            metrics: None,
+            sign_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Give up on a signature after `timeout` (the caller gets a 503).
+    pub fn with_sign_timeout(mut self, timeout: Duration) -> Self {
+        self.sign_timeout = timeout;
+        self
+    }
+
+    /// Report each signature's latency (queue wait included) to `metrics`.
+    pub fn observed_by(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// A token for `uid` under `settings`: the cached one while it has enough life left,
@@ -148,10 +177,22 @@ impl TokenCache {
     async fn sign_once(&self, key: TokenKey) -> Result<Arc<IssuedToken>, Arc<SignError>> {
         let (uid, settings) = (key.uid, Arc::clone(&key.settings));
         let signer = &self.signer;
+        let metrics = self.metrics.as_ref();
+        let timeout = self.sign_timeout;
         let entry = self
             .tokens
             .entry(key)
-            .or_try_insert_with(async move { signer.sign(uid, settings).await.map(Arc::new) })
+            .or_try_insert_with(async move {
+                let started = Instant::now();
+                let signed = match tokio::time::timeout(timeout, signer.sign(uid, settings)).await {
+                    Ok(signed) => signed.map(Arc::new),
+                    Err(_) => Err(SignError::TimedOut(timeout)),
+                };
+                if let Some(metrics) = metrics {
+                    metrics.signature(started.elapsed());
+                }
+                signed
+            })
             .await?;
         // Not fresh: another request signed it while this one waited (single-flight).
         if entry.is_fresh() {
@@ -174,6 +215,7 @@ impl TokenCache {
             hits: self.hits.sum(),
             misses: self.misses.load(Ordering::Relaxed),
             entries: self.tokens.entry_count(),
+            evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
 

@@ -36,8 +36,24 @@ struct Cli {
         env = "STREAMGATE_CONFIG"
     )]
     config: PathBuf,
+    /// Log format: `text` (human), `json` (one object per line), or `auto` (text on a
+    /// terminal, JSON otherwise).
+    #[arg(
+        long,
+        global = true,
+        default_value = "text",
+        env = "STREAMGATE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,7 +150,7 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 /// Parse the command line, run the command, and map failures to exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     let result = match cli.command.unwrap_or(Command::Serve { listen: None }) {
         Command::Serve { listen } => serve(&cli.config, listen),
         Command::Emulate { listen } => emulate(&cli.config, listen),
@@ -157,13 +173,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -46,6 +46,12 @@ pub enum RequestError {
     /// The Stream origin did not answer in time (proxy mode).
     #[error("{0}")]
     GatewayTimeout(String),
+    /// Over a token-minting rate limit.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
+    /// The gateway took longer than `limits.request_timeout` to answer.
+    #[error("the request took longer than {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// How to address a refusal to this particular client.
@@ -75,11 +81,16 @@ impl RequestError {
             RequestError::Forbidden(_) => StatusCode::FORBIDDEN,
             RequestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::Signing(error) if matches!(**error, SignError::TimedOut(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RequestError::Internal(_) | RequestError::Signing(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             RequestError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             RequestError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            RequestError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -130,6 +141,9 @@ impl RequestError {
         match self {
             RequestError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            RequestError::TooManyRequests { retry_after_secs } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             _ if needs_sign_in => {
                 for challenge in audience.challenges {

@@ -16,6 +16,7 @@ use crate::client_addr::client_address;
 use crate::config::Settings;
 use crate::error::{Audience, RequestError, prefers_html};
 use crate::identity::{Authenticator, Identity};
+use crate::ops::AccessNote;
 use crate::policy::{Denied, Mode, Permit};
 use crate::proxy::{self, ClientError, Forward, Upstream, UpstreamError};
 use crate::routes::{self, Resource, Route, Target};
@@ -38,7 +39,7 @@ pub struct Minted<'a> {
 pub struct Gateway {
     settings: Arc<Settings>,
     auth: Authenticator,
-    cache: TokenCache,
+    cache: Arc<TokenCache>,
     /// Where tokens are played: `https://customer-<code>.cloudflarestream.com` or the emulator.
     origin: String,
     /// The client proxy mode fetches Stream through.
@@ -47,6 +48,9 @@ pub struct Gateway {
     challenges: Vec<HeaderValue>,
     /// How to sign in, for the 401's reason.
     sign_in: Arc<str>,
+    /// Token-minting rate limits (off unless configured).
+    limiter: crate::ratelimit::MintLimiter,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Gateway {
@@ -58,8 +62,24 @@ impl Gateway {
         signer: Arc<Signer>,
         origin: String,
     ) -> Result<Self, ClientError> {
+        let cache = Arc::new(TokenCache::new(
+            signer,
+            settings.cache_capacity,
+            settings.min_remaining,
+        ));
+        Self::with_cache(settings, auth, cache, origin)
+    }
+
+    /// A gateway that shares an existing token cache (and its signer): a reload that changes
+    /// neither the keys nor the cache settings keeps every token minted so far. Tokens under
+    /// rules whose settings changed are never served again: the settings are part of the key.
+    pub fn with_cache(
+        settings: Arc<Settings>,
+        auth: Authenticator,
+        cache: Arc<TokenCache>,
+        origin: String,
+    ) -> Result<Self, ClientError> {
         let upstream = Upstream::new(origin.clone(), settings.upstream.clone())?;
-        let cache = TokenCache::new(signer, settings.cache_capacity, settings.min_remaining);
         let realm = &settings.identity.realm;
         let mut challenges = vec![];
         if auth.basic_enabled() {
@@ -78,6 +98,7 @@ impl Gateway {
             ways.push("a session token from your identity provider");
         }
         let sign_in = ways.join(", or ").into();
+        let limiter = crate::ratelimit::MintLimiter::new(&settings.rate_limit);
         Ok(Self {
             settings,
             auth,
@@ -86,11 +107,18 @@ impl Gateway {
             upstream,
             challenges,
             sign_in,
+            limiter,
+            metrics: None,
         })
     }
 
-    pub fn cache(&self) -> &TokenCache {
+    pub fn cache(&self) -> &Arc<TokenCache> {
         &self.cache
+    }
+
+    /// The configuration this gateway serves.
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
     }
 
     pub fn origin(&self) -> &str {
@@ -101,10 +129,22 @@ impl Gateway {
         &self.auth
     }
 
+    /// Report upstream latency, upstream errors and rate limiting to `metrics`.
+    pub fn observed_by(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Drop rate-limit state of callers that have been quiet (run periodically).
+    pub fn forget_idle_rate_limits(&self) {
+        self.limiter.forget_idle();
+    }
+
     async fn route(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        note: &mut AccessNote,
     ) -> Result<Response<Body>, RequestError> {
         let route = routes::match_route(req.method(), req.uri().path(), req.uri().query())?;
         match route {
@@ -113,7 +153,7 @@ impl Gateway {
                 target,
                 query,
             } => {
-                let minted = self.mint(req.headers(), peer, video, target).await?;
+                let minted = self.mint(req.headers(), peer, video, target, note).await?;
                 match (minted.permit.mode(), target) {
                     (Mode::Redirect, Target::Player) => {
                         routes::watch::redirect(&self.origin, &minted, Resource::Iframe, query)
@@ -139,7 +179,7 @@ impl Gateway {
                     }
                 }
             }
-            Route::GetSignedUrl => routes::api::get_signed_url(self, req, peer).await,
+            Route::GetSignedUrl => routes::api::get_signed_url(self, req, peer, note).await,
             Route::Health => Ok(crate::error::json_response(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ok"}),
@@ -154,18 +194,62 @@ impl Gateway {
         peer: SocketAddr,
         video_id: &str,
         target: Target<'_>,
+        note: &mut AccessNote,
     ) -> Result<Minted<'_>, RequestError> {
-        let identity = self.auth.identify(headers).await?;
+        let identity = self.auth.identify(headers).await.inspect_err(|_| {
+            note.decision = "unauthenticated";
+        })?;
+        if note.enabled {
+            note.subject = identity.principal().map(|p| p.label());
+        }
+        if self.limiter.is_enabled() {
+            let client =
+                client_address(peer.ip(), headers, &self.settings.identity.trusted_proxies);
+            let subject = identity.principal().map(|p| p.label());
+            self.limiter
+                .check(subject.as_deref(), client)
+                .map_err(|wait| {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.rate_limited();
+                    }
+                    RequestError::TooManyRequests {
+                        retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                    }
+                })?;
+        }
         let video = self
             .settings
             .catalogue
             .resolve(video_id)
             .ok_or_else(|| RequestError::NotFound(format!("no video `{video_id}`")))?;
-        let permit = self
-            .settings
-            .policy
-            .decide(&identity, video, unix_now())
-            .map_err(|denied| self.refusal(&identity, denied))?;
+        if note.enabled {
+            note.video = Some(Arc::clone(&video.alias));
+        }
+        let permit = match self.settings.policy.decide(&identity, video, unix_now()) {
+            Ok(permit) => permit,
+            Err(denied) => {
+                let (decision, rule) = match &denied {
+                    Denied::ByRule(rule) => ("deny", Some(Arc::clone(rule))),
+                    Denied::OutsideWindow { rule, .. } => {
+                        ("outside_window", Some(Arc::clone(rule)))
+                    }
+                    Denied::NoRule => ("no_rule", None),
+                };
+                note.decision = decision;
+                note.rule_index = rule
+                    .as_deref()
+                    .and_then(|r| self.settings.policy.rule_index(r));
+                if note.enabled {
+                    note.rule = rule;
+                }
+                return Err(self.refusal(&identity, denied));
+            }
+        };
+        note.decision = "allow";
+        note.rule_index = self.settings.policy.rule_index(permit.rule());
+        if note.enabled {
+            note.rule = Some(Arc::from(permit.rule()));
+        }
         if let (Mode::Redirect, Target::File(path)) = (permit.mode(), target) {
             // Nothing to sign for: only proxy mode serves files below the player.
             return Err(file_in_redirect_mode(path));
@@ -227,13 +311,9 @@ impl Gateway {
             video,
             client_ip,
         };
-        let response = self
-            .upstream
-            .forward(&request)
-            .await
-            .map_err(upstream_failure)?;
+        let response = self.forward(&request).await?;
         if !proxy::refused_token(response.status()) {
-            return Ok(upstream_status(response));
+            return Ok(self.upstream_status(response));
         }
         tracing::warn!(
             video = %minted.video.uid,
@@ -250,14 +330,11 @@ impl Gateway {
             .await
             .map_err(RequestError::Signing)?;
         request.token = fresh.token.expose();
-        let response = self
-            .upstream
-            .forward(&request)
-            .await
-            .map_err(upstream_failure)?;
+        let response = self.forward(&request).await?;
         if !proxy::refused_token(response.status()) {
-            return Ok(upstream_status(response));
+            return Ok(self.upstream_status(response));
         }
+        self.upstream_error(crate::metrics::UpstreamErrorKind::Refused);
         let reason = proxy::short_reason(response, 1024, Duration::from_secs(2)).await;
         tracing::warn!(video = %minted.video.uid, %reason, "the Stream origin refused a fresh token");
         Err(RequestError::Forbidden(format!(
@@ -284,6 +361,42 @@ impl Gateway {
                 RequestError::Forbidden("the policy does not allow you to watch this video".into())
             }
         }
+    }
+
+    /// One upstream exchange, timed and counted.
+    async fn forward(&self, request: &Forward<'_>) -> Result<Response<Body>, RequestError> {
+        use crate::metrics::UpstreamErrorKind;
+        let started = std::time::Instant::now();
+        match self.upstream.forward(request).await {
+            Ok(response) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.upstream(started.elapsed());
+                }
+                Ok(response)
+            }
+            Err(error) => {
+                self.upstream_error(match error {
+                    UpstreamError::Timeout(_) => UpstreamErrorKind::Timeout,
+                    UpstreamError::Connect(_) => UpstreamErrorKind::Connect,
+                    UpstreamError::Failed(_) => UpstreamErrorKind::Body,
+                });
+                Err(upstream_failure(error))
+            }
+        }
+    }
+
+    fn upstream_error(&self, kind: crate::metrics::UpstreamErrorKind) {
+        if let Some(metrics) = &self.metrics {
+            metrics.upstream_error(kind);
+        }
+    }
+
+    /// Stream's own failures are reported as a bad gateway, not passed on as our 5xx.
+    fn upstream_status(&self, response: Response<Body>) -> Response<Body> {
+        if response.status().is_server_error() {
+            self.upstream_error(crate::metrics::UpstreamErrorKind::Status5xx);
+        }
+        upstream_status(response)
     }
 
     /// Where a browser that must sign in goes: `login_url?return_to=<this request>`. The
@@ -349,11 +462,26 @@ fn upstream_status(response: Response<Body>) -> Response<Body> {
 
 impl Handler for Gateway {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        self.serve(req, peer, &mut AccessNote::default()).await
+    }
+}
+
+impl Gateway {
+    /// Answer one request, noting what was decided in `note` for the access log.
+    pub async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        note: &mut AccessNote,
+    ) -> Response<Body> {
         let method = req.method().clone();
         let html = prefers_html(req.headers());
         // Only a browser being sent to sign in needs the original URL afterwards.
         let uri = (html && self.settings.identity.login_url.is_some()).then(|| req.uri().clone());
-        let response = match self.route(req, peer).await {
+        // No timer per request here: a tokio timer on every cache hit costs measurably. The
+        // waits that can be long carry their own limits (signing, upstream, request bodies).
+        let answered = self.route(req, peer, note).await;
+        let response = match answered {
             Ok(response) => response,
             Err(error) => error.render(&Audience {
                 html,

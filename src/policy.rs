@@ -302,6 +302,8 @@ pub struct Policy {
     by_video: FastMap<VideoUid, Box<[u32]>>,
     /// Rules covering every video (`*`), ascending.
     every_video: Box<[u32]>,
+    /// Rule positions by name, for metrics.
+    index_by_name: FastMap<Arc<str>, usize>,
 }
 
 impl Policy {
@@ -338,11 +340,22 @@ impl Policy {
                 by_video.insert(video.uid, candidates.into_boxed_slice());
             }
         }
+        let index_by_name = rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| (Arc::clone(&rule.name), i))
+            .collect();
         Self {
             rules,
             by_video,
             every_video: every_video.into_boxed_slice(),
+            index_by_name,
         }
+    }
+
+    /// The position of the rule named `name`.
+    pub fn rule_index(&self, name: &str) -> Option<usize> {
+        self.index_by_name.get(name).copied()
     }
 
     pub fn rules(&self) -> &[Rule] {

@@ -28,12 +28,44 @@ use crate::Body;
 /// How long a client may take to send a complete request head (slow-loris guard).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head accepted on HTTP/1.1, in bytes; larger heads get 431.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// How long in-flight requests may run after shutdown is requested.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a client may take to complete the TLS handshake, so that slow or silent
 /// handshakes cannot pin connections.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// HTTP/2 streams one connection may have open.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Connection-level limits, all configurable (`limits:` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Slow-loris guard; also how long an idle keep-alive connection is kept.
+    pub header_read_timeout: Duration,
+    /// HTTP/1.1 request head size; larger gets 431.
+    pub max_header_bytes: usize,
+    pub h2_max_concurrent_streams: u32,
+    /// Connections served at once; the excess is closed on accept and counted.
+    pub max_connections: usize,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub shutdown_deadline: Duration,
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_header_bytes: MAX_HEADER_BYTES,
+            h2_max_concurrent_streams: H2_MAX_CONCURRENT_STREAMS,
+            max_connections: MAX_CONNECTIONS,
+            shutdown_deadline: SHUTDOWN_GRACE,
+            tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
 
 /// Something that turns a request into a response. It never fails: errors are responses.
 pub trait Handler: Send + Sync + 'static {
@@ -55,34 +87,63 @@ pub struct ConnectionBuilder {
     timers: Arc<HeaderTimers>,
     ticker: tokio::task::JoinHandle<()>,
     handshake_timeout: Duration,
+    connections: Arc<tokio::sync::Semaphore>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+    shutdown_deadline: Duration,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl ConnectionBuilder {
-    /// The default settings ([`HEADER_READ_TIMEOUT`]).
+    /// The default settings ([`Limits::default`]).
     pub fn new() -> Self {
-        Self::with_header_read_timeout(HEADER_READ_TIMEOUT)
+        Self::with_limits(&Limits::default())
     }
 
     /// Settings with a given header-read timeout (fires up to [`crate::header_timer::TICK`]
     /// late).
     pub fn with_header_read_timeout(header_read_timeout: Duration) -> Self {
+        Self::with_limits(&Limits {
+            header_read_timeout,
+            ..Limits::default()
+        })
+    }
+
+    /// Settings from `limits`.
+    pub fn with_limits(limits: &Limits) -> Self {
         let mut template = auto::Builder::new(TokioExecutor::new());
         template
             .http1()
-            .header_read_timeout(header_read_timeout)
-            .max_buf_size(MAX_HEADER_BYTES);
+            .header_read_timeout(limits.header_read_timeout)
+            // hyper's smallest buffer is 8 KiB.
+            .max_buf_size(limits.max_header_bytes.max(8192));
         template
             .http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(256);
+            .max_concurrent_streams(limits.h2_max_concurrent_streams);
         let timers = HeaderTimers::new();
         let ticker = tokio::spawn(Arc::clone(&timers).run());
         Self {
             template,
             timers,
             ticker,
-            handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+            handshake_timeout: limits.tls_handshake_timeout,
+            connections: Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1))),
+            refused: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            shutdown_deadline: limits.shutdown_deadline,
+            metrics: None,
         }
+    }
+
+    /// Count open and refused connections in `metrics`.
+    pub fn observed_by(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// A counter of connections closed on accept because [`Limits::max_connections`] were
+    /// already open.
+    pub fn refused_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.refused)
     }
 
     /// These settings with another TLS handshake deadline (default [`TLS_HANDSHAKE_TIMEOUT`]).
@@ -112,7 +173,7 @@ impl Drop for ConnectionBuilder {
 }
 
 /// Serve `handler` on `listener` until `shutdown` resolves, then stop accepting and give
-/// in-flight requests up to [`SHUTDOWN_GRACE`] to finish.
+/// in-flight requests up to [`SHUTDOWN_GRACE`] (or [`Limits::shutdown_deadline`]) to finish.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -180,6 +241,25 @@ async fn accept_loop<H: Handler>(
             },
             () = &mut shutdown => break,
         };
+        // Over the cap: close at once, before any TLS or HTTP work.
+        let Ok(permit) = Arc::clone(&connections.connections).try_acquire_owned() else {
+            connections
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(metrics) = &connections.metrics {
+                metrics.connection_refused();
+            }
+            tracing::debug!(%peer, "connection refused: too many open connections");
+            drop(stream);
+            continue;
+        };
+        let permit = OpenConnection {
+            _permit: permit,
+            metrics: connections.metrics.clone(),
+        };
+        if let Some(metrics) = &permit.metrics {
+            metrics.connection_opened();
+        }
         // Small responses (redirects) should leave at once, not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let handler = Arc::clone(&handler);
@@ -187,13 +267,10 @@ async fn accept_loop<H: Handler>(
         let watcher = graceful.watcher();
         match &tls {
             None => {
-                tokio::spawn(serve_connection(
-                    builder,
-                    TokioIo::new(stream),
-                    handler,
-                    peer,
-                    watcher,
-                ));
+                tokio::spawn(async move {
+                    serve_connection(builder, TokioIo::new(stream), handler, peer, watcher).await;
+                    drop(permit);
+                });
             }
             Some(acceptor) => {
                 let handshake =
@@ -220,6 +297,7 @@ async fn accept_loop<H: Handler>(
                         _ => builder,
                     };
                     serve_connection(builder, TokioIo::new(stream), handler, peer, watcher).await;
+                    drop(permit);
                 });
             }
         }
@@ -227,11 +305,25 @@ async fn accept_loop<H: Handler>(
 
     drop(listener);
     let _ = stopping.send(true);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    if tokio::time::timeout(connections.shutdown_deadline, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within the shutdown grace period");
+    }
+}
+
+/// One open connection's slot under the cap; counted closed when dropped.
+struct OpenConnection {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.connection_closed();
+        }
     }
 }
 

@@ -611,3 +611,235 @@ async fn tokens_from_sign_play_on_the_standalone_emulator() {
 
     assert!(emulator.terminate().await.success());
 }
+
+// === graceful shutdown with requests in flight (proxy mode, a held upstream) ===
+
+/// A Stream origin that answers only when the test releases it (or after 20 s): each request
+/// that arrives is reported on `arrived`.
+struct HeldUpstream {
+    arrived: tokio::sync::mpsc::UnboundedSender<String>,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+
+impl streamgate::server::Handler for HeldUpstream {
+    async fn handle(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        _peer: std::net::SocketAddr,
+    ) -> http::Response<streamgate::Body> {
+        let _ = self.arrived.send(req.uri().path().to_string());
+        let mut release = self.release.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(20), release.wait_for(|go| *go)).await;
+        http::Response::builder()
+            .header("content-type", "image/jpeg")
+            .body(streamgate::Body::new(bytes::Bytes::from_static(
+                b"held upstream body",
+            )))
+            .unwrap()
+    }
+}
+
+/// A held upstream on loopback, the sender that releases it, and where requests arrive.
+async fn held_upstream() -> (
+    TestServer,
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let (release_tx, release) = tokio::sync::watch::channel(false);
+    let upstream = TestServer::start(std::sync::Arc::new(HeldUpstream { arrived, release })).await;
+    (upstream, release_tx, arrivals)
+}
+
+/// [`gateway_config`] in proxy mode against `origin`, with `shutdown_deadline`.
+fn proxy_config_for(origin: &str, shutdown_deadline: &str) -> String {
+    let emulator = "stream:\n  emulator:\n    listen: 127.0.0.1:0\n";
+    let config = gateway_config();
+    assert!(config.contains(emulator), "the default config has changed");
+    format!(
+        "{}mode: proxy\nlimits:\n  shutdown_deadline: {shutdown_deadline}\n",
+        config.replace(emulator, &format!("stream:\n  origin: {origin}\n"))
+    )
+}
+
+/// The proxied resource whose fetch the held upstream holds.
+const HELD_PATH: &str = "/watch/intro/thumbnails/thumbnail.jpg";
+
+impl Running {
+    /// Send SIGTERM and return at once.
+    fn sigterm(&self) {
+        let killed = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+
+    /// The first stdout line starting with `prefix` within `limit`, without blocking the
+    /// async runtime (the upstream and clients run on it).
+    async fn wait_for_line(&self, prefix: &str, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self.lines.try_recv() {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => continue,
+                Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("no line starting with {prefix:?}: {error:?}"),
+            }
+        }
+    }
+
+    /// Wait (at most `limit`) for the process to exit; kills it and panics otherwise.
+    async fn exit_within(mut self, limit: Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("streamgate did not exit within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The gateway's `host:port` from its printed origin.
+fn addr_of_origin(origin: &str) -> std::net::SocketAddr {
+    origin
+        .strip_prefix("http://")
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("an http://host:port origin: {origin}"))
+}
+
+/// Poll (bounded) until connecting to `addr` is refused.
+async fn until_refused(addr: std::net::SocketAddr) {
+    for _ in 0..250 {
+        match tokio::net::TcpStream::connect(addr).await {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    panic!("{addr} still accepts connections 5 s after shutdown began");
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0() {
+    let (upstream, release, mut arrivals) = held_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "config.yaml",
+        &proxy_config_for(&upstream.origin(), "10s"),
+    );
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let args = ["--config", &path, "serve", "--listen", "127.0.0.1:0"];
+    let serve = Running::spawn(&args, "warn", Stdio::from(log));
+    let origin = serve.line_after("streamgate listening on ");
+    let addr = addr_of_origin(&origin);
+
+    // A request whose upstream fetch is held: it is surely in flight when SIGTERM comes.
+    let url = format!("{origin}{HELD_PATH}");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    let upstream_path = tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+        .await
+        .expect("the proxied request reaches the upstream")
+        .unwrap();
+    assert!(
+        upstream_path.ends_with("/thumbnails/thumbnail.jpg"),
+        "{upstream_path}"
+    );
+
+    serve.sigterm();
+    let terminated = std::time::Instant::now();
+    serve
+        .wait_for_line("shutting down", Duration::from_secs(10))
+        .await;
+    // New connections are refused while the request is still held.
+    until_refused(addr).await;
+    assert!(!in_flight.is_finished(), "the held request ended early");
+
+    release.send(true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the in-flight request completes")
+        .unwrap();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert_eq!(response.status.as_u16(), 200, "{stderr}");
+    assert_eq!(response.text(), "held upstream body");
+
+    // Within the deadline (10 s) plus slack for busy cores.
+    let status = serve.exit_within(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        terminated.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        terminated.elapsed()
+    );
+    upstream.shutdown().await;
+}
+
+#[tokio::test]
+async fn sigterm_exits_0_at_the_shutdown_deadline_when_a_request_never_finishes() {
+    let (upstream, release, mut arrivals) = held_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "config.yaml",
+        &proxy_config_for(&upstream.origin(), "1s"),
+    );
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let args = ["--config", &path, "serve", "--listen", "127.0.0.1:0"];
+    let serve = Running::spawn(&args, "warn", Stdio::from(log));
+    let origin = serve.line_after("streamgate listening on ");
+    let addr = addr_of_origin(&origin);
+
+    // A raw client, so that a connection cut at the deadline is an outcome, not a panic.
+    let stuck = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {HELD_PATH} HTTP/1.1\r\nHost: gateway.test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut received)).await;
+        received
+    });
+    tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+        .await
+        .expect("the proxied request reaches the upstream")
+        .unwrap();
+
+    serve.sigterm();
+    let terminated = std::time::Instant::now();
+    // The 1 s deadline plus slack for busy cores; the upstream would hold for 20 s.
+    let status = serve.exit_within(Duration::from_secs(6)).await;
+    let waited = terminated.elapsed();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "exited before the deadline: {waited:?}"
+    );
+    assert!(
+        stderr.contains("did not finish within the shutdown grace period"),
+        "{stderr}"
+    );
+
+    // The held request got no response: its connection ended with the process.
+    let received = tokio::time::timeout(Duration::from_secs(10), stuck)
+        .await
+        .expect("the cut connection is noticed")
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+    release.send(true).unwrap();
+    upstream.shutdown().await;
+}

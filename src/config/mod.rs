@@ -82,6 +82,20 @@ pub enum StreamSettings {
     Emulator(EmulatorOptions),
 }
 
+/// Token-minting rate limits; `None` = unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    pub per_subject: Option<Rate>,
+    pub per_address: Option<Rate>,
+}
+
+/// A sustained rate and the burst allowed above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
+}
+
 /// The client proxy mode uses to reach Stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
@@ -118,6 +132,8 @@ pub struct KeySource {
     pub location: KeyLocation,
     /// Development only: create the file with a fresh key when it does not exist.
     pub generate_if_missing: bool,
+    /// Signs new tokens; the others are only trusted (by the emulator) until removed.
+    pub active: bool,
     /// `signing_keys[i]`, for error messages.
     field: String,
     position: Option<(usize, usize)>,
@@ -147,6 +163,18 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// How proxy mode reaches Stream.
     pub upstream: UpstreamSettings,
+    /// Connection limits (applied when the gateway starts).
+    pub limits: crate::server::Limits,
+    /// Longest time to produce a response head.
+    pub request_timeout: Duration,
+    /// Largest request body on the POST APIs.
+    pub max_body_bytes: usize,
+    /// Token-minting rate limits.
+    pub rate_limit: RateLimitSettings,
+    /// Log one line per request.
+    pub access_log: bool,
+    /// Serve `/metrics` on this address instead of the gateway's.
+    pub metrics_listen: Option<SocketAddr>,
     /// Things that are allowed but probably mistakes.
     pub warnings: Vec<String>,
 }
@@ -314,6 +342,11 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
         &mut warnings,
     );
     let upstream = validate_upstream(&raw.upstream, check, base_dir);
+    let limits = validate_limits(&raw.limits, check);
+    let rate_limit = RateLimitSettings {
+        per_subject: validate_rate(raw.rate_limit.per_subject, "per_subject", check),
+        per_address: validate_rate(raw.rate_limit.per_address, "per_address", check),
+    };
     if check.errors.is_empty() {
         warnings.extend(lint(&policy, &catalogue));
     }
@@ -340,6 +373,12 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
         policy,
         tls,
         upstream,
+        limits,
+        request_timeout: raw.limits.request_timeout.0,
+        max_body_bytes: raw.limits.max_body_bytes,
+        rate_limit,
+        access_log: raw.log.access,
+        metrics_listen: raw.metrics_listen,
         warnings,
     }
 }
@@ -418,6 +457,60 @@ fn validate_stream(raw: raw::RawStream, check: &mut Checker<'_>) -> Option<Strea
     }))
 }
 
+fn validate_limits(raw: &raw::RawLimits, check: &mut Checker<'_>) -> crate::server::Limits {
+    let at = |field: &str| [key("limits"), key(field)];
+    for (field, value) in [
+        ("header_read_timeout", raw.header_read_timeout.0),
+        ("request_timeout", raw.request_timeout.0),
+    ] {
+        if value < Duration::from_millis(100) {
+            check.error(&at(field), "must be at least 100ms");
+        }
+    }
+    if raw.max_header_bytes < 8192 {
+        check.error(
+            &at("max_header_bytes"),
+            "must be at least 8192 (hyper's smallest buffer)",
+        );
+    }
+    for (field, value) in [
+        ("max_connections", raw.max_connections),
+        ("max_body_bytes", raw.max_body_bytes),
+        (
+            "h2_max_concurrent_streams",
+            raw.h2_max_concurrent_streams as usize,
+        ),
+    ] {
+        if value == 0 {
+            check.error(&at(field), "must be at least 1");
+        }
+    }
+    crate::server::Limits {
+        header_read_timeout: raw.header_read_timeout.0,
+        max_header_bytes: raw.max_header_bytes,
+        h2_max_concurrent_streams: raw.h2_max_concurrent_streams,
+        max_connections: raw.max_connections,
+        shutdown_deadline: raw.shutdown_deadline.0,
+        ..crate::server::Limits::default()
+    }
+}
+
+fn validate_rate(raw: Option<raw::RawRate>, field: &str, check: &mut Checker<'_>) -> Option<Rate> {
+    let raw = raw?;
+    let per_second = std::num::NonZeroU32::new(raw.per_second);
+    let burst = std::num::NonZeroU32::new(raw.burst.unwrap_or(raw.per_second));
+    match (per_second, burst) {
+        (Some(per_second), Some(burst)) => Some(Rate { per_second, burst }),
+        _ => {
+            check.error(
+                &[key("rate_limit"), key(field)],
+                "per_second and burst must be at least 1",
+            );
+            None
+        }
+    }
+}
+
 fn validate_upstream(
     raw: &raw::RawUpstream,
     check: &mut Checker<'_>,
@@ -472,7 +565,13 @@ fn validate_keys(
         );
     }
     let mut ids = HashSet::new();
-    let mut sources = Vec::new();
+    let mut sources: Vec<KeySource> = Vec::new();
+    if raw.iter().filter(|k| k.active).count() > 1 {
+        check.error(
+            &[key("signing_keys")],
+            "mark at most one key `active: true` (the one new tokens are signed with)",
+        );
+    }
     for (i, entry) in raw.iter().enumerate() {
         let path = [key("signing_keys"), Seg::Index(i)];
         if let Some(id) = &entry.id {
@@ -520,6 +619,7 @@ fn validate_keys(
             id: entry.id.clone(),
             location,
             generate_if_missing: entry.generate_if_missing,
+            active: entry.active,
             field: display_path(&path),
             position: check.position(&path),
         });
@@ -656,6 +756,21 @@ pub fn load_tls(settings: &Settings) -> Result<Option<Arc<CertStore>>, ConfigErr
                 message: error.to_string(),
             }])
         })
+}
+
+/// `keys` (as [`load_signing_keys`] returned them, in configuration order) with the
+/// `active: true` key first: the signer signs with the first. Without a marked key the
+/// first configured key signs.
+pub fn active_first(settings: &Settings, mut keys: Vec<SigningKey>) -> Vec<SigningKey> {
+    let active = settings
+        .signing_keys
+        .iter()
+        .position(|source| source.active);
+    if let Some(index) = active.filter(|&i| i < keys.len()) {
+        let key = keys.remove(index);
+        keys.insert(0, key);
+    }
+    keys
 }
 
 /// Whether missing development keys may be created while loading.

@@ -47,6 +47,70 @@ pub struct RawConfig {
     pub mode: RawMode,
     #[serde(default)]
     pub upstream: RawUpstream,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub log: RawLog,
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+}
+
+/// Connection and request limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub header_read_timeout: HumanDuration,
+    pub max_header_bytes: usize,
+    pub request_timeout: HumanDuration,
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub shutdown_deadline: HumanDuration,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            max_header_bytes: 64 * 1024,
+            request_timeout: HumanDuration(Duration::from_secs(30)),
+            max_connections: 10_000,
+            max_body_bytes: 4 * 1024,
+            h2_max_concurrent_streams: 256,
+            shutdown_deadline: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// One line per request (target `streamgate::access`).
+    pub access: bool,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self { access: true }
+    }
+}
+
+/// Token-minting rate limits (off unless set).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub per_subject: Option<RawRate>,
+    pub per_address: Option<RawRate>,
+}
+
+/// A sustained rate with a burst allowance.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    pub per_second: u32,
+    pub burst: Option<u32>,
 }
 
 /// How a permitted request is answered.
@@ -326,6 +390,9 @@ pub struct RawKey {
     pub env: Option<String>,
     #[serde(default)]
     pub generate_if_missing: bool,
+    /// The key new tokens are signed with (default: the first).
+    #[serde(default)]
+    pub active: bool,
 }
 
 #[derive(Debug, Deserialize)]

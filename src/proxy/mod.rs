@@ -109,11 +109,10 @@ impl Upstream {
 
         let (parts, body) = response.into_parts();
         let mut headers = headers::downstream_response_headers(&parts.headers);
-        // Built only for a redirect or a document to rewrite: segments never need it.
-        let rewriter = || Rewriter::new(&self.origin, request.token, request.video);
+        let rewriter = Rewriter::new(&self.origin, request.token, request.video);
         if let Some(location) = parts.headers.get(LOCATION) {
             headers.remove(LOCATION);
-            let rewritten = location.to_str().ok().and_then(|l| rewriter().location(l));
+            let rewritten = location.to_str().ok().and_then(|l| rewriter.location(l));
             if let Some(value) = rewritten.and_then(|l| HeaderValue::try_from(l).ok()) {
                 headers.insert(LOCATION, value);
             }
@@ -139,7 +138,7 @@ impl Upstream {
             }
         }
         let body = if rewritten && request.method != Method::HEAD {
-            Body::stream(RewriteBody::new(body, rewriter()))
+            Body::stream(RewriteBody::new(body, rewriter))
         } else {
             Body::stream(body)
         };

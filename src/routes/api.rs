@@ -14,9 +14,6 @@ use crate::Body;
 use crate::error::{RequestError, json_response};
 use crate::gateway::Gateway;
 
-/// Largest request body accepted; a video id needs far less.
-pub const MAX_BODY_BYTES: usize = 4 * 1024;
-
 #[derive(Deserialize)]
 struct GetSignedUrlRequest {
     video_id: serde_json::Value,
@@ -27,27 +24,29 @@ pub async fn get_signed_url(
     gateway: &Gateway,
     req: Request<Incoming>,
     peer: SocketAddr,
+    note: &mut crate::ops::AccessNote,
 ) -> Result<Response<Body>, RequestError> {
     require_json(req.headers())?;
+    let limit = gateway.settings().max_body_bytes;
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-        return Err(RequestError::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
-        });
+    if declared.is_some_and(|len| len > limit) {
+        return Err(RequestError::PayloadTooLarge { limit });
     }
-    let bytes = Limited::new(body, MAX_BODY_BYTES)
-        .collect()
+    let read = tokio::time::timeout(
+        gateway.settings().request_timeout,
+        Limited::new(body, limit).collect(),
+    );
+    let bytes = read
         .await
+        .map_err(|_| RequestError::Timeout(gateway.settings().request_timeout))?
         .map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {
-                RequestError::PayloadTooLarge {
-                    limit: MAX_BODY_BYTES,
-                }
+                RequestError::PayloadTooLarge { limit }
             } else {
                 RequestError::BadRequest("could not read the request body".into())
             }
@@ -70,7 +69,7 @@ pub async fn get_signed_url(
     }
 
     let minted = gateway
-        .mint(&parts.headers, peer, video_id, super::Target::Player)
+        .mint(&parts.headers, peer, video_id, super::Target::Player, note)
         .await?;
     let token = minted.token.token.expose();
     let expires_at = UNIX_EPOCH + Duration::from_secs(minted.token.expires_at);

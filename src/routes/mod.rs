@@ -42,6 +42,11 @@ impl Resource {
         }
     }
 
+    /// Whether `path` (below the video) is one of Stream's documented resources.
+    pub fn is_documented(path: &str) -> bool {
+        Self::from_path(path).is_some()
+    }
+
     fn from_path(path: &str) -> Option<Resource> {
         Resource::ALL.into_iter().find(|r| r.path() == path)
     }

@@ -24,6 +24,9 @@ pub enum SignError {
     Crypto,
     #[error("the signing task failed: {0}")]
     Task(String),
+    /// The signing queue did not get to it within the request timeout.
+    #[error("no signature within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 /// A signed token and what the cache needs to know about it.

@@ -812,3 +812,63 @@ pub fn resolve_url(base: &str, reference: &str) -> String {
     let directory_end = base.rfind('/').map_or(base.len(), |at| at + 1);
     format!("{}{reference}", &base[..directory_end])
 }
+
+// === live reload (tests/reload.rs) ===
+
+/// A client that keeps its connections open between requests (for one runtime only).
+pub fn pooled_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// `GET url` through `client` without panicking: `Err` says why the exchange failed or that
+/// it took longer than [`REQUEST_TIMEOUT`].
+pub async fn try_get(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+) -> Result<TestResponse, String> {
+    let request = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|error| format!("request to {url} does not build: {error}"))?;
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|error| format!("request to {url} failed: {error}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|error| format!("body of {url} unreadable: {error}"))?
+            .to_bytes();
+        Ok(TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "request to {url} timed out after {REQUEST_TIMEOUT:?}"
+            ))
+        })
+}
+
+/// Poll `condition` every 20 ms until it holds: `Ok` with how long that took, or `Err` once
+/// `limit` has passed without it holding.
+pub async fn poll_within(
+    limit: Duration,
+    mut condition: impl AsyncFnMut() -> bool,
+) -> Result<Duration, Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        if condition().await {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= limit {
+            return Err(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

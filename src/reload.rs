@@ -1,0 +1,347 @@
+//! Live reload: when the configuration file changes (or on SIGHUP), build a complete new
+//! gateway from it and swap it in; a file that does not validate changes nothing.
+//!
+//! Editors save by writing a new file and renaming it over the old one, and Kubernetes swaps
+//! a ConfigMap's `..data` symlink: the watcher therefore watches the file's directory,
+//! debounces the burst of events one save makes, and skips content it has already tried.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lc_rs::digest;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::app::emulator_settings;
+use crate::cache::TokenCache;
+use crate::config::{
+    ConfigErrors, MissingKeys, Settings, StreamSettings, active_first, build_authenticator,
+    load_signing_keys,
+};
+use crate::emulator::Emulator;
+use crate::gateway::Gateway;
+use crate::live::Live;
+use crate::token::{Signer, SigningKey};
+
+/// Events closer together than this are one save.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Where reloading stands, for `/readyz` and the logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    /// 1 for the configuration the process started with, +1 per applied reload.
+    pub generation: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// The last failure, when the last attempt failed (file, line, field and message).
+    pub last_error: Option<String>,
+    /// Settings that changed in the file but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Why a reload was refused; the running configuration is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Build(String),
+}
+
+/// Rebuilds and swaps the gateway (and the in-process emulator) from the configuration file.
+pub struct Reloader {
+    path: PathBuf,
+    gateway: Arc<Live<Gateway>>,
+    emulator: Option<Arc<Live<Emulator>>>,
+    /// The Stream origin this process serves (a restart setting).
+    origin: String,
+    metrics: Arc<crate::metrics::Metrics>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    status: ReloadStatus,
+    /// SHA-256 of the content last tried, applied or not.
+    last_content: Option<[u8; 32]>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: PathBuf,
+        gateway: Arc<Live<Gateway>>,
+        emulator: Option<Arc<Live<Emulator>>>,
+        origin: String,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        // Nothing recorded: the file may have changed since the running settings were read,
+        // so the first change event always reloads.
+        let last_content = None;
+        Self {
+            path,
+            gateway,
+            emulator,
+            origin,
+            metrics,
+            state: Mutex::new(State {
+                status: ReloadStatus {
+                    generation: 1,
+                    ..ReloadStatus::default()
+                },
+                last_content,
+            }),
+        }
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.lock().status.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reload if the file's content differs from what was last tried.
+    pub fn reload_if_changed(&self) -> Option<Result<u64, String>> {
+        let content = std::fs::read(&self.path).ok()?;
+        let digest = sha256(&content);
+        if self.lock().last_content == Some(digest) {
+            return None;
+        }
+        Some(self.reload())
+    }
+
+    /// Read, validate and apply the file. `Ok` is the new generation; on `Err` (already
+    /// logged) the running configuration is unchanged.
+    pub fn reload(&self) -> Result<u64, String> {
+        let content = std::fs::read(&self.path).ok();
+        let result = self.try_reload();
+        let mut state = self.lock();
+        state.last_content = content.as_deref().map(sha256);
+        match result {
+            Ok(needs_restart) => {
+                state.status.generation += 1;
+                self.metrics.reload(true);
+                self.metrics.set_config_generation(state.status.generation);
+                state.status.reloads_ok += 1;
+                state.status.last_error = None;
+                state.status.needs_restart = needs_restart;
+                tracing::info!(
+                    generation = state.status.generation,
+                    needs_restart = ?state.status.needs_restart,
+                    "configuration reloaded"
+                );
+                Ok(state.status.generation)
+            }
+            Err(error) => {
+                let message = error.to_string();
+                self.metrics.reload(false);
+                state.status.reloads_failed += 1;
+                state.status.last_error = Some(message.clone());
+                tracing::error!(
+                    "configuration reload refused; the previous configuration keeps serving:\n{message}"
+                );
+                Err(message)
+            }
+        }
+    }
+
+    fn try_reload(&self) -> Result<Vec<&'static str>, ReloadError> {
+        let mut settings = Settings::load(&self.path)?;
+        let (keys, _) = load_signing_keys(&settings, MissingKeys::Fail)?;
+        let keys = active_first(&settings, keys);
+        let auth = build_authenticator(&settings)?;
+        let current = self.gateway.current();
+        let old = current.settings();
+        let needs_restart = keep_restart_settings(old, &mut settings);
+
+        let same_keys = same_keys(current.cache().signer().keys(), &keys);
+        let reuse_cache = same_keys
+            && old.nbf_backdate == settings.nbf_backdate
+            && old.max_signing_in_flight == settings.max_signing_in_flight
+            && old.cache_capacity == settings.cache_capacity
+            && old.min_remaining == settings.min_remaining;
+        let cache = if reuse_cache {
+            Arc::clone(current.cache())
+        } else {
+            // New keys (or cache settings): no token signed by a removed key survives.
+            let signer = Arc::new(Signer::new(
+                keys,
+                settings.nbf_backdate,
+                settings.max_signing_in_flight,
+            ));
+            Arc::new(
+                TokenCache::new(signer, settings.cache_capacity, settings.min_remaining)
+                    .with_sign_timeout(settings.request_timeout)
+                    .observed_by(Arc::clone(&self.metrics)),
+            )
+        };
+        let emulator = match (&self.emulator, &settings.stream) {
+            (Some(live), StreamSettings::Emulator(options)) => {
+                let spec = emulator_settings(&settings, cache.signer().keys(), options);
+                Some((
+                    live,
+                    Emulator::new(spec).map_err(|e| ReloadError::Build(e.to_string()))?,
+                ))
+            }
+            _ => None,
+        };
+        let settings = Arc::new(settings);
+        if let Some(jwt) = &auth.jwt {
+            // The refresh task ends by itself once this verifier is replaced and dropped.
+            jwt.spawn_refresh(std::future::pending());
+        }
+        let gateway = Gateway::with_cache(settings, auth, cache, self.origin.clone())
+            .map_err(|e| ReloadError::Build(e.to_string()))?
+            .observed_by(Arc::clone(&self.metrics));
+        self.metrics
+            .set_rules(gateway.settings().policy.rules().iter().map(|r| &*r.name));
+        // The emulator first: a token the new gateway signs must already be trusted.
+        if let Some((live, emulator)) = emulator {
+            live.replace(Arc::new(emulator));
+        }
+        self.gateway.replace(Arc::new(gateway));
+        Ok(needs_restart)
+    }
+
+    /// Start watching the file (and SIGHUP) before returning, so that no change made after
+    /// this call is missed; the returned task reloads on each change until `stop` resolves.
+    pub fn spawn_watch(
+        self: Arc<Self>,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let (events, changes) = mpsc::unbounded_channel::<()>();
+        let watcher = match self.watcher(events) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, path = %self.path.display(), "cannot watch the configuration file; reload with SIGHUP");
+                None
+            }
+        };
+        let hangup = hangup_signal();
+        tokio::spawn(self.watch(watcher, changes, hangup, stop))
+    }
+
+    async fn watch(
+        self: Arc<Self>,
+        watcher: Option<notify::RecommendedWatcher>,
+        mut changes: mpsc::UnboundedReceiver<()>,
+        mut hangup: Hangup,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                Some(()) = changes.recv() => {
+                    // One save is several events: wait for the burst to end.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
+                    let this = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || this.reload_if_changed()).await;
+                }
+                Some(()) = recv_signal(&mut hangup) => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let this = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || this.reload()).await;
+                }
+            }
+        }
+        drop(watcher);
+    }
+
+    fn watcher(
+        &self,
+        events: mpsc::UnboundedSender<()>,
+    ) -> notify::Result<notify::RecommendedWatcher> {
+        let directory = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let name = self.path.file_name().map(|n| n.to_os_string());
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let Ok(event) = event else { return };
+                let relevant = event.paths.iter().any(|path| {
+                    let file = path.file_name();
+                    file == name.as_deref() || file == Some(std::ffi::OsStr::new("..data"))
+                });
+                if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
+                    let _ = events.send(());
+                }
+            })?;
+        watcher.watch(&directory, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    }
+}
+
+/// Settings a running process cannot change (listeners, TLS, the Stream origin): reset
+/// them to the running values and name the ones the file changed.
+fn keep_restart_settings(old: &Settings, new: &mut Settings) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if new.listen != old.listen {
+        changed.push("listen");
+        new.listen = old.listen;
+    }
+    if new.stream != old.stream {
+        changed.push("stream");
+        new.stream = old.stream.clone();
+    }
+    if new.tls != old.tls {
+        changed.push("tls");
+        new.tls = old.tls.clone();
+    }
+    if changed.is_empty() {
+        return changed;
+    }
+    tracing::warn!(
+        settings = ?changed,
+        "these settings changed but need a restart; the rest of the file is applied"
+    );
+    changed
+}
+
+/// Whether two key lists are the same keys in the same order (the first signs).
+fn same_keys(running: &[Arc<SigningKey>], loaded: &[SigningKey]) -> bool {
+    running.len() == loaded.len()
+        && running
+            .iter()
+            .zip(loaded)
+            .all(|(a, b)| a.id() == b.id() && a.public_components() == b.public_components())
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {
+    None
+}
+
+#[cfg(unix)]
+async fn recv_signal(signal: &mut Hangup) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+#[cfg(not(unix))]
+async fn recv_signal(_signal: &mut Hangup) -> Option<()> {
+    std::future::pending().await
+}
