@@ -87,6 +87,19 @@ enum Command {
     Explain(ExplainArgs),
     /// Read a password from stdin and print its argon2id hash for `users.<name>.password`.
     HashPassword,
+    /// Decode a Stream token (or a URL carrying one): claims, expiry, signature against the
+    /// configured keys, and, with --ip/--country, whether Stream would play it for that viewer.
+    /// Exit 0 when Stream would accept it now, 1 otherwise.
+    Inspect {
+        /// The token, or a URL such as https://customer-x.cloudflarestream.com/<token>/iframe.
+        token: String,
+        /// The viewer's address, to judge the token's access rules.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// The viewer's country (ISO 3166-1 alpha-2), to judge country rules.
+        #[arg(long)]
+        country: Option<String>,
+    },
     /// Generate a random API key: print it once, with the SHA-256 entry for `api_keys`.
     HashApiKey {
         /// The name the key gets in the policy.
@@ -162,6 +175,9 @@ pub fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Explain(args) => explain(&cli.config, args),
         Command::HashPassword => hash_password(),
+        Command::Inspect { token, ip, country } => {
+            return inspect(&cli.config, &token, ip, country.as_deref());
+        }
         Command::HashApiKey { name } => hash_api_key(&name),
     };
     match result {
@@ -458,6 +474,57 @@ fn explain(path: &Path, args: ExplainArgs) -> anyhow::Result<()> {
     )?;
     print!("{report}");
     Ok(())
+}
+
+fn inspect(
+    path: &Path,
+    token: &str,
+    ip: Option<std::net::IpAddr>,
+    country: Option<&str>,
+) -> ExitCode {
+    // The local offset can only be read safely while the process has one thread.
+    let local_offset_secs = time::UtcOffset::current_local_offset()
+        .ok()
+        .map(|offset| i64::from(offset.whole_seconds()));
+    // Keys are optional: without a readable configuration the signature is not checked.
+    let keys: Vec<crate::emulator::VerifyingKeySpec> = Settings::load(path)
+        .ok()
+        .and_then(|settings| load_signing_keys(&settings, MissingKeys::Skip).ok())
+        .map(|(keys, _)| {
+            keys.iter()
+                .map(|key| {
+                    let (modulus, exponent) = key.public_components();
+                    crate::emulator::VerifyingKeySpec {
+                        id: key.id().to_string(),
+                        modulus,
+                        exponent,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let report = crate::inspect::inspect(&crate::inspect::Inspection {
+        input: token,
+        keys: &keys,
+        ip,
+        country,
+        now: crate::token::signer::unix_now(),
+        local_offset_secs,
+    });
+    match report {
+        Ok(report) => {
+            print!("{}", report.text);
+            if report.acceptable {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(malformed) => {
+            eprintln!("error: not a Stream token: {malformed}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn hash_password() -> anyhow::Result<()> {

@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod header_timer;
 pub mod https_client;
 pub mod identity;
+pub mod inspect;
 pub mod live;
 pub mod metrics;
 pub mod ops;

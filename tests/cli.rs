@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
+use serde_json::json;
 
 fn streamgate() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_streamgate"));
@@ -842,4 +843,71 @@ async fn sigterm_exits_0_at_the_shutdown_deadline_when_a_request_never_finishes(
     );
     release.send(true).unwrap();
     upstream.shutdown().await;
+}
+
+#[test]
+fn inspect_reports_valid_expired_tampered_and_malformed_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "config.yaml", &gateway_config());
+    let inspect = |input: &str, extra: &[&str]| {
+        let mut args = vec!["--config", config.as_str(), "inspect", input];
+        args.extend_from_slice(extra);
+        let output = streamgate().args(&args).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let blocked = json!([
+        {"type": "ip.src", "action": "allow", "ip": ["203.0.113.0/24"]},
+        {"type": "any", "action": "block"}
+    ]);
+    let valid = mint(with_claim(claims_for(VIDEO_UID), "accessRules", blocked));
+    let url = format!("https://customer-x.cloudflarestream.com/{valid}/iframe?autoplay=true");
+    let (code, out, _) = inspect(&url, &["--ip", "203.0.113.9"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("\"sub\": \"{VIDEO_UID}\"")), "{out}");
+    assert!(
+        out.contains(&format!("signature  valid (key {FIXTURE_KID})")),
+        "{out}"
+    );
+    assert!(out.contains("expires    ") && out.contains("(in "), "{out}");
+    assert!(
+        out.contains("the rules let the viewer at 203.0.113.9 play it"),
+        "{out}"
+    );
+    assert!(out.contains("Stream would accept this token now"), "{out}");
+
+    let (code, out, _) = inspect(&valid, &["--ip", "198.51.100.1"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("blocked by rule on 'any'"), "{out}");
+
+    let expired = mint(with_claim(
+        claims_for(VIDEO_UID),
+        "exp",
+        json!(unix_now() - 7200),
+    ));
+    let (code, out, _) = inspect(&expired, &[]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("EXPIRED") && out.contains(" ago)"), "{out}");
+
+    // Another video in the claims, the original signature kept.
+    let parts: Vec<&str> = valid.split('.').collect();
+    let forged_claims = b64url(serde_json::to_vec(&claims_for(OTHER_VIDEO_UID)).unwrap());
+    let tampered = format!("{}.{forged_claims}.{}", parts[0], parts[2]);
+    let (code, out, _) = inspect(&tampered, &[]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("signature  NOT VALID"), "{out}");
+
+    for (input, reason) in [
+        ("abc.def", "has 2 parts"),
+        ("!!!.e30.c2ln", "header is not base64url-encoded JSON"),
+        ("https://example.com/watch/intro", "no token found"),
+    ] {
+        let (code, _, err) = inspect(input, &[]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains(reason), "{input}: {err}");
+    }
 }

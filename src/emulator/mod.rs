@@ -355,6 +355,19 @@ fn refusal_response(refusal: &Refusal) -> Response<Body> {
     response
 }
 
+/// Check `token`'s RS256 signature the way the emulator does, against `keys`: `Ok(kid)` for
+/// a good signature, `Err(reason)` otherwise (unknown key, bad signature, malformed).
+pub fn check_signature(token: &str, keys: &[VerifyingKeySpec]) -> Result<String, String> {
+    let mut map = HashMap::with_capacity(keys.len());
+    for spec in keys {
+        let key = decoding_key(spec).map_err(|e| e.to_string())?;
+        map.insert(spec.id.clone(), key);
+    }
+    judge::verify_signature(token, &map)
+        .map(|(kid, _)| kid)
+        .map_err(|rejection| rejection.to_string())
+}
+
 /// How Stream would treat a viewer at `address` in `country` (as its GeoIP would say) under
 /// a token's `accessRules` claim: `Ok(None)` allowed, `Ok(Some(type))` blocked by a rule of
 /// that type, `Err` the malformed fields.
