@@ -257,6 +257,7 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let (open_alias, protected_alias) = example_aliases(&settings);
     let has_users = !settings.identity.users.is_empty();
     runtime()?.block_on(async move {
+        let shutdown = ShutdownSignal::install();
         let app = App::start(settings, keys, listen).await?;
         let gateway = app.gateway_origin();
         println!("streamgate listening on {gateway}");
@@ -281,7 +282,7 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         println!(
             "  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"video_id\":\"<video>\"}}' {gateway}/api/getSignedURL"
         );
-        shutdown_signal().await;
+        shutdown.recv().await;
         println!("shutting down");
         app.shutdown().await;
         Ok(())
@@ -328,13 +329,14 @@ fn emulate(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let emulator = Emulator::new(app::emulator_settings(&settings, &keys, &options))?;
     let listen = listen.unwrap_or(options.listen);
     runtime()?.block_on(async move {
+        let shutdown = ShutdownSignal::install();
         let listener = app::bind(listen, "Stream emulator").await?;
         let addr = listener.local_addr()?;
         println!("Stream emulator listening on {}", app::origin_for(addr));
         for key in &keys {
             println!("  trusts key {}", key.id());
         }
-        server::serve(listener, Arc::new(emulator), shutdown_signal()).await;
+        server::serve(listener, Arc::new(emulator), shutdown.recv()).await;
         Ok(())
     })
 }
@@ -564,24 +566,50 @@ fn hash_api_key(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT (Ctrl-C), listened for from the moment this is created: a signal that
+/// arrives right after the gateway announces itself is not lost to the default action.
+struct ShutdownSignal {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    /// Register the handlers now (inside the runtime).
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                terminate: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = next(&mut self.terminate) => {},
+                () = next(&mut self.interrupt) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
