@@ -30,6 +30,8 @@ pub mod reload;
 pub mod routes;
 pub mod secret;
 pub mod server;
+#[cfg(test)]
+mod test_support;
 pub mod tls;
 pub mod token;
 

@@ -456,21 +456,9 @@ fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
 mod tests {
     use super::*;
     use aws_lc_rs::encoding::AsDer;
-    use base64::Engine;
     use rcgen::{CertificateParams, KeyPair, SignatureAlgorithm};
 
-    fn pem(label: &str, der: &[u8]) -> String {
-        let text = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = text
-            .as_bytes()
-            .chunks(64)
-            .map(|chunk| std::str::from_utf8(chunk).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            lines.join("\n")
-        )
-    }
+    use crate::test_support::pem;
 
     /// A self-signed certificate for `key`, as PEM.
     fn cert_for(key: &KeyPair) -> String {

@@ -1136,18 +1136,7 @@ mod tests {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    fn pem(label: &str, der: &[u8]) -> String {
-        let body = STANDARD.encode(der);
-        let lines: Vec<&str> = body
-            .as_bytes()
-            .chunks(64)
-            .map(|chunk| std::str::from_utf8(chunk).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            lines.join("\n")
-        )
-    }
+    use crate::test_support::pem;
 
     /// The RSAPrivateKey inside a PKCS#8 document (jsonwebtoken signs with PKCS#1).
     fn pkcs8_rsa_to_pkcs1(pkcs8: &[u8]) -> Vec<u8> {
