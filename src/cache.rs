@@ -203,6 +203,27 @@ impl TokenCache {
         Ok(entry.into_value())
     }
 
+    /// Sign a token for `uid` valid exactly over `validity`, bypassing the cache (each caller
+    /// of Stream's token API gets its own token), with the same timeout and metrics as a
+    /// cache miss.
+    pub async fn sign_uncached(
+        &self,
+        uid: VideoUid,
+        settings: Arc<TokenSettings>,
+        validity: crate::token::claims::Validity,
+    ) -> Result<IssuedToken, SignError> {
+        let started = Instant::now();
+        let signing = self.signer.sign_with_validity(uid, settings, validity);
+        let signed = match tokio::time::timeout(self.sign_timeout, signing).await {
+            Ok(signed) => signed,
+            Err(_) => Err(SignError::TimedOut(self.sign_timeout)),
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.signature(started.elapsed());
+        }
+        signed
+    }
+
     /// Forget the token for `uid` under `settings` (the origin refused it), so the next
     /// request signs a new one.
     pub async fn invalidate(&self, uid: VideoUid, settings: &TokenSettings) {

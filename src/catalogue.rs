@@ -26,6 +26,8 @@ impl Video {
 pub struct Catalogue {
     by_alias: FastMap<Arc<str>, Arc<Video>>,
     by_uid: FastMap<VideoUid, Arc<Video>>,
+    /// Every video, in the configuration's order.
+    in_order: Vec<Arc<Video>>,
 }
 
 impl Catalogue {
@@ -34,7 +36,8 @@ impl Catalogue {
         let video = Arc::new(video);
         self.by_alias
             .insert(Arc::clone(&video.alias), Arc::clone(&video));
-        self.by_uid.insert(video.uid, video);
+        self.by_uid.insert(video.uid, Arc::clone(&video));
+        self.in_order.push(video);
     }
 
     /// The video named by `id`, a uid (any case) or an alias.
@@ -53,9 +56,9 @@ impl Catalogue {
         self.by_uid.get(uid)
     }
 
-    /// Every video, in no particular order.
+    /// Every video, in the configuration's order.
     pub fn videos(&self) -> impl Iterator<Item = &Arc<Video>> {
-        self.by_uid.values()
+        self.in_order.iter()
     }
 
     pub fn len(&self) -> usize {

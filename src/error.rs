@@ -30,6 +30,9 @@ pub enum RequestError {
     /// No credential where one is needed; says which kinds this gateway accepts.
     #[error("this video requires you to sign in with {0}")]
     CredentialsRequired(Arc<str>),
+    /// `/sign-in` for a visitor who has not.
+    #[error("sign in to see the videos open to you")]
+    SignIn,
     #[error("{0}")]
     Forbidden(String),
     #[error("request body is larger than {limit} bytes")]
@@ -75,9 +78,9 @@ impl RequestError {
             RequestError::InvalidCredentials(error) if error.is_unavailable() => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            RequestError::InvalidCredentials(_) | RequestError::CredentialsRequired(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            RequestError::InvalidCredentials(_)
+            | RequestError::CredentialsRequired(_)
+            | RequestError::SignIn => StatusCode::UNAUTHORIZED,
             RequestError::Forbidden(_) => StatusCode::FORBIDDEN,
             RequestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -96,7 +99,7 @@ impl RequestError {
 
     /// The reason shown to the client: the message for 4xx (and our temporary 503s), nothing
     /// internal for other 5xx.
-    fn public_reason(&self) -> String {
+    pub(crate) fn public_reason(&self) -> String {
         let status = self.status();
         let ours = matches!(
             status,
@@ -214,7 +217,7 @@ fn html_response(status: StatusCode, reason: &str) -> Response<Body> {
     response
 }
 
-fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -35,6 +35,15 @@ pub struct Minted<'a> {
     pub settings: Cow<'a, Arc<TokenSettings>>,
 }
 
+/// What the policy grants one request, before a token is signed for it.
+pub struct Authorized<'a> {
+    pub video: &'a Video,
+    pub permit: Permit<'a>,
+    pub identity: Identity,
+    /// The settings a token must carry (shared, or bound to the caller's address).
+    pub settings: Cow<'a, Arc<TokenSettings>>,
+}
+
 /// The gateway service: one per configuration, shared by every connection.
 pub struct Gateway {
     settings: Arc<Settings>,
@@ -180,11 +189,43 @@ impl Gateway {
                 }
             }
             Route::GetSignedUrl => routes::api::get_signed_url(self, req, peer, note).await,
+            Route::ApiOptions { allow } => {
+                let cors = self.cors(req.headers(), req.uri())?;
+                Ok(crate::cors::preflight(
+                    req.headers(),
+                    &cors,
+                    allow,
+                    self.settings.cors.max_age,
+                ))
+            }
             Route::Health => Ok(crate::error::json_response(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ok"}),
             )),
+            Route::Home | Route::SignIn | Route::Asset(_) if !self.settings.demo_page => Err(
+                RequestError::NotFound("no such route (the demo page is turned off)".into()),
+            ),
+            Route::Home => routes::demo::home(self, req.headers()).await,
+            Route::SignIn => routes::demo::sign_in(self, req.headers()).await,
+            Route::Asset(asset) => Ok(routes::demo::asset(asset)),
+            Route::StreamToken { account_id, video } => {
+                let (account_id, video) = (account_id.to_owned(), video.to_owned());
+                Ok(
+                    routes::stream_api::create_token(self, req, peer, note, &account_id, &video)
+                        .await,
+                )
+            }
         }
+    }
+
+    /// Whether the request's `Origin` may call `/api/*` (see [`crate::cors`]).
+    fn cors(&self, headers: &HeaderMap, uri: &Uri) -> Result<crate::cors::Cors, RequestError> {
+        crate::cors::check(
+            headers,
+            uri,
+            &self.settings.cors,
+            self.settings.identity.public_url.as_deref(),
+        )
     }
 
     /// Identify the caller, apply the policy to `video_id` and `target`, and get a token.
@@ -196,12 +237,54 @@ impl Gateway {
         target: Target<'_>,
         note: &mut AccessNote,
     ) -> Result<Minted<'_>, RequestError> {
+        let identity = self.identify(headers, note).await?;
+        let authorized = self.authorize(identity, headers, peer, video_id, target, note)?;
+        let token = self
+            .cache
+            .token(authorized.video.uid, &authorized.settings)
+            .await
+            .map_err(RequestError::Signing)?;
+        tracing::debug!(
+            video = %authorized.video.uid,
+            rule = authorized.permit.rule(),
+            subject = authorized.identity.subject(),
+            "token issued"
+        );
+        Ok(Minted {
+            video: authorized.video,
+            token,
+            permit: authorized.permit,
+            identity: authorized.identity,
+            settings: authorized.settings,
+        })
+    }
+
+    /// Who is asking: anonymous, or the principal behind a valid credential.
+    pub(crate) async fn identify(
+        &self,
+        headers: &HeaderMap,
+        note: &mut AccessNote,
+    ) -> Result<Identity, RequestError> {
         let identity = self.auth.identify(headers).await.inspect_err(|_| {
             note.decision = "unauthenticated";
         })?;
         if note.enabled {
             note.subject = identity.principal().map(|p| p.label());
         }
+        Ok(identity)
+    }
+
+    /// Apply the rate limits and the policy to `identity` asking for `video_id` and `target`:
+    /// what a token for it must carry, or why there is none.
+    pub(crate) fn authorize(
+        &self,
+        identity: Identity,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        video_id: &str,
+        target: Target<'_>,
+        note: &mut AccessNote,
+    ) -> Result<Authorized<'_>, RequestError> {
         if self.limiter.is_enabled() {
             let client =
                 client_address(peer.ip(), headers, &self.settings.identity.trusted_proxies);
@@ -267,20 +350,8 @@ impl Gateway {
         } else {
             Cow::Borrowed(&grant.settings)
         };
-        let token = self
-            .cache
-            .token(video.uid, &settings)
-            .await
-            .map_err(RequestError::Signing)?;
-        tracing::debug!(
-            video = %video.uid,
-            rule = permit.rule(),
-            subject = identity.subject(),
-            "token issued"
-        );
-        Ok(Minted {
+        Ok(Authorized {
             video,
-            token,
             permit,
             identity,
             settings,
@@ -478,10 +549,22 @@ impl Gateway {
         let html = prefers_html(req.headers());
         // Only a browser being sent to sign in needs the original URL afterwards.
         let uri = (html && self.settings.identity.login_url.is_some()).then(|| req.uri().clone());
+        // A page on another site may call `/api/*` only from a listed origin.
+        let (cors, refused) = if req.uri().path().starts_with("/api/") {
+            match self.cors(req.headers(), req.uri()) {
+                Ok(cors) => (Some(cors), None),
+                Err(refused) => (None, Some(refused)),
+            }
+        } else {
+            (None, None)
+        };
         // No timer per request here: a tokio timer on every cache hit costs measurably. The
         // waits that can be long carry their own limits (signing, upstream, request bodies).
-        let answered = self.route(req, peer, note).await;
-        let response = match answered {
+        let answered = match refused {
+            Some(refused) => Err(refused),
+            None => self.route(req, peer, note).await,
+        };
+        let mut response = match answered {
             Ok(response) => response,
             Err(error) => error.render(&Audience {
                 html,
@@ -489,6 +572,9 @@ impl Gateway {
                 login: uri.as_ref().and_then(|uri| self.login_location(uri)),
             }),
         };
+        if let Some(cors) = &cors {
+            crate::cors::decorate(&mut response, cors);
+        }
         tracing::trace!(%peer, %method, status = response.status().as_u16(), "request");
         response
     }

@@ -12,6 +12,7 @@ pub mod catalogue;
 pub mod cli;
 pub mod client_addr;
 pub mod config;
+pub mod cors;
 pub mod emulator;
 pub mod error;
 pub mod explain;

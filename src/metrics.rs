@@ -69,6 +69,10 @@ pub enum Route {
     WatchFile,
     /// `POST /api/getSignedURL`.
     Api,
+    /// Stream's token API, `POST /accounts/<id>/stream/<video>/token`.
+    TokenApi,
+    /// The demo page and its files.
+    Page,
     /// `/healthz`.
     Health,
     /// The readiness probe.
@@ -81,10 +85,12 @@ pub enum Route {
 
 impl Route {
     /// Every route, in slot order.
-    pub const ALL: [Route; 7] = [
+    pub const ALL: [Route; 9] = [
         Route::Watch,
         Route::WatchFile,
         Route::Api,
+        Route::TokenApi,
+        Route::Page,
         Route::Health,
         Route::Ready,
         Route::Metrics,
@@ -97,6 +103,8 @@ impl Route {
             Route::Watch => "watch",
             Route::WatchFile => "watch_file",
             Route::Api => "api",
+            Route::TokenApi => "token_api",
+            Route::Page => "page",
             Route::Health => "health",
             Route::Ready => "ready",
             Route::Metrics => "metrics",

@@ -205,7 +205,7 @@ async fn get_signed_url_refuses_bad_requests_with_reasons() {
     let gateway = TestGateway::start().await;
     let get_instead = get(&gateway.url("/api/getSignedURL")).await;
     assert_error(&get_instead, 405, "method not allowed");
-    assert_eq!(get_instead.header("allow"), Some("POST"));
+    assert_eq!(get_instead.header("allow"), Some("POST, OPTIONS"));
 
     assert_error(
         &post_json(&gateway, "{}", &[]).await,

@@ -175,6 +175,12 @@ pub struct Settings {
     pub access_log: bool,
     /// Serve `/metrics` on this address instead of the gateway's.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the demo and embed page at `GET /`.
+    pub demo_page: bool,
+    /// Which other sites' pages may call `/api/*`.
+    pub cors: CorsSettings,
+    /// The Stream-compatible token API.
+    pub token_api: TokenApiSettings,
     /// Things that are allowed but probably mistakes.
     pub warnings: Vec<String>,
 }
@@ -351,6 +357,8 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
         warnings.extend(lint(&policy, &catalogue));
     }
 
+    let cors = validate_cors(raw.cors, check);
+    let token_api = validate_token_api(raw.token_api, check);
     let tls = validate_tls(
         raw.tls,
         raw.http_redirect_listen,
@@ -379,6 +387,9 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
         rate_limit,
         access_log: raw.log.access,
         metrics_listen: raw.metrics_listen,
+        demo_page: raw.demo_page,
+        cors,
+        token_api,
         warnings,
     }
 }
@@ -492,6 +503,82 @@ fn validate_limits(raw: &raw::RawLimits, check: &mut Checker<'_>) -> crate::serv
         max_connections: raw.max_connections,
         shutdown_deadline: raw.shutdown_deadline.0,
         ..crate::server::Limits::default()
+    }
+}
+
+/// Cross-origin access to `/api/*`.
+#[derive(Debug, Clone, Default)]
+pub struct CorsSettings {
+    /// Normalised origins (`https://www.example.com`, lowercase, no trailing slash).
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    pub max_age: Duration,
+}
+
+/// The Stream-compatible token API.
+#[derive(Debug, Clone)]
+pub struct TokenApiSettings {
+    pub enabled: bool,
+    /// Accept only this account id in the path (lowercase); any well-formed one when unset.
+    pub account_id: Option<String>,
+}
+
+fn validate_cors(raw: raw::RawCors, check: &mut Checker<'_>) -> CorsSettings {
+    let mut allowed_origins: Vec<String> = Vec::new();
+    for (i, origin) in raw.allowed_origins.iter().enumerate() {
+        let path = [key("cors"), key("allowed_origins"), Seg::Index(i)];
+        if origin == "*" {
+            check.error(
+                &path,
+                "`*` is not allowed: credentials are sent only to listed origins; list each site",
+            );
+            continue;
+        }
+        match parse_origin(origin) {
+            Ok(parsed) if parsed == *origin || parsed == origin.trim_end_matches('/') => {
+                let parsed = parsed.to_ascii_lowercase();
+                if !allowed_origins.contains(&parsed) {
+                    allowed_origins.push(parsed);
+                }
+            }
+            _ => check.error(
+                &path,
+                format!("`{origin}` is not an origin like https://www.example.com (scheme and host, optional port, no path)"),
+            ),
+        }
+    }
+    if raw.max_age.0 > Duration::from_secs(24 * 60 * 60) {
+        check.error(
+            &[key("cors"), key("max_age")],
+            "at most 24h (browsers cap it lower anyway)",
+        );
+    }
+    CorsSettings {
+        allowed_origins,
+        max_age: raw.max_age.0,
+    }
+}
+
+/// Cloudflare account ids are 32 hex characters.
+pub fn is_account_id(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn validate_token_api(raw: raw::RawTokenApi, check: &mut Checker<'_>) -> TokenApiSettings {
+    let account_id = raw.account_id.and_then(|id| {
+        if is_account_id(&id) {
+            Some(id.to_ascii_lowercase())
+        } else {
+            check.error(
+                &[key("token_api"), key("account_id")],
+                "a Cloudflare account id is 32 hex characters",
+            );
+            None
+        }
+    });
+    TokenApiSettings {
+        enabled: raw.enabled,
+        account_id,
     }
 }
 

@@ -54,6 +54,54 @@ pub struct RawConfig {
     pub metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub rate_limit: RawRateLimit,
+    /// Serve the demo and embed page at `GET /`.
+    #[serde(default = "default_true")]
+    pub demo_page: bool,
+    #[serde(default)]
+    pub cors: RawCors,
+    #[serde(default)]
+    pub token_api: RawTokenApi,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Cross-origin access to `/api/*` from other sites' pages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCors {
+    /// Origins (`https://www.example.com`) whose pages may call `/api/*` with credentials.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    pub max_age: HumanDuration,
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age: HumanDuration(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// The Stream-compatible `POST /accounts/{account_id}/stream/{video_uid}/token`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokenApi {
+    pub enabled: bool,
+    /// Accept only this account id in the path; any well-formed one when unset.
+    pub account_id: Option<String>,
+}
+
+impl Default for RawTokenApi {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            account_id: None,
+        }
+    }
 }
 
 /// Connection and request limits.

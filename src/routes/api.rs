@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -27,31 +28,8 @@ pub async fn get_signed_url(
     note: &mut crate::ops::AccessNote,
 ) -> Result<Response<Body>, RequestError> {
     require_json(req.headers())?;
-    let limit = gateway.settings().max_body_bytes;
     let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(RequestError::PayloadTooLarge { limit });
-    }
-    let read = tokio::time::timeout(
-        gateway.settings().request_timeout,
-        Limited::new(body, limit).collect(),
-    );
-    let bytes = read
-        .await
-        .map_err(|_| RequestError::Timeout(gateway.settings().request_timeout))?
-        .map_err(|error| {
-            if error.is::<http_body_util::LengthLimitError>() {
-                RequestError::PayloadTooLarge { limit }
-            } else {
-                RequestError::BadRequest("could not read the request body".into())
-            }
-        })?
-        .to_bytes();
+    let bytes = read_body(gateway, &parts.headers, body).await?;
 
     let request: GetSignedUrlRequest = serde_json::from_slice(&bytes).map_err(|error| {
         if error.is_data() {
@@ -80,6 +58,37 @@ pub async fn get_signed_url(
         "video_id": minted.video.uid.as_str(),
     });
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// The request body, within `limits.max_body_bytes` (413) and `limits.request_timeout`.
+pub(super) async fn read_body(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, RequestError> {
+    let limit = gateway.settings().max_body_bytes;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(RequestError::PayloadTooLarge { limit });
+    }
+    let read = tokio::time::timeout(
+        gateway.settings().request_timeout,
+        Limited::new(body, limit).collect(),
+    );
+    Ok(read
+        .await
+        .map_err(|_| RequestError::Timeout(gateway.settings().request_timeout))?
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                RequestError::PayloadTooLarge { limit }
+            } else {
+                RequestError::BadRequest("could not read the request body".into())
+            }
+        })?
+        .to_bytes())
 }
 
 /// The body must be declared as JSON (`application/json`, parameters allowed).

@@ -1,6 +1,8 @@
 //! Route matching: pure functions from method and path to a [`Route`] or a client error.
 
 pub mod api;
+pub mod demo;
+pub mod stream_api;
 pub mod watch;
 
 use http::Method;
@@ -117,8 +119,19 @@ pub enum Route<'a> {
     },
     /// `POST /api/getSignedURL`.
     GetSignedUrl,
+    /// `OPTIONS /api/...`: a CORS preflight (or a plain question about the methods).
+    ApiOptions { allow: &'static str },
     /// `/healthz`.
     Health,
+    /// `GET /`: the demo and embed page.
+    Home,
+    /// `GET /sign-in`: ask the browser to sign in, then back to `/`.
+    SignIn,
+    /// A static file of the demo page.
+    Asset(demo::Asset),
+    /// `/accounts/{account_id}/stream/{video}/token`, Stream's token API; any method, so that
+    /// the answer (405 included) comes in Stream's envelope.
+    StreamToken { account_id: &'a str, video: &'a str },
 }
 
 /// Match `method` and `path` (with `query`) to a route, or explain why not.
@@ -134,13 +147,39 @@ pub fn match_route<'a>(
         require_method(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
         return match_watch(rest, query);
     }
+    if let Some(rest) = path.strip_prefix("/accounts/") {
+        return match rest.split('/').collect::<Vec<_>>()[..] {
+            [account_id, "stream", video, "token"] => Ok(Route::StreamToken { account_id, video }),
+            _ => Err(RequestError::NotFound(
+                "no such route; the token API is POST /accounts/<account id>/stream/<video>/token"
+                    .into(),
+            )),
+        };
+    }
     match path {
         "/watch" => Err(RequestError::BadRequest(
             "missing video: use /watch/<video uid or alias>".into(),
         )),
+        "/api/getSignedURL" if method == Method::OPTIONS => Ok(Route::ApiOptions {
+            allow: "POST, OPTIONS",
+        }),
         "/api/getSignedURL" => {
-            require_method(method, &[Method::POST], "POST")?;
+            require_method(method, &[Method::POST], "POST, OPTIONS")?;
             Ok(Route::GetSignedUrl)
+        }
+        "/" => {
+            require_method(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            Ok(Route::Home)
+        }
+        "/sign-in" => {
+            require_method(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            Ok(Route::SignIn)
+        }
+        _ if path.starts_with(demo::ASSETS_PREFIX) => {
+            let asset = demo::Asset::from_path(path)
+                .ok_or_else(|| RequestError::NotFound("no such file".into()))?;
+            require_method(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            Ok(Route::Asset(asset))
         }
         "/healthz" => {
             require_method(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
@@ -370,6 +409,48 @@ mod tests {
     }
 
     #[test]
+    fn the_token_api_path_is_matched_for_any_method() {
+        let path = "/accounts/023e105f4ecef8ad9ca31a8372d0c353/stream/intro/token";
+        for method in [Method::POST, Method::GET, Method::DELETE] {
+            assert_eq!(
+                match_route(&method, path, None).unwrap(),
+                Route::StreamToken {
+                    account_id: "023e105f4ecef8ad9ca31a8372d0c353",
+                    video: "intro"
+                }
+            );
+        }
+        for path in [
+            "/accounts/a/stream/intro",
+            "/accounts/a/stream/intro/token/x",
+            "/accounts/a/images/intro/token",
+            "/accounts/",
+        ] {
+            assert!(
+                matches!(get(path).unwrap_err(), RequestError::NotFound(_)),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn demo_page_routes() {
+        assert_eq!(get("/").unwrap(), Route::Home);
+        assert_eq!(get("/sign-in").unwrap(), Route::SignIn);
+        assert!(matches!(get("/assets/demo.js").unwrap(), Route::Asset(_)));
+        assert!(matches!(
+            get("/assets/../config.yaml").unwrap_err(),
+            RequestError::NotFound(_)
+        ));
+        assert_eq!(
+            match_route(&Method::OPTIONS, "/api/getSignedURL", None).unwrap(),
+            Route::ApiOptions {
+                allow: "POST, OPTIONS"
+            }
+        );
+    }
+
+    #[test]
     fn huge_paths_are_refused_before_parsing() {
         let path = format!("/watch/{}", "a".repeat(MAX_PATH_BYTES));
         assert!(matches!(get(&path).unwrap_err(), RequestError::UriTooLong));
@@ -406,7 +487,14 @@ mod tests {
         let err = match_route(&Method::GET, "/api/getSignedURL", None).unwrap_err();
         assert!(matches!(
             err,
-            RequestError::MethodNotAllowed { allow: "POST" }
+            RequestError::MethodNotAllowed {
+                allow: "POST, OPTIONS"
+            }
+        ));
+        let err = match_route(&Method::POST, "/", None).unwrap_err();
+        assert!(matches!(
+            err,
+            RequestError::MethodNotAllowed { allow: "GET, HEAD" }
         ));
         assert!(matches!(
             get("/nope").unwrap_err(),

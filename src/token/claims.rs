@@ -237,6 +237,36 @@ impl<'a> Claims<'a> {
     }
 }
 
+/// The validity window of a token whose times were chosen by the caller (the Stream-compatible
+/// token API), not derived from a ttl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// Unix second from which the token is accepted.
+    pub nbf: u64,
+    /// Unix second after which the token is refused.
+    pub exp: u64,
+}
+
+impl<'a> Claims<'a> {
+    /// Claims with exactly the times in `validity`; `settings.ttl` and `not_after` were
+    /// already applied by whoever chose them.
+    pub fn with_validity(
+        uid: &'a VideoUid,
+        kid: &'a str,
+        settings: &'a TokenSettings,
+        validity: Validity,
+    ) -> Self {
+        Claims {
+            sub: uid.as_str(),
+            kid,
+            exp: validity.exp,
+            nbf: validity.nbf,
+            downloadable: settings.downloadable,
+            access_rules: &settings.access_rules,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::claims::{Claims, TokenSettings, VideoUid};
+use super::claims::{Claims, TokenSettings, Validity, VideoUid};
 use super::keys::SigningKey;
 use crate::secret::Secret;
 
@@ -57,14 +57,22 @@ struct SigningCore {
 }
 
 impl SigningCore {
-    fn sign(&self, uid: &VideoUid, settings: &TokenSettings) -> Result<IssuedToken, SignError> {
-        let claims = Claims::build(
-            uid,
-            self.active.id(),
-            settings,
-            unix_now(),
-            self.nbf_backdate,
-        );
+    fn sign(
+        &self,
+        uid: &VideoUid,
+        settings: &TokenSettings,
+        validity: Option<Validity>,
+    ) -> Result<IssuedToken, SignError> {
+        let claims = match validity {
+            Some(validity) => Claims::with_validity(uid, self.active.id(), settings, validity),
+            None => Claims::build(
+                uid,
+                self.active.id(),
+                settings,
+                unix_now(),
+                self.nbf_backdate,
+            ),
+        };
         let token = sign_jws(&self.active, &claims)?;
         self.signatures.fetch_add(1, Ordering::Relaxed);
         Ok(IssuedToken {
@@ -78,6 +86,8 @@ impl SigningCore {
 struct Job {
     uid: VideoUid,
     settings: Arc<TokenSettings>,
+    /// Exact times, or `None` for `now + ttl` and the configured `nbf` backdate.
+    validity: Option<Validity>,
     reply: oneshot::Sender<Result<IssuedToken, SignError>>,
 }
 
@@ -147,7 +157,7 @@ impl Signer {
         uid: &VideoUid,
         settings: &TokenSettings,
     ) -> Result<IssuedToken, SignError> {
-        self.core.sign(uid, settings)
+        self.core.sign(uid, settings, None)
     }
 
     /// Sign a token for `uid` on a signing thread, waiting for a free one.
@@ -156,10 +166,30 @@ impl Signer {
         uid: VideoUid,
         settings: Arc<TokenSettings>,
     ) -> Result<IssuedToken, SignError> {
+        self.sign_job(uid, settings, None).await
+    }
+
+    /// Sign a token for `uid` valid exactly over `validity`, on a signing thread.
+    pub async fn sign_with_validity(
+        &self,
+        uid: VideoUid,
+        settings: Arc<TokenSettings>,
+        validity: Validity,
+    ) -> Result<IssuedToken, SignError> {
+        self.sign_job(uid, settings, Some(validity)).await
+    }
+
+    async fn sign_job(
+        &self,
+        uid: VideoUid,
+        settings: Arc<TokenSettings>,
+        validity: Option<Validity>,
+    ) -> Result<IssuedToken, SignError> {
         let (reply, result) = oneshot::channel();
         let job = Job {
             uid,
             settings,
+            validity,
             reply,
         };
         self.jobs
@@ -183,7 +213,9 @@ fn sign_jobs(core: &SigningCore, queue: &Mutex<mpsc::Receiver<Job>>) {
             .blocking_recv();
         let Some(job) = job else { return };
         // The requester may have gone away; its answer is simply dropped.
-        let _ = job.reply.send(core.sign(&job.uid, &job.settings));
+        let _ = job
+            .reply
+            .send(core.sign(&job.uid, &job.settings, job.validity));
     }
 }
 
