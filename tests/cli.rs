@@ -562,11 +562,25 @@ async fn logs_never_contain_tokens_or_api_keys() {
     .await;
     assert_eq!(refused.status.as_u16(), 401);
     let _ = get(&format!("{origin}/watch/..%2fsecret")).await;
+    // Stream's token API and the demo page, with the key in each place it can be sent.
+    let bearer = format!("Bearer {TEST_API_KEY}");
+    let api = send(
+        http::Method::POST,
+        &format!("{origin}/accounts/023e105f4ecef8ad9ca31a8372d0c353/stream/intro/token"),
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(api.status.as_u16(), 200, "{}", api.text());
+    let body: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
+    tokens.push(body["result"]["token"].as_str().unwrap().to_string());
+    let page = get_with(&format!("{origin}/"), &[("x-api-key", TEST_API_KEY)]).await;
+    assert_eq!(page.status.as_u16(), 200);
     assert!(serve.terminate().await.success());
 
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(
-        logs.contains("token issued"),
+        logs.contains("token issued") && logs.contains("token issued through the token API"),
         "debug logs were captured:\n{logs}"
     );
     for token in &tokens {
