@@ -17,6 +17,30 @@ pub fn redirect(
     resource: Resource,
     query: Option<&str>,
 ) -> Result<Response<Body>, RequestError> {
+    if resource == Resource::Iframe && query.is_none() {
+        // The most common answer: built once per token, then shared.
+        let location = minted
+            .token
+            .player_location(origin, || location_value(origin, minted, resource, None))
+            .ok_or(RequestError::Internal(
+                "redirect location is not a valid header value",
+            ))?;
+        return Ok(found(location));
+    }
+    let location = location_value(origin, minted, resource, query).ok_or(
+        RequestError::Internal("redirect location is not a valid header value"),
+    )?;
+    Ok(found(location))
+}
+
+/// `<origin>/<token>/<resource>[?query]` as a header value. The origin, token (base64url)
+/// and query were all validated, so this fails only if there is a bug.
+fn location_value(
+    origin: &str,
+    minted: &Minted<'_>,
+    resource: Resource,
+    query: Option<&str>,
+) -> Option<HeaderValue> {
     let token = minted.token.token.expose();
     let path = resource.path();
     let mut location = String::with_capacity(
@@ -32,17 +56,18 @@ pub fn redirect(
         location.push_str(query);
     }
 
-    // The origin, token (base64url) and query were all validated, so this cannot fail
-    // unless there is a bug.
-    let location = HeaderValue::try_from(location)
-        .map_err(|_| RequestError::Internal("redirect location is not a valid header value"))?;
+    HeaderValue::try_from(location).ok()
+}
+
+/// `302 Found` to `location`, never cached, never leaking the token through a Referer.
+fn found(location: HeaderValue) -> Response<Body> {
     let mut response = Response::new(Body::new(Bytes::new()));
     *response.status_mut() = StatusCode::FOUND;
     let headers = response.headers_mut();
     headers.insert(LOCATION, location);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    Ok(response)
+    response
 }
 
 /// `302 Location: /watch/<video>/iframe[?query]`: in proxy mode the player page must be

@@ -9,7 +9,9 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::RSA_PKCS1_SHA256;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+use http::HeaderValue;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,9 +38,43 @@ pub struct IssuedToken {
     pub token: Secret<String>,
     /// Unix second at which Stream stops accepting it.
     pub expires_at: u64,
+    /// `<origin>/<token>/iframe` as a header value, with the origin it was built for: made
+    /// on the first redirect and shared by every later one (a cache hit then copies no
+    /// token and validates no header bytes). Carries the token, so it is a secret too.
+    player_location: OnceLock<Secret<(Box<str>, HeaderValue)>>,
 }
 
 impl IssuedToken {
+    pub fn new(token: String, expires_at: u64) -> Self {
+        Self {
+            token: Secret::new(token),
+            expires_at,
+            player_location: OnceLock::new(),
+        }
+    }
+
+    /// The player's URL on `origin` for this token, built by `build` the first time (for
+    /// the first origin asked; another origin is built anew each time).
+    pub fn player_location(
+        &self,
+        origin: &str,
+        build: impl FnOnce() -> Option<HeaderValue>,
+    ) -> Option<HeaderValue> {
+        if let Some(cached) = self.player_location.get() {
+            let (cached_origin, location) = cached.expose();
+            return if **cached_origin == *origin {
+                Some(location.clone())
+            } else {
+                build()
+            };
+        }
+        let location = build()?;
+        let _ = self
+            .player_location
+            .set(Secret::new((origin.into(), location.clone())));
+        Some(location)
+    }
+
     /// How long from now the token is still valid (zero once expired).
     pub fn remaining(&self) -> Duration {
         let expires = UNIX_EPOCH + Duration::from_secs(self.expires_at);
@@ -75,10 +111,7 @@ impl SigningCore {
         };
         let token = sign_jws(&self.active, &claims)?;
         self.signatures.fetch_add(1, Ordering::Relaxed);
-        Ok(IssuedToken {
-            token: Secret::new(token),
-            expires_at: claims.exp,
-        })
+        Ok(IssuedToken::new(token, claims.exp))
     }
 }
 
@@ -258,6 +291,26 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_player_location_is_built_once_per_token_for_its_origin() {
+        let token = IssuedToken::new("a.b.c".into(), 10);
+        let mut builds = 0;
+        let mut location = |origin: &str| {
+            token
+                .player_location(origin, || {
+                    builds += 1;
+                    HeaderValue::try_from(format!("{origin}/a.b.c/iframe")).ok()
+                })
+                .unwrap()
+        };
+        assert_eq!(location("https://o"), "https://o/a.b.c/iframe");
+        assert_eq!(location("https://o"), "https://o/a.b.c/iframe");
+        // Another origin is never served the cached value.
+        assert_eq!(location("https://p"), "https://p/a.b.c/iframe");
+        assert_eq!(builds, 2);
+        assert!(!format!("{token:?}").contains("a.b.c"), "{token:?}");
+    }
     use crate::token::claims::{AccessRule, RuleAction};
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use rustls_pki_types::PrivatePkcs1KeyDer;
