@@ -329,7 +329,7 @@ impl Gateway {
             }
         };
         note.decision = "allow";
-        note.rule_index = self.settings.policy.rule_index(permit.rule());
+        note.rule_index = Some(permit.rule_index());
         if note.enabled {
             note.rule = Some(Arc::from(permit.rule()));
         }

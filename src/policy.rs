@@ -248,9 +248,16 @@ impl Rule {
 #[derive(Debug, Clone, Copy)]
 pub struct Permit<'a> {
     rule: &'a Rule,
+    /// The rule's position in the policy (for the decision metrics).
+    index: usize,
 }
 
 impl<'a> Permit<'a> {
+    /// The position of the rule that allowed the request.
+    pub fn rule_index(&self) -> usize {
+        self.index
+    }
+
     /// The name of the rule that allowed the request.
     pub fn rule(&self) -> &'a str {
         &self.rule.name
@@ -385,7 +392,10 @@ impl Policy {
                 continue;
             }
             return match rule.action {
-                Action::Allow => Ok(Permit { rule }),
+                Action::Allow => Ok(Permit {
+                    rule,
+                    index: index as usize,
+                }),
                 Action::Deny => Err(Denied::ByRule(Arc::clone(&rule.name))),
             };
         }
@@ -614,6 +624,11 @@ mod tests {
             .decide(&ci(), video(&catalogue, "keynote"), NOW)
             .unwrap();
         assert_eq!(permit.rule(), "members");
+        assert_eq!(
+            Some(permit.rule_index()),
+            policy.rule_index("members"),
+            "the permit knows its rule's position"
+        );
         assert!(permit.downloadable());
         assert_eq!(
             policy

@@ -246,6 +246,9 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
+/// Where an API key may also be sent; a constant, so a lookup does not parse the name.
+const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 impl Authenticator {
     /// Identify the caller from request headers. `Ok(Anonymous)` only when no credential is
     /// present at all.
@@ -302,7 +305,7 @@ impl Authenticator {
                 Err(self.unsupported(scheme))
             };
         }
-        if let Some(value) = headers.get("x-api-key") {
+        if let Some(value) = headers.get(&X_API_KEY) {
             let key = value.to_str().map_err(|_| AuthError::InvalidApiKey)?.trim();
             return Ok(Some(Credential::ApiKey(key)));
         }
