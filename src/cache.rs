@@ -5,10 +5,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use moka::Expiry;
 use moka::future::Cache;
 
+use crate::token::signer::unix_now;
 use crate::token::{IssuedToken, SignError, Signer, TokenSettings, VideoUid};
+
+/// Slots in front of the cache for the tokens being asked for now.
+const HOT_SLOTS: usize = 256;
+
+/// A token in a hot slot. A lookup is a hash, one atomic load and two comparisons (the
+/// settings by address first: a rule's grant is one shared `Arc`). Moka's own bookkeeping
+/// on a hit (read recording, expiry and frequency accounting) cost as much as the rest of
+/// the gateway's work on a cache hit.
+struct Hot {
+    uid: VideoUid,
+    settings: Arc<TokenSettings>,
+    token: Arc<IssuedToken>,
+    /// Unix second from which the token is no longer served: the same window as the cache's.
+    serve_until: u64,
+}
 
 /// What makes two tokens interchangeable: the video and every setting that goes into the
 /// claims. Two callers with different entitlements therefore never share a token.
@@ -102,6 +119,10 @@ pub struct CacheStats {
 /// A bounded, single-flight cache of signed tokens in front of a [`Signer`].
 pub struct TokenCache {
     tokens: Cache<TokenKey, Arc<IssuedToken>, foldhash::fast::RandomState>,
+    /// The most recently served token per slot, checked before `tokens`.
+    hot: Box<[ArcSwapOption<Hot>]>,
+    hot_hasher: foldhash::fast::RandomState,
+    min_remaining: Duration,
     signer: Arc<Signer>,
     hits: ShardedCounter,
     misses: AtomicU64,
@@ -129,6 +150,9 @@ impl TokenCache {
             .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             tokens,
+            hot: (0..HOT_SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+            hot_hasher: foldhash::fast::RandomState::default(),
+            min_remaining,
             signer,
             hits: ShardedCounter::default(),
             misses: AtomicU64::new(0),
@@ -157,8 +181,42 @@ impl TokenCache {
         uid: VideoUid,
         settings: &Arc<TokenSettings>,
     ) -> Result<Arc<IssuedToken>, Arc<SignError>> {
-        // Fast path: a plain lookup by a borrowed key, without the entry API's per-call key
-        // allocation.
+        let slot = self.hot_slot(uid, settings);
+        if let Some(hot) = &*slot.load()
+            && hot.uid == uid
+            && (Arc::ptr_eq(&hot.settings, settings) || *hot.settings == **settings)
+            && unix_now() < hot.serve_until
+        {
+            self.hits.increment();
+            return Ok(Arc::clone(&hot.token));
+        }
+        let token = self.token_unshared(uid, settings).await?;
+        // Take the slot unless another key's token is fresh there: two hot keys that share a
+        // slot then do not evict each other on every request (the second is served by the
+        // cache behind).
+        let now = unix_now();
+        let free = slot.load().as_ref().is_none_or(|held| {
+            now >= held.serve_until || (held.uid == uid && *held.settings == **settings)
+        });
+        if free {
+            slot.store(Some(Arc::new(Hot {
+                uid,
+                settings: Arc::clone(settings),
+                serve_until: self.serve_until(settings, &token),
+                token: Arc::clone(&token),
+            })));
+        }
+        Ok(token)
+    }
+
+    /// A token for settings made for one viewer (bound to their address): the same cache,
+    /// but not the hot slots, which one-off settings would only crowd.
+    pub async fn token_unshared(
+        &self,
+        uid: VideoUid,
+        settings: &Arc<TokenSettings>,
+    ) -> Result<Arc<IssuedToken>, Arc<SignError>> {
+        // A plain lookup by a borrowed key, without the entry API's per-call key allocation.
         let lookup = TokenKeyRef { uid, settings };
         if let Some(token) = self.tokens.get(&lookup).await {
             self.hits.increment();
@@ -171,6 +229,24 @@ impl TokenCache {
         // The miss path is boxed: its future is three times the size of the lookup's, and
         // every cache hit would otherwise carry (and move) that space.
         Box::pin(self.sign_once(key)).await
+    }
+
+    fn hot_slot(&self, uid: VideoUid, settings: &TokenSettings) -> &ArcSwapOption<Hot> {
+        use std::hash::BuildHasher;
+        let hash = self.hot_hasher.hash_one(TokenKeyRef { uid, settings });
+        &self.hot[hash as usize % HOT_SLOTS]
+    }
+
+    /// When a token stops being served: `min_remaining` before it expires, or when it
+    /// expires if it was clipped to its rule's end (see [`ReuseWindow`]).
+    fn serve_until(&self, settings: &TokenSettings, token: &IssuedToken) -> u64 {
+        if settings.not_after == Some(token.expires_at) {
+            token.expires_at
+        } else {
+            token
+                .expires_at
+                .saturating_sub(self.min_remaining.as_secs_f64().ceil() as u64)
+        }
     }
 
     /// Sign the token for `key` unless a concurrent request already is; then share it.
@@ -227,6 +303,14 @@ impl TokenCache {
     /// Forget the token for `uid` under `settings` (the origin refused it), so the next
     /// request signs a new one.
     pub async fn invalidate(&self, uid: VideoUid, settings: &TokenSettings) {
+        let slot = self.hot_slot(uid, settings);
+        let held = slot
+            .load()
+            .as_ref()
+            .is_some_and(|hot| hot.uid == uid && *hot.settings == *settings);
+        if held {
+            slot.store(None);
+        }
         self.tokens.invalidate(&TokenKeyRef { uid, settings }).await;
     }
 
@@ -364,6 +448,64 @@ mod tests {
         let second = cache.token(uid(9), &clipped).await.unwrap();
         assert_eq!(first.token, second.token);
         assert_eq!(cache.signer().signatures(), 1);
+    }
+
+    #[tokio::test]
+    async fn invalidation_also_drops_the_hot_token() {
+        let cache = cache(Duration::from_secs(60));
+        let settings = settings(3600, false);
+        cache.token(uid(4), &settings).await.unwrap();
+        cache.token(uid(4), &settings).await.unwrap();
+        assert_eq!(cache.signer().signatures(), 1);
+        cache.invalidate(uid(4), &settings).await;
+        cache.token(uid(4), &settings).await.unwrap();
+        assert_eq!(
+            cache.signer().signatures(),
+            2,
+            "signed again after invalidation"
+        );
+    }
+
+    #[tokio::test]
+    async fn equal_settings_in_another_arc_share_the_token() {
+        // Equal settings from elsewhere (a reloaded policy) find the same token.
+        let cache = cache(Duration::from_secs(60));
+        let first = cache.token(uid(5), &settings(3600, true)).await.unwrap();
+        let second = cache.token(uid(5), &settings(3600, true)).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(cache.signer().signatures(), 1);
+    }
+
+    #[tokio::test]
+    async fn many_keys_each_get_their_own_token_through_the_hot_slots() {
+        // More keys than slots, so slots are shared: every answer must still be for its key.
+        let cache = cache(Duration::from_secs(60));
+        let grants: Vec<Arc<TokenSettings>> = (0..3).map(|i| settings(600 + i, false)).collect();
+        for round in 0..2 {
+            for n in 0..120u8 {
+                for grant in &grants {
+                    let token = cache.token(uid(n), grant).await.unwrap();
+                    let claims = token.token.expose().split('.').nth(1).unwrap().to_string();
+                    let claims: serde_json::Value = serde_json::from_slice(
+                        &base64::Engine::decode(
+                            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                            claims,
+                        )
+                        .unwrap(),
+                    )
+                    .unwrap();
+                    assert_eq!(claims["sub"], uid(n).as_str(), "round {round}");
+                    let ttl = claims["exp"].as_u64().unwrap() - claims["nbf"].as_u64().unwrap();
+                    assert_eq!(ttl, grant.ttl.as_secs(), "round {round}");
+                }
+            }
+        }
+        assert_eq!(
+            cache.signer().signatures(),
+            360,
+            "the second round was all hits"
+        );
+        assert_eq!(cache.stats().hits, 360);
     }
 
     #[tokio::test]

@@ -239,11 +239,12 @@ impl Gateway {
     ) -> Result<Minted<'_>, RequestError> {
         let identity = self.identify(headers, note).await?;
         let authorized = self.authorize(identity, headers, peer, video_id, target, note)?;
-        let token = self
-            .cache
-            .token(authorized.video.uid, &authorized.settings)
-            .await
-            .map_err(RequestError::Signing)?;
+        let uid = authorized.video.uid;
+        let token = match &authorized.settings {
+            Cow::Borrowed(shared) => self.cache.token(uid, shared).await,
+            Cow::Owned(for_viewer) => self.cache.token_unshared(uid, for_viewer).await,
+        }
+        .map_err(RequestError::Signing)?;
         tracing::debug!(
             video = %authorized.video.uid,
             rule = authorized.permit.rule(),
