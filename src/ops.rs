@@ -226,7 +226,7 @@ fn route_of(path: &str) -> metrics::Route {
         "/readyz" => metrics::Route::Ready,
         "/metrics" => metrics::Route::Metrics,
         "/api/getSignedURL" => metrics::Route::Api,
-        "/" | "/sign-in" => metrics::Route::Page,
+        "/" | "/sign-in" | "/favicon.ico" => metrics::Route::Page,
         _ if path.starts_with(crate::routes::demo::ASSETS_PREFIX) => metrics::Route::Page,
         _ if path.starts_with("/accounts/") && path.ends_with("/token") => metrics::Route::TokenApi,
         _ => match path.strip_prefix("/watch/") {

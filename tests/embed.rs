@@ -620,6 +620,7 @@ async fn the_demo_page_serves_its_files_and_sign_in() {
             "/api/getSignedURL",
         ),
         ("/assets/demo.css", "text/css; charset=utf-8", "#video-list"),
+        ("/assets/favicon.svg", "image/svg+xml", "<svg"),
     ] {
         let response = get(&gateway.url(path)).await;
         assert_eq!(response.status.as_u16(), 200, "{path}");

@@ -33,6 +33,7 @@ const MAX_LISTED: usize = 200;
 pub enum Asset {
     Script,
     Style,
+    Icon,
 }
 
 impl Asset {
@@ -40,6 +41,7 @@ impl Asset {
         match path.strip_prefix(ASSETS_PREFIX)? {
             "demo.js" => Some(Asset::Script),
             "demo.css" => Some(Asset::Style),
+            "favicon.svg" => Some(Asset::Icon),
             _ => None,
         }
     }
@@ -51,6 +53,7 @@ impl Asset {
                 "text/javascript; charset=utf-8",
             ),
             Asset::Style => (include_str!("../web/demo.css"), "text/css; charset=utf-8"),
+            Asset::Icon => (include_str!("../web/favicon.svg"), "image/svg+xml"),
         }
     }
 }
@@ -125,6 +128,7 @@ pub async fn home(gateway: &Gateway, headers: &HeaderMap) -> Result<Response<Bod
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>streamgate</title>
 <link rel="stylesheet" href="/assets/demo.css?v={version}">
+<link rel="icon" href="/assets/favicon.svg?v={version}" type="image/svg+xml">
 </head>
 <body>
 <header>
@@ -147,9 +151,15 @@ pub async fn home(gateway: &Gateway, headers: &HeaderMap) -> Result<Response<Bod
         for (video, downloadable, mode) in &listed {
             let alias = escape_html(&video.alias);
             let title = escape_html(video.title.as_deref().unwrap_or(&video.alias));
+            // Without a title the alias is the title; it is not repeated.
+            let alias_line = if video.title.is_some() {
+                format!("<code>{alias}</code>")
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 page,
-                r#"<li><button type="button" class="play" data-video="{alias}" data-title="{title}"><img src="/watch/{alias}/thumbnails/thumbnail.jpg?height=90" alt="" width="160" height="90" loading="lazy"><span class="title">{title}</span><code>{alias}</code><span class="uid">{uid}</span>{extras}</button></li>"#,
+                r#"<li><button type="button" class="play" data-video="{alias}" data-title="{title}"><img src="/watch/{alias}/thumbnails/thumbnail.jpg?height=90" alt="" width="160" height="90" loading="lazy"><span class="title">{title}</span>{alias_line}<span class="uid">{uid}</span>{extras}</button></li>"#,
                 uid = video.uid,
                 extras = match (downloadable, mode) {
                     (true, Mode::Proxy) =>
@@ -283,6 +293,7 @@ mod tests {
     fn assets_are_found_only_by_exact_name() {
         assert_eq!(Asset::from_path("/assets/demo.js"), Some(Asset::Script));
         assert_eq!(Asset::from_path("/assets/demo.css"), Some(Asset::Style));
+        assert_eq!(Asset::from_path("/assets/favicon.svg"), Some(Asset::Icon));
         assert_eq!(Asset::from_path("/assets/../demo.js"), None);
         assert_eq!(Asset::from_path("/assets/"), None);
     }

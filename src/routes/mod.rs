@@ -171,6 +171,11 @@ pub fn match_route<'a>(
             require_method(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
             Ok(Route::Home)
         }
+        // Browsers ask for it on every page, the error pages included.
+        "/favicon.ico" => {
+            require_method(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            Ok(Route::Asset(demo::Asset::Icon))
+        }
         "/sign-in" => {
             require_method(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
             Ok(Route::SignIn)
