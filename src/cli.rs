@@ -256,6 +256,14 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let (settings, keys) = load(path, MissingKeys::Generate)?;
     let (open_alias, protected_alias) = example_aliases(&settings);
     let has_users = !settings.identity.users.is_empty();
+    let demo_page = settings.demo_page;
+    let token_api = settings.token_api.enabled.then(|| {
+        settings
+            .token_api
+            .account_id
+            .clone()
+            .unwrap_or_else(|| "<account id>".into())
+    });
     runtime()?.block_on(async move {
         let shutdown = ShutdownSignal::install();
         let app = App::start(settings, keys, listen).await?;
@@ -267,6 +275,9 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         match app.emulator_addr() {
             Some(addr) => println!("Stream emulator on {} (stands in for Cloudflare)", app::origin_for(addr)),
             None => println!("Stream origin {}", app.gateway().origin()),
+        }
+        if demo_page {
+            println!("open {gateway}/ in a browser for the demo page");
         }
         println!("try:");
         if let Some(alias) = open_alias {
@@ -282,6 +293,11 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         println!(
             "  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"video_id\":\"<video>\"}}' {gateway}/api/getSignedURL"
         );
+        if let Some(account) = token_api {
+            println!(
+                "  curl -s -X POST -H 'Authorization: Bearer <key>' {gateway}/accounts/{account}/stream/<video>/token"
+            );
+        }
         shutdown.recv().await;
         println!("shutting down");
         app.shutdown().await;
@@ -440,6 +456,21 @@ fn check(path: &Path) -> anyhow::Result<()> {
             .collect();
         println!("  proxies  {}", nets.join(", "));
     }
+    let origins = &settings.cors.allowed_origins;
+    println!(
+        "  embed    demo page {}; cross-origin /api/* from {}; token API {}",
+        if settings.demo_page { "on" } else { "off" },
+        if origins.is_empty() {
+            "no other site".to_string()
+        } else {
+            origins.join(", ")
+        },
+        match (&settings.token_api.enabled, &settings.token_api.account_id) {
+            (false, _) => "off".to_string(),
+            (true, Some(account)) => format!("on for account {account}"),
+            (true, None) => "on for any account id".to_string(),
+        }
+    );
     println!("  rules    {}", settings.policy.rules().len());
     for rule in settings.policy.rules() {
         println!("    - {}", crate::explain::describe_rule(rule));

@@ -46,6 +46,12 @@ fn check_accepts_the_shipped_config() {
         stdout.contains("issuer   https://idp.streamgate.example (HS256)"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "embed    demo page on; cross-origin /api/* from no other site; token API on for any account id"
+        ),
+        "{stdout}"
+    );
     assert!(!stdout.contains("warning"), "{stdout}");
 }
 
