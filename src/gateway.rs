@@ -174,8 +174,10 @@ impl Gateway {
                     // The player page references its manifests relatively: give it a URL
                     // whose directory is the video's.
                     (Mode::Proxy, Target::Player) => Ok(routes::watch::to_player(video, query)),
+                    // Boxed, like the other routes below: their futures are large, and the
+                    // cache-hit redirect would otherwise carry (and move) all that space.
                     (Mode::Proxy, target) => {
-                        self.proxy(
+                        Box::pin(self.proxy(
                             req.method(),
                             req.headers(),
                             peer,
@@ -183,12 +185,14 @@ impl Gateway {
                             target,
                             query,
                             minted,
-                        )
+                        ))
                         .await
                     }
                 }
             }
-            Route::GetSignedUrl => routes::api::get_signed_url(self, req, peer, note).await,
+            Route::GetSignedUrl => {
+                Box::pin(routes::api::get_signed_url(self, req, peer, note)).await
+            }
             Route::ApiOptions { allow } => {
                 let cors = self.cors(req.headers(), req.uri())?;
                 Ok(crate::cors::preflight(
@@ -205,15 +209,14 @@ impl Gateway {
             Route::Home | Route::SignIn | Route::Asset(_) if !self.settings.demo_page => Err(
                 RequestError::NotFound("no such route (the demo page is turned off)".into()),
             ),
-            Route::Home => routes::demo::home(self, req.headers()).await,
-            Route::SignIn => routes::demo::sign_in(self, req.headers()).await,
+            Route::Home => Box::pin(routes::demo::home(self, req.headers())).await,
+            Route::SignIn => Box::pin(routes::demo::sign_in(self, req.headers())).await,
             Route::Asset(asset) => Ok(routes::demo::asset(asset)),
             Route::StreamToken { account_id, video } => {
                 let (account_id, video) = (account_id.to_owned(), video.to_owned());
-                Ok(
-                    routes::stream_api::create_token(self, req, peer, note, &account_id, &video)
-                        .await,
-                )
+                let answer =
+                    routes::stream_api::create_token(self, req, peer, note, &account_id, &video);
+                Ok(Box::pin(answer).await)
             }
         }
     }

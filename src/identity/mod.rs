@@ -256,12 +256,14 @@ impl Authenticator {
         let principal = match self.credential(headers)? {
             None => return Ok(Identity::Anonymous),
             Some(Credential::ApiKey(key)) => self.api_keys.verify(key)?,
+            // Boxed: these futures are large (a password check on the blocking pool, a key
+            // fetch), and anonymous and API-key callers would otherwise carry their space.
             Some(Credential::Basic(encoded)) => match &self.basic {
-                Some(basic) => basic.verify(encoded).await?,
+                Some(basic) => Box::pin(basic.verify(encoded)).await?,
                 None => return Err(self.unsupported("Basic")),
             },
             Some(Credential::Jwt(token)) => match &self.jwt {
-                Some(jwt) => jwt.verify(token).await?,
+                Some(jwt) => Box::pin(jwt.verify(token)).await?,
                 None => return Err(AuthError::InvalidApiKey),
             },
         };
