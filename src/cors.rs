@@ -52,7 +52,7 @@ pub fn check(
     }
     Err(RequestError::Forbidden(format!(
         "cross-origin requests from `{}` are not allowed; the operator lists trusted sites in cors.allowed_origins",
-        shorten(text)
+        crate::routes::truncate(text)
     )))
 }
 
@@ -121,14 +121,6 @@ pub fn preflight(
     }
     decorate(&mut response, cors);
     response
-}
-
-fn shorten(text: &str) -> &str {
-    let mut end = text.len().min(100);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 #[cfg(test)]

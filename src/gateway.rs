@@ -242,12 +242,9 @@ impl Gateway {
     ) -> Result<Minted<'_>, RequestError> {
         let identity = self.identify(headers, note).await?;
         let authorized = self.authorize(identity, headers, peer, video_id, target, note)?;
-        let uid = authorized.video.uid;
-        let token = match &authorized.settings {
-            Cow::Borrowed(shared) => self.cache.token(uid, shared).await,
-            Cow::Owned(for_viewer) => self.cache.token_unshared(uid, for_viewer).await,
-        }
-        .map_err(RequestError::Signing)?;
+        let token = self
+            .cached_token(authorized.video.uid, &authorized.settings)
+            .await?;
         tracing::debug!(
             video = %authorized.video.uid,
             rule = authorized.permit.rule(),
@@ -261,6 +258,24 @@ impl Gateway {
             identity: authorized.identity,
             settings: authorized.settings,
         })
+    }
+
+    /// The cached (or a new) token for `uid` under `settings`: a rule's shared grant may use
+    /// the cache's hot slots, settings made for one viewer do not.
+    #[allow(
+        clippy::ptr_arg,
+        reason = "whether the settings are borrowed (shared) or owned is what decides"
+    )]
+    async fn cached_token(
+        &self,
+        uid: crate::token::VideoUid,
+        settings: &Cow<'_, Arc<TokenSettings>>,
+    ) -> Result<Arc<IssuedToken>, RequestError> {
+        match settings {
+            Cow::Borrowed(shared) => self.cache.token(uid, shared).await,
+            Cow::Owned(for_viewer) => self.cache.token_unshared(uid, for_viewer).await,
+        }
+        .map_err(RequestError::Signing)
     }
 
     /// Who is asking: anonymous, or the principal behind a valid credential.
@@ -400,10 +415,8 @@ impl Gateway {
             .invalidate(minted.video.uid, &minted.settings)
             .await;
         let fresh = self
-            .cache
-            .token(minted.video.uid, &minted.settings)
-            .await
-            .map_err(RequestError::Signing)?;
+            .cached_token(minted.video.uid, &minted.settings)
+            .await?;
         request.token = fresh.token.expose();
         let response = self.forward(&request).await?;
         if !proxy::refused_token(response.status()) {

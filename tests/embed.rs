@@ -425,15 +425,7 @@ fn cors_config() -> String {
 }
 
 async fn post_signed_url(gateway: &TestGateway, headers: &[(&str, &str)]) -> TestResponse {
-    let mut all = vec![("content-type", "application/json")];
-    all.extend_from_slice(headers);
-    send(
-        Method::POST,
-        &gateway.url("/api/getSignedURL"),
-        &all,
-        Some(br#"{"video_id": "keynote"}"#.to_vec()),
-    )
-    .await
+    post_get_signed_url(gateway, r#"{"video_id": "keynote"}"#, headers).await
 }
 
 #[tokio::test]

@@ -161,22 +161,10 @@ async fn bad_input_on_watch_gets_the_right_4xx_with_a_reason() {
     gateway.shutdown().await;
 }
 
-async fn post_json(gateway: &TestGateway, body: &str, headers: &[(&str, &str)]) -> TestResponse {
-    let mut all = vec![("content-type", "application/json")];
-    all.extend_from_slice(headers);
-    send(
-        Method::POST,
-        &gateway.url("/api/getSignedURL"),
-        &all,
-        Some(body.as_bytes().to_vec()),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn get_signed_url_returns_a_token_the_emulator_accepts() {
     let gateway = TestGateway::start().await;
-    let response = post_json(&gateway, r#"{"video_id": "intro"}"#, &[]).await;
+    let response = post_get_signed_url(&gateway, r#"{"video_id": "intro"}"#, &[]).await;
     assert_eq!(response.status.as_u16(), 200, "{}", response.text());
     assert_eq!(response.header("cache-control"), Some("no-store"));
     let body: Value = serde_json::from_slice(&response.body).unwrap();
@@ -208,32 +196,32 @@ async fn get_signed_url_refuses_bad_requests_with_reasons() {
     assert_eq!(get_instead.header("allow"), Some("POST, OPTIONS"));
 
     assert_error(
-        &post_json(&gateway, "{}", &[]).await,
+        &post_get_signed_url(&gateway, "{}", &[]).await,
         400,
         "`video_id` is required",
     );
     assert_error(
-        &post_json(&gateway, r#"{"video_id": 7}"#, &[]).await,
+        &post_get_signed_url(&gateway, r#"{"video_id": 7}"#, &[]).await,
         400,
         "must be a string",
     );
     assert_error(
-        &post_json(&gateway, r#"{"video_id": "#, &[]).await,
+        &post_get_signed_url(&gateway, r#"{"video_id": "#, &[]).await,
         400,
         "malformed JSON",
     );
     assert_error(
-        &post_json(&gateway, "not json", &[]).await,
+        &post_get_signed_url(&gateway, "not json", &[]).await,
         400,
         "malformed JSON",
     );
     assert_error(
-        &post_json(&gateway, r#"{"video_id": "../x"}"#, &[]).await,
+        &post_get_signed_url(&gateway, r#"{"video_id": "../x"}"#, &[]).await,
         404,
         "no video",
     );
     assert_error(
-        &post_json(&gateway, r#"{"video_id": "keynote"}"#, &[]).await,
+        &post_get_signed_url(&gateway, r#"{"video_id": "keynote"}"#, &[]).await,
         401,
         "API key",
     );
@@ -248,7 +236,11 @@ async fn get_signed_url_refuses_bad_requests_with_reasons() {
     assert_error(&text, 415, "application/json");
 
     let huge = format!(r#"{{"video_id": "{}"}}"#, "a".repeat(10_000));
-    assert_error(&post_json(&gateway, &huge, &[]).await, 413, "larger than");
+    assert_error(
+        &post_get_signed_url(&gateway, &huge, &[]).await,
+        413,
+        "larger than",
+    );
     assert_eq!(gateway.signatures(), 0);
     gateway.shutdown().await;
 }

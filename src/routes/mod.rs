@@ -311,7 +311,7 @@ fn is_safe_query(query: &str) -> bool {
 }
 
 /// Echo at most a short prefix of client input in error messages.
-fn truncate(text: &str) -> &str {
+pub(crate) fn truncate(text: &str) -> &str {
     let mut end = text.len().min(64);
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -79,7 +79,7 @@ async fn token(
     if !is_account_id(account_id) {
         return Err(RequestError::BadRequest(format!(
             "`{}` is not an account id (32 hex characters)",
-            shorten(account_id)
+            crate::routes::truncate(account_id)
         )));
     }
     if let Some(ours) = &settings.token_api.account_id
@@ -177,7 +177,7 @@ impl TokenRequest {
                 other => {
                     return Err(RequestError::BadRequest(format!(
                         "unknown field `{}`; a token request has exp, nbf, downloadable and accessRules",
-                        shorten(other)
+                        crate::routes::truncate(other)
                     )));
                 }
             }
@@ -356,14 +356,6 @@ fn stream_error(error: RequestError) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-fn shorten(text: &str) -> &str {
-    let mut end = text.len().min(64);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 #[cfg(test)]

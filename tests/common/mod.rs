@@ -493,6 +493,23 @@ impl TestGateway {
     }
 }
 
+/// `POST /api/getSignedURL` with a JSON `body` and extra `headers`.
+pub async fn post_get_signed_url(
+    gateway: &TestGateway,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> TestResponse {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    send(
+        Method::POST,
+        &gateway.url("/api/getSignedURL"),
+        &all,
+        Some(body.as_bytes().to_vec()),
+    )
+    .await
+}
+
 /// The token inside a redirect `Location` of the form `<origin>/<token>/<resource>`.
 pub fn token_in_location(location: &str, origin: &str) -> String {
     location
