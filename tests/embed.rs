@@ -391,7 +391,12 @@ async fn the_token_api_checks_method_and_account() {
         None,
     )
     .await;
-    assert_stream_error(&foreign, 404, 404, "mints tokens for account");
+    assert_stream_error(
+        &foreign,
+        404,
+        404,
+        "does not mint tokens for account ffffffffffffffffffffffffffffffff",
+    );
     let malformed = send(
         Method::POST,
         &gateway.url("/accounts/not-an-account/stream/intro/token"),

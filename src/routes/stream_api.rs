@@ -82,14 +82,6 @@ async fn token(
             crate::routes::truncate(account_id)
         )));
     }
-    if let Some(ours) = &settings.token_api.account_id
-        && !ours.eq_ignore_ascii_case(account_id)
-    {
-        return Err(RequestError::NotFound(format!(
-            "this gateway mints tokens for account {ours}, not {account_id}"
-        )));
-    }
-
     let (parts, body) = req.into_parts();
     let identity = gateway.identify(&parts.headers, note).await?;
     match identity.principal().map(|p| &p.kind) {
@@ -104,6 +96,15 @@ async fn token(
                 "an API key (Authorization: Bearer <key>)",
             )));
         }
+    }
+    // Checked only for callers with a key: the account this gateway serves is not told to
+    // anyone else.
+    if let Some(ours) = &settings.token_api.account_id
+        && !ours.eq_ignore_ascii_case(account_id)
+    {
+        return Err(RequestError::NotFound(format!(
+            "this gateway does not mint tokens for account {account_id}"
+        )));
     }
     let bytes = super::api::read_body(gateway, &parts.headers, body).await?;
     let requested = TokenRequest::parse(&bytes)?;
