@@ -67,7 +67,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use streamgate::app::App;
 use streamgate::config::{MissingKeys, Settings, load_signing_keys};
-use streamgate::server::ConnectionBuilder;
+use streamgate::http::server::ConnectionBuilder;
 use streamgate::token::claims::Claims;
 use streamgate::token::signer::{sign_jws, unix_now};
 use streamgate::token::{SigningKey, TokenSettings, VideoUid};
@@ -503,7 +503,7 @@ async fn fetch_location(
 
 /// Answer every request on `listener` with the gateway's redirect head and a fixed Location,
 /// served by hyper-util's auto builder: with its defaults for (c), with the gateway's own
-/// connection settings (`streamgate::server::ConnectionBuilder`) for (c').
+/// connection settings (`streamgate::http::server::ConnectionBuilder`) for (c').
 async fn serve_fixed_redirect(
     listener: TcpListener,
     location: HeaderValue,

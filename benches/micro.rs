@@ -25,7 +25,7 @@
 //! the two policy benches (`cargo bench --bench micro -- decision` or `-- policy_load` runs
 //! only those).
 //!
-//! [`Policy::decide`]: streamgate::policy::Policy::decide
+//! [`Policy::decide`]: streamgate::authz::policy::Policy::decide
 //! [`Metrics::request`]: streamgate::metrics::Metrics::request
 //! [`Metrics::decision`]: streamgate::metrics::Metrics::decision
 
@@ -41,9 +41,9 @@ use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rustls_pki_types::PrivatePkcs1KeyDer;
 use rustls_pki_types::pem::PemObject;
-use streamgate::cache::TokenCache;
 use streamgate::config::Settings;
 use streamgate::metrics::{Metrics, Outcome, Route};
+use streamgate::token::cache::TokenCache;
 use streamgate::token::claims::Claims;
 use streamgate::token::signer::{sign_jws, unix_now};
 use streamgate::token::{Signer, SigningKey, TokenSettings, VideoUid};

@@ -10,17 +10,17 @@ use hyper::body::Incoming;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::Body;
-use crate::cache::TokenCache;
-use crate::catalogue::Video;
-use crate::client_addr::client_address;
+use crate::app::edge::AccessNote;
+use crate::authz::catalogue::Video;
+use crate::authz::policy::{Denied, Mode, Permit};
 use crate::config::Settings;
 use crate::error::{Audience, RequestError, prefers_html};
+use crate::http::client_addr::client_address;
+use crate::http::server::Handler;
 use crate::identity::{Authenticator, Identity};
-use crate::ops::AccessNote;
-use crate::policy::{Denied, Mode, Permit};
 use crate::proxy::{self, ClientError, Forward, Upstream, UpstreamError};
 use crate::routes::{self, Resource, Route, Target};
-use crate::server::Handler;
+use crate::token::cache::TokenCache;
 use crate::token::signer::unix_now;
 use crate::token::{IssuedToken, Signer, TokenSettings};
 
@@ -58,7 +58,7 @@ pub struct Gateway {
     /// How to sign in, for the 401's reason.
     sign_in: Arc<str>,
     /// Token-minting rate limits (off unless configured).
-    limiter: crate::ratelimit::MintLimiter,
+    limiter: crate::authz::ratelimit::MintLimiter,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
@@ -107,7 +107,7 @@ impl Gateway {
             ways.push("a session token from your identity provider");
         }
         let sign_in = ways.join(", or ").into();
-        let limiter = crate::ratelimit::MintLimiter::new(&settings.rate_limit);
+        let limiter = crate::authz::ratelimit::MintLimiter::new(&settings.rate_limit);
         Ok(Self {
             settings,
             auth,
@@ -195,7 +195,7 @@ impl Gateway {
             }
             Route::ApiOptions { allow } => {
                 let cors = self.cors(req.headers(), req.uri())?;
-                Ok(crate::cors::preflight(
+                Ok(crate::routes::cors::preflight(
                     req.headers(),
                     &cors,
                     allow,
@@ -221,9 +221,13 @@ impl Gateway {
         }
     }
 
-    /// Whether the request's `Origin` may call `/api/*` (see [`crate::cors`]).
-    fn cors(&self, headers: &HeaderMap, uri: &Uri) -> Result<crate::cors::Cors, RequestError> {
-        crate::cors::check(
+    /// Whether the request's `Origin` may call `/api/*` (see [`crate::routes::cors`]).
+    fn cors(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<crate::routes::cors::Cors, RequestError> {
+        crate::routes::cors::check(
             headers,
             uri,
             &self.settings.cors,
@@ -590,7 +594,7 @@ impl Gateway {
             }),
         };
         if let Some(cors) = &cors {
-            crate::cors::decorate(&mut response, cors);
+            crate::routes::cors::decorate(&mut response, cors);
         }
         tracing::trace!(%peer, %method, status = response.status().as_u16(), "request");
         response

@@ -1,39 +1,28 @@
 //! streamgate: a reverse-proxy gateway that signs Cloudflare Stream URLs on the fly.
 //!
-//! The request path reads top to bottom: [`routes`] → [`identity`] → [`policy`] →
-//! [`cache`] (→ [`token`]) → redirect. [`emulator`] is a local Stream origin that judges the
-//! tokens independently, so the whole flow works offline.
+//! The request path reads as the modules in order: [`http`] accepts the connection, [`app`]'s
+//! edge makes the [`request`] context, [`gateway`] dispatches to a handler in [`routes`],
+//! which asks [`identity`] who is calling and [`authz`] for a permit, then [`token`] for a
+//! token, and answers with a redirect or through [`proxy`]. [`emulator`] is a local Stream
+//! origin that judges the tokens independently, so the whole flow works offline.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod authz;
 pub mod body;
-pub mod cache;
-pub mod catalogue;
 pub mod cli;
-pub mod client_addr;
 pub mod config;
-pub mod cors;
 pub mod emulator;
 pub mod error;
-pub mod explain;
 pub mod gateway;
-pub mod header_timer;
-pub mod https_client;
+pub mod http;
 pub mod identity;
-pub mod inspect;
-pub mod live;
 pub mod metrics;
-pub mod ops;
-pub mod policy;
 pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
 pub mod routes;
 pub mod secret;
-pub mod server;
 #[cfg(test)]
 mod test_support;
-pub mod tls;
 pub mod token;
 
 /// Hash maps and sets on the request path: foldhash instead of SipHash. Their keys come from

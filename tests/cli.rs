@@ -642,7 +642,7 @@ struct HeldUpstream {
     release: tokio::sync::watch::Receiver<bool>,
 }
 
-impl streamgate::server::Handler for HeldUpstream {
+impl streamgate::http::server::Handler for HeldUpstream {
     async fn handle(
         &self,
         req: http::Request<hyper::body::Incoming>,

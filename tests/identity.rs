@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use streamgate::Body;
-use streamgate::server::Handler;
+use streamgate::http::server::Handler;
 
 const HS_ISSUER: &str = "https://hs.idp.test";
 const RS_ISSUER: &str = "https://rs.idp.test";

@@ -78,7 +78,7 @@ fn expand(name: &str, values: &Placeholders) -> String {
         return values.jwt_secret_file.clone();
     }
     if let Some(offset) = name.strip_prefix("now") {
-        return streamgate::policy::rfc3339(relative_time(values.now, offset));
+        return streamgate::authz::policy::rfc3339(relative_time(values.now, offset));
     }
     if let Some(password) = name.strip_prefix("argon2:") {
         return argon2_phc(password);

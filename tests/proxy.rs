@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use streamgate::Body;
 use streamgate::body::BoxError;
 use streamgate::emulator::{DOWNLOAD_LEN_BYTES, RENDITIONS, SEGMENTS_PER_RENDITION};
-use streamgate::server::Handler;
+use streamgate::http::server::Handler;
 use tokio::sync::mpsc;
 
 /// `Via` the gateway adds in both directions.

@@ -17,8 +17,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use serde_json::Value;
 use streamgate::app::App;
+use streamgate::app::reload::ReloadStatus;
 use streamgate::config::{MissingKeys, Settings, load_signing_keys};
-use streamgate::reload::ReloadStatus;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Held shared by every test that counts reloads, exclusively by the one that sends SIGHUP.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use streamgate::Body;
-use streamgate::server::{ConnectionBuilder, Handler, serve_with};
+use streamgate::http::server::{ConnectionBuilder, Handler, serve_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use streamgate::Body;
 use streamgate::app::{App, StartError};
 use streamgate::config::{MissingKeys, Settings, load_signing_keys};
-use streamgate::server::{ConnectionBuilder, Handler, serve_tls_with};
-use streamgate::tls::{CertStore, TlsFiles};
+use streamgate::http::server::{ConnectionBuilder, Handler, serve_tls_with};
+use streamgate::http::tls::{CertStore, TlsFiles};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -366,7 +366,7 @@ fn tls_settings_are_checked_with_file_line_and_field() {
         tls.http_redirect_listen,
         Some("127.0.0.1:0".parse().unwrap())
     );
-    assert_eq!(tls.reload_interval, streamgate::tls::RELOAD_INTERVAL);
+    assert_eq!(tls.reload_interval, streamgate::http::tls::RELOAD_INTERVAL);
     assert!(parse(&gateway_config()).unwrap().tls.is_none());
 
     let redirect_only = format!("{}http_redirect_listen: 127.0.0.1:8080\n", gateway_config());
@@ -474,7 +474,7 @@ async fn slow_handshakes_and_heads_are_cut_off_and_handshakes_do_not_hold_up_shu
         key: dir.path().join("key.pem"),
     })
     .unwrap();
-    let config = streamgate::tls::server_config(certs).unwrap();
+    let config = streamgate::http::tls::server_config(certs).unwrap();
 
     let start = |handshake_timeout: Duration, header_read_timeout: Duration| {
         let config = Arc::clone(&config);

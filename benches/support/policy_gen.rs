@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use streamgate::catalogue::Video;
+use streamgate::authz::catalogue::Video;
+use streamgate::authz::policy::Policy;
 use streamgate::config::Settings;
 use streamgate::identity::{Identity, Principal, PrincipalKind};
-use streamgate::policy::Policy;
 
 /// The committed test-only key's id; the key file itself is not read by `from_yaml`.
 const KEY_ID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
@@ -226,7 +226,7 @@ fn trace(policy: &Policy, candidates: &[usize], identity: &Identity) -> Option<(
     for (examined, &index) in candidates.iter().enumerate() {
         let rule = &policy.rules()[index];
         if rule.subjects.iter().any(|s| s.matches(identity)) && rule.window.is_always() {
-            return (rule.action == streamgate::policy::Action::Allow)
+            return (rule.action == streamgate::authz::policy::Action::Allow)
                 .then_some((examined + 1, index));
         }
     }

@@ -11,7 +11,7 @@ use jsonwebtoken::Algorithm;
 
 use super::raw::{RawApiKey, RawAuth, RawIssuer, RawNet, RawUser};
 use super::{Checker, ConfigError, ConfigErrors, KeyLocation, Seg, Settings, key, parse_origin};
-use crate::client_addr::TrustedProxies;
+use crate::http::client_addr::TrustedProxies;
 use crate::identity::basic::{BasicUsers, UserSettings, validate_phc};
 use crate::identity::jwt::{IssuerKeys, IssuerSettings, JwtVerifier};
 use crate::identity::{ApiKeys, Authenticator};

@@ -24,9 +24,9 @@ pub use policy::lint;
 pub use raw::parse_rfc3339;
 use raw::{RawConfig, RawKey};
 
-use crate::catalogue::{Catalogue, Video, is_valid_alias};
-use crate::policy::Policy;
-use crate::tls::{CertStore, TlsFile, TlsFiles};
+use crate::authz::catalogue::{Catalogue, Video, is_valid_alias};
+use crate::authz::policy::Policy;
+use crate::http::tls::{CertStore, TlsFile, TlsFiles};
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES};
 use crate::token::{SigningKey, TokenSettings, VideoUid};
 
@@ -164,7 +164,7 @@ pub struct Settings {
     /// How proxy mode reaches Stream.
     pub upstream: UpstreamSettings,
     /// Connection limits (applied when the gateway starts).
-    pub limits: crate::server::Limits,
+    pub limits: crate::http::server::Limits,
     /// Longest time to produce a response head.
     pub request_timeout: Duration,
     /// Largest request body on the POST APIs.
@@ -468,7 +468,7 @@ fn validate_stream(raw: raw::RawStream, check: &mut Checker<'_>) -> Option<Strea
     }))
 }
 
-fn validate_limits(raw: &raw::RawLimits, check: &mut Checker<'_>) -> crate::server::Limits {
+fn validate_limits(raw: &raw::RawLimits, check: &mut Checker<'_>) -> crate::http::server::Limits {
     let at = |field: &str| [key("limits"), key(field)];
     for (field, value) in [
         ("header_read_timeout", raw.header_read_timeout.0),
@@ -496,13 +496,13 @@ fn validate_limits(raw: &raw::RawLimits, check: &mut Checker<'_>) -> crate::serv
             check.error(&at(field), "must be at least 1");
         }
     }
-    crate::server::Limits {
+    crate::http::server::Limits {
         header_read_timeout: raw.header_read_timeout.0,
         max_header_bytes: raw.max_header_bytes,
         h2_max_concurrent_streams: raw.h2_max_concurrent_streams,
         max_connections: raw.max_connections,
         shutdown_deadline: raw.shutdown_deadline.0,
-        ..crate::server::Limits::default()
+        ..crate::http::server::Limits::default()
     }
 }
 
@@ -814,7 +814,7 @@ fn validate_tls(
             key: base_dir.join(raw.key),
         },
         http_redirect_listen,
-        reload_interval: crate::tls::RELOAD_INTERVAL,
+        reload_interval: crate::http::tls::RELOAD_INTERVAL,
         positions: [
             check.position(&[key("tls")]),
             check.position(&[key("tls"), key("cert")]),

@@ -9,8 +9,8 @@ use super::identity::IdentitySettings;
 use super::raw::{RawAction, RawCountries, RawMode, RawRule, RawToken};
 use super::{Checker, Seg, check_access_rules, display_path, human_duration, key};
 use crate::FastSet;
-use crate::catalogue::Catalogue;
-use crate::policy::{
+use crate::authz::catalogue::Catalogue;
+use crate::authz::policy::{
     Action, Mode, Policy, Rule, Subject, TokenGrant, VideoSelector, Window, rfc3339,
 };
 use crate::token::TokenSettings;

@@ -219,14 +219,17 @@ fn proxy_mode_is_global_or_per_rule_and_refuses_address_binding() {
             .policy
             .rules()
             .iter()
-            .all(|r| r.mode == crate::policy::Mode::Proxy)
+            .all(|r| r.mode == crate::authz::policy::Mode::Proxy)
     );
     let per_rule = GOOD.replace("    ttl: 30m\n", "    ttl: 30m\n    mode: proxy\n");
     let settings = parse(&per_rule).unwrap();
     let modes: Vec<_> = settings.policy.rules().iter().map(|r| r.mode).collect();
     assert_eq!(
         modes,
-        [crate::policy::Mode::Redirect, crate::policy::Mode::Proxy]
+        [
+            crate::authz::policy::Mode::Redirect,
+            crate::authz::policy::Mode::Proxy
+        ]
     );
     let bound = per_rule.replace(
         "    mode: proxy\n",

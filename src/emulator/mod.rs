@@ -32,7 +32,7 @@ use self::http_file::Representation;
 use self::judge::{Permit, Rejection, TokenJudge};
 use self::rules::Viewer;
 use crate::Body;
-use crate::server::Handler;
+use crate::http::server::Handler;
 
 /// The public half of one signing key, as the emulator knows it.
 #[derive(Clone, Debug)]

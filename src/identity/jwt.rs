@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use super::{AuthError, CredentialHasher, Principal, PrincipalKind, lookup_claim};
 use crate::config::KeyLocation;
-use crate::https_client::{self, ClientOptions, HttpsClient};
+use crate::http::client::{self as http_client, ClientOptions, HttpsClient};
 
 /// One trusted issuer, validated from the configuration.
 #[derive(Debug, Clone)]
@@ -447,7 +447,7 @@ impl JwtVerifier {
     /// One fetch; the caller holds `remote.fetching`. Keeps the previous keys on failure.
     async fn fetch_jwks(&self, issuer: &Issuer, remote: &Remote) -> bool {
         let result =
-            https_client::get_bytes(&remote.client, &remote.url, JWKS_TIMEOUT, JWKS_MAX_BYTES)
+            http_client::get_bytes(&remote.client, &remote.url, JWKS_TIMEOUT, JWKS_MAX_BYTES)
                 .await
                 .map_err(|error| error.to_string())
                 .and_then(|body| parse_jwks(&body, &issuer.settings.algorithms));
@@ -667,7 +667,7 @@ fn load_keys(keys: &IssuerKeys, algorithms: &[Algorithm]) -> Result<KeySource, S
             if refresh.is_zero() {
                 return Err("the JWKS `refresh` interval must be positive".into());
             }
-            let client = https_client::build(&ClientOptions {
+            let client = http_client::build(&ClientOptions {
                 extra_ca_file: ca_file.clone(),
                 ..ClientOptions::default()
             })
@@ -1103,7 +1103,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::https_client::test_support::{TestCa, TestServer, respond, serve};
+    use crate::http::client::test_support::{TestCa, TestServer, respond, serve};
 
     const ISS: &str = "https://idp.test/";
     const AUD: &str = "streamgate";

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 
 use crate::body::Body;
 use crate::config::UpstreamSettings;
-use crate::https_client::{self, ClientOptions, HttpsClient};
+use crate::http::client::{self as http_client, ClientOptions, HttpsClient};
 use idle::IdleBody;
 use rewrite::{RewriteBody, Rewriter};
 
@@ -35,7 +35,7 @@ pub enum UpstreamError {
 }
 
 /// Why the proxy client could not be built (a bad CA file).
-pub use https_client::ClientError;
+pub use http_client::ClientError;
 
 /// The pooled client to Stream, with its timeouts.
 pub struct Upstream {
@@ -61,7 +61,7 @@ pub struct Forward<'a> {
 
 impl Upstream {
     pub fn new(origin: String, settings: UpstreamSettings) -> Result<Self, ClientError> {
-        let client = https_client::build(&ClientOptions {
+        let client = http_client::build(&ClientOptions {
             extra_ca_file: settings.ca_file.clone(),
             connect_timeout: settings.connect_timeout,
         })?;

@@ -25,7 +25,7 @@ pub async fn get_signed_url(
     gateway: &Gateway,
     req: Request<Incoming>,
     peer: SocketAddr,
-    note: &mut crate::ops::AccessNote,
+    note: &mut crate::app::edge::AccessNote,
 ) -> Result<Response<Body>, RequestError> {
     require_json(req.headers())?;
     let (parts, body) = req.into_parts();

@@ -16,10 +16,10 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::Body;
+use crate::authz::policy::Mode;
 use crate::error::{RequestError, escape_html};
 use crate::gateway::Gateway;
 use crate::identity::{Identity, PrincipalKind};
-use crate::policy::Mode;
 use crate::token::signer::unix_now;
 
 /// Where the page's static files live.

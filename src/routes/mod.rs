@@ -1,13 +1,14 @@
 //! Route matching: pure functions from method and path to a [`Route`] or a client error.
 
 pub mod api;
+pub mod cors;
 pub mod demo;
 pub mod stream_api;
 pub mod watch;
 
 use http::Method;
 
-use crate::catalogue::is_valid_alias;
+use crate::authz::catalogue::is_valid_alias;
 use crate::error::RequestError;
 use crate::token::VideoUid;
 

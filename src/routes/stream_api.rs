@@ -19,12 +19,12 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use crate::Body;
+use crate::app::edge::AccessNote;
+use crate::authz::policy::rfc3339;
 use crate::config::is_account_id;
 use crate::error::{Audience, RequestError};
 use crate::gateway::Gateway;
 use crate::identity::PrincipalKind;
-use crate::ops::AccessNote;
-use crate::policy::rfc3339;
 use crate::token::TokenSettings;
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES, MAX_TTL, RuleAction, Validity};
 use crate::token::signer::unix_now;

@@ -1,5 +1,6 @@
 //! Stream tokens: claims, keys in Cloudflare's formats, and signing.
 
+pub mod cache;
 pub mod claims;
 pub mod keys;
 pub mod signer;

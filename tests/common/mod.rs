@@ -23,7 +23,7 @@ use rustls_pki_types::PrivatePkcs1KeyDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use streamgate::emulator::{Emulator, EmulatorSettings, VerifyingKeySpec};
-use streamgate::server::{Handler, serve};
+use streamgate::http::server::{Handler, serve};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -11,7 +11,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::Body;
-use crate::server::Handler;
+use crate::http::server::Handler;
 
 /// A [`Handler`] whose implementation can be replaced while it serves.
 pub struct Live<H> {

@@ -8,8 +8,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
+use crate::authz::policy::rfc3339;
 use crate::emulator::VerifyingKeySpec;
-use crate::policy::rfc3339;
 
 /// What to inspect, and for whom.
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::Body;
 use crate::error::RequestError;
-use crate::server::Handler;
+use crate::http::server::Handler;
 
 /// How often [`CertStore::watch`] looks at the files in production.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);

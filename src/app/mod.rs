@@ -1,6 +1,10 @@
 //! Start and stop a whole gateway: listeners (HTTPS and its HTTP redirect when `tls` is
 //! configured), the optional in-process emulator, shutdown.
 
+pub mod edge;
+pub mod live;
+pub mod reload;
+
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -11,7 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cache::TokenCache;
+use crate::app::edge::{MetricsOnly, Ops};
+use crate::app::live::Live;
+use crate::app::reload::Reloader;
 use crate::config::active_first;
 use crate::config::{
     ConfigError, ConfigErrors, EmulatorOptions, Settings, StreamSettings, build_authenticator,
@@ -19,12 +25,10 @@ use crate::config::{
 };
 use crate::emulator::{Emulator, EmulatorError, EmulatorSettings, VerifyingKeySpec};
 use crate::gateway::Gateway;
-use crate::live::Live;
+use crate::http::server;
+use crate::http::tls::{self, CertStore};
 use crate::metrics::{CacheCounts, Metrics};
-use crate::ops::{MetricsOnly, Ops};
-use crate::reload::Reloader;
-use crate::server;
-use crate::tls::{self, CertStore};
+use crate::token::cache::TokenCache;
 use crate::token::{Signer, SigningKey};
 
 /// Why the gateway could not start.

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::catalogue::{Catalogue, Video};
+use crate::authz::catalogue::{Catalogue, Video};
 use crate::identity::{Identity, Principal, PrincipalKind};
 use crate::token::claims::{AccessRule, RuleAction};
 use crate::token::{TokenSettings, VideoUid};

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authz::policy::{Action, Rule, Subject, Verdict, rfc3339};
 use crate::config::{Settings, human_duration};
 use crate::identity::{Identity, Principal, PrincipalKind};
-use crate::policy::{Action, Rule, Subject, Verdict, rfc3339};
 use crate::token::claims::Claims;
 
 /// Who to explain the decision for.
@@ -153,11 +153,11 @@ pub fn explain(
     match decision {
         Err(denied) => {
             let reason = match denied {
-                crate::policy::Denied::ByRule(rule) => format!("by rule `{rule}`"),
-                crate::policy::Denied::OutsideWindow { rule, reason } => {
+                crate::authz::policy::Denied::ByRule(rule) => format!("by rule `{rule}`"),
+                crate::authz::policy::Denied::OutsideWindow { rule, reason } => {
                     format!("rule `{rule}` would allow, but this video is {reason}")
                 }
-                crate::policy::Denied::NoRule => "no rule matched (deny by default)".into(),
+                crate::authz::policy::Denied::NoRule => "no rule matched (deny by default)".into(),
             };
             let status = if identity.is_authenticated() {
                 "403"
@@ -183,7 +183,7 @@ pub fn explain(
 
 fn write_claims(
     out: &mut String,
-    grant: &crate::policy::TokenGrant,
+    grant: &crate::authz::policy::TokenGrant,
     uid: &crate::token::VideoUid,
     question: &Question,
     key_id: Option<&str>,
@@ -255,7 +255,7 @@ fn describe(identity: &Identity) -> String {
 
 /// Rules as `check` lists them.
 pub fn describe_rule(rule: &Rule) -> String {
-    use crate::policy::VideoSelector;
+    use crate::authz::policy::VideoSelector;
     let videos = match &rule.videos {
         VideoSelector::All => "every video".to_string(),
         VideoSelector::Some { uids, tags } => {
@@ -285,7 +285,7 @@ pub fn describe_rule(rule: &Rule) -> String {
     if rule.token.bind_client_ip {
         extras.push("bound to the viewer's address".into());
     }
-    if rule.mode == crate::policy::Mode::Proxy {
+    if rule.mode == crate::authz::policy::Mode::Proxy {
         extras.push("proxied".into());
     }
     if let Some(start) = rule.window.not_before {

@@ -336,7 +336,7 @@ mod tests {
     use crate::token::SigningKey;
     use crate::token::claims::{AccessRule, RuleAction};
 
-    const FIXTURE_PEM: &str = include_str!("../tests/fixtures/test-only-signing-key.pem");
+    const FIXTURE_PEM: &str = include_str!("../../tests/fixtures/test-only-signing-key.pem");
 
     fn cache(min_remaining: Duration) -> TokenCache {
         let key = SigningKey::from_material(Some("0a1b2c3d4e5f60718293a4b5c6d7e8f9"), FIXTURE_PEM)

@@ -1,5 +1,8 @@
 //! Command line: `serve` (default), `emulate`, `sign`, `check`. `anyhow` lives here only.
 
+pub mod explain;
+pub mod inspect;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,9 +18,9 @@ use crate::config::{
     human_duration, load_signing_keys,
 };
 use crate::emulator::Emulator;
+use crate::http::server;
 use crate::identity::Identity;
 use crate::routes::Resource;
-use crate::server;
 use crate::token::claims::MAX_TTL;
 use crate::token::{Signer, SigningKey, TokenSettings, VideoUid};
 
@@ -309,7 +312,7 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
 fn example_aliases(settings: &Settings) -> (Option<String>, Option<String>) {
     let mut videos: Vec<_> = settings.catalogue.videos().collect();
     videos.sort_by(|a, b| a.alias.cmp(&b.alias));
-    let allowed = |video: &&Arc<crate::catalogue::Video>| {
+    let allowed = |video: &&Arc<crate::authz::catalogue::Video>| {
         settings
             .policy
             .decide(
@@ -473,7 +476,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
     );
     println!("  rules    {}", settings.policy.rules().len());
     for rule in settings.policy.rules() {
-        println!("    - {}", crate::explain::describe_rule(rule));
+        println!("    - {}", crate::cli::explain::describe_rule(rule));
     }
     for warning in &settings.warnings {
         println!("warning: {warning}");
@@ -487,8 +490,8 @@ fn check(path: &Path) -> anyhow::Result<()> {
 fn explain(path: &Path, args: ExplainArgs) -> anyhow::Result<()> {
     let settings = Settings::load(path).map_err(config_failure)?;
     let (keys, _) = load_signing_keys(&settings, MissingKeys::Skip).map_err(config_failure)?;
-    let question = crate::explain::Question {
-        asker: crate::explain::Asker {
+    let question = crate::cli::explain::Question {
+        asker: crate::cli::explain::Asker {
             user: args.user,
             api_key_name: args.api_key_name,
             groups: args.groups,
@@ -499,7 +502,7 @@ fn explain(path: &Path, args: ExplainArgs) -> anyhow::Result<()> {
         ip: args.ip,
         country: args.country,
     };
-    let report = crate::explain::explain(
+    let report = crate::cli::explain::explain(
         &settings,
         &question,
         keys.first().map(|k| k.id()),
@@ -536,7 +539,7 @@ fn inspect(
                 .collect()
         })
         .unwrap_or_default();
-    let report = crate::inspect::inspect(&crate::inspect::Inspection {
+    let report = crate::cli::inspect::inspect(&crate::cli::inspect::Inspection {
         input: token,
         keys: &keys,
         ip,

@@ -14,14 +14,14 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::app::emulator_settings;
-use crate::cache::TokenCache;
+use crate::app::live::Live;
 use crate::config::{
     ConfigErrors, MissingKeys, Settings, StreamSettings, active_first, build_authenticator,
     load_signing_keys,
 };
 use crate::emulator::Emulator;
 use crate::gateway::Gateway;
-use crate::live::Live;
+use crate::token::cache::TokenCache;
 use crate::token::{Signer, SigningKey};
 
 /// Events closer together than this are one save.

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::header_timer::HeaderTimers;
+use crate::http::header_timer::HeaderTimers;
 
 use crate::Body;
 
@@ -78,7 +78,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Per-connection HTTP settings shared by every listener: HTTP/1.1 with a header-read
-/// timeout (on a coarse per-connection timer, see [`crate::header_timer`]) and a head size
+/// timeout (on a coarse per-connection timer, see [`crate::http::header_timer`]) and a head size
 /// limit; HTTP/2 (prior knowledge) with a stream limit; over TLS, a handshake deadline.
 ///
 /// Create it inside a tokio runtime: it runs the header-timeout ticker until dropped.
@@ -99,7 +99,7 @@ impl ConnectionBuilder {
         Self::with_limits(&Limits::default())
     }
 
-    /// Settings with a given header-read timeout (fires up to [`crate::header_timer::TICK`]
+    /// Settings with a given header-read timeout (fires up to [`crate::http::header_timer::TICK`]
     /// late).
     pub fn with_header_read_timeout(header_read_timeout: Duration) -> Self {
         Self::with_limits(&Limits {
@@ -192,7 +192,7 @@ pub async fn serve_with<H: Handler>(
     accept_loop(listener, None, handler, connections, shutdown).await;
 }
 
-/// [`serve`] over TLS with `tls` (see [`crate::tls::server_config`]): each connection gets
+/// [`serve`] over TLS with `tls` (see [`crate::http::tls::server_config`]): each connection gets
 /// [`TLS_HANDSHAKE_TIMEOUT`] to finish its handshake, then HTTP/2 if ALPN chose `h2`,
 /// HTTP/1.1 if it chose `http/1.1`, and either (detected) when the client offered no ALPN.
 pub async fn serve_tls<H: Handler>(

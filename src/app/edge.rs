@@ -11,12 +11,12 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::Body;
+use crate::app::live::Live;
+use crate::app::reload::Reloader;
 use crate::error::json_response;
 use crate::gateway::Gateway;
-use crate::live::Live;
+use crate::http::server::Handler;
 use crate::metrics::{self, Metrics, Outcome};
-use crate::reload::Reloader;
-use crate::server::Handler;
 
 /// The request id header: accepted from the client when sane, else generated; always
 /// returned.
