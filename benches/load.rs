@@ -66,7 +66,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use streamgate::app::App;
-use streamgate::config::{MissingKeys, Settings, load_signing_keys};
+use streamgate::app::keys::{MissingKeys, load_signing_keys};
+use streamgate::config::Settings;
 use streamgate::http::server::ConnectionBuilder;
 use streamgate::token::claims::Claims;
 use streamgate::token::signer::{sign_jws, unix_now};
@@ -180,8 +181,8 @@ fn main() {
         location.len(),
         "(e) and (f) answer with a Location as long as (a)'s"
     );
-    let serving = app.gateway();
-    let auth = serving.authenticator();
+    let serving = app.snapshot();
+    let auth = &serving.auth;
     let auth_checks = || {
         (
             auth.basic.as_ref().map_or(0, |basic| basic.verifications()),
@@ -217,7 +218,7 @@ fn main() {
     let (mut hits, mut bare, mut same_limits) = (Scenario::new(), Scenario::new(), Scenario::new());
     let mut basic_hits = Scenario::with_header(credentials.basic.clone());
     let mut jwt_hits = Scenario::with_header(credentials.jwt.clone());
-    let cache_before = app.gateway().cache().stats();
+    let cache_before = app.snapshot().cache.stats();
     for round in 0..ROUNDS {
         let slot = Slot::new(round, &options);
         hits.round(client_rt, gateway, &hit_paths, slot, options.connections);
@@ -226,7 +227,7 @@ fn main() {
         basic_hits.round(client_rt, gateway, &member_paths, slot, options.connections);
         jwt_hits.round(client_rt, gateway, &member_paths, slot, options.connections);
     }
-    let cache_after = app.gateway().cache().stats();
+    let cache_after = app.snapshot().cache.stats();
     let auth_checks_after = auth_checks();
     baseline_task.abort();
     tuned_task.abort();
@@ -234,13 +235,13 @@ fn main() {
     let miss_paths = Paths::distinct_videos(options.connections);
     let mut misses = Scenario::new();
     let mut signing = SigningReport::default();
-    let signatures_before = app.gateway().cache().signer().signatures();
+    let signatures_before = app.snapshot().cache.signer().signatures();
     for round in 0..ROUNDS {
         let slot = Slot::new(round, &options);
         misses.round(client_rt, gateway, &miss_paths, slot, options.connections);
         signing.absorb(sign_on_every_core(options.cores, slot));
     }
-    let signatures = app.gateway().cache().signer().signatures() - signatures_before;
+    let signatures = app.snapshot().cache.signer().signatures() - signatures_before;
     server_rt.block_on(app.shutdown());
 
     drop(secret_dir);

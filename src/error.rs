@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::Body;
 use crate::identity::AuthError;
+use crate::proxy::UpstreamError;
 use crate::token::SignError;
 
 /// Everything that can stop a request. Client mistakes map to 4xx with a reason; our own
@@ -43,12 +44,13 @@ pub enum RequestError {
     Internal(&'static str),
     #[error("token signing failed")]
     Signing(#[source] Arc<SignError>),
-    /// The Stream origin could not be reached or failed (proxy mode).
+    /// The exchange with the Stream origin failed (proxy mode): 504 when it did not answer
+    /// in time, 502 otherwise.
     #[error("{0}")]
-    BadGateway(String),
-    /// The Stream origin did not answer in time (proxy mode).
-    #[error("{0}")]
-    GatewayTimeout(String),
+    Upstream(#[from] UpstreamError),
+    /// The Stream origin answered with a server error of its own (proxy mode): 502.
+    #[error("the Stream origin answered {0}")]
+    UpstreamStatus(u16),
     /// Over a token-minting rate limit.
     #[error("too many requests; retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
@@ -90,8 +92,8 @@ impl RequestError {
             RequestError::Internal(_) | RequestError::Signing(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            RequestError::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            RequestError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            RequestError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            RequestError::Upstream(_) | RequestError::UpstreamStatus(_) => StatusCode::BAD_GATEWAY,
             RequestError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             RequestError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -125,7 +127,12 @@ impl RequestError {
     pub fn render(self, audience: &Audience<'_>) -> Response<Body> {
         let status = self.status();
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self, source = ?std::error::Error::source(&self), "request failed");
+            tracing::error!(error = %self, cause = %Causes(&self), "request failed");
+        } else if matches!(
+            status,
+            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+        ) {
+            tracing::warn!(error = %self, cause = %Causes(&self), "the Stream origin failed");
         } else {
             tracing::debug!(%status, reason = %self, "request refused");
         }
@@ -162,6 +169,26 @@ impl RequestError {
     }
 }
 
+/// An error's chain of causes, `: `-separated (empty when it has none). Each cause is our own
+/// type or a library's I/O or protocol error: none carries a URL, a token or a header value.
+struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut cause = self.0.source();
+        let mut first = true;
+        while let Some(error) = cause {
+            if !first {
+                f.write_str(": ")?;
+            }
+            write!(f, "{error}")?;
+            first = false;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
 /// Whether the client asked for HTML ahead of JSON: a browser navigating, not an API call.
 pub fn prefers_html(headers: &HeaderMap) -> bool {
     let Some(accept) = headers.get(ACCEPT).and_then(|v| v.to_str().ok()) else {
@@ -181,6 +208,15 @@ fn login_redirect(location: HeaderValue) -> Response<Body> {
     headers.insert(LOCATION, location);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// Echo at most a short prefix of client input in error messages.
+pub fn truncate(text: &str) -> &str {
+    let mut end = text.len().min(64);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// A JSON response that no cache may keep.

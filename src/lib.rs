@@ -19,8 +19,10 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;
+pub mod request;
 pub mod routes;
 pub mod secret;
+pub mod snapshot;
 #[cfg(test)]
 mod test_support;
 pub mod token;

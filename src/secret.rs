@@ -44,3 +44,11 @@ mod tests {
         assert_eq!(secret.expose(), "hunter2");
     }
 }
+
+/// Where a secret (a signing key, an issuer's shared secret) is read from: never inline in
+/// the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLocation {
+    File(std::path::PathBuf),
+    Env(String),
+}

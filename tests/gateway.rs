@@ -261,7 +261,7 @@ async fn two_hundred_concurrent_requests_for_one_video_sign_once() {
     }
     assert!(locations.iter().all(|l| *l == locations[0]));
     assert_eq!(gateway.signatures(), 1);
-    let stats = gateway.app().gateway().cache().stats();
+    let stats = gateway.app().snapshot().cache.stats();
     assert_eq!((stats.misses, stats.hits), (1, 199));
 }
 
@@ -382,9 +382,11 @@ async fn a_taken_gateway_port_fails_start_with_a_clear_error() {
     );
     let settings =
         streamgate::config::Settings::from_yaml(&config, "test.yaml", &fixture_path("")).unwrap();
-    let (keys, _) =
-        streamgate::config::load_signing_keys(&settings, streamgate::config::MissingKeys::Fail)
-            .unwrap();
+    let (keys, _) = streamgate::app::keys::load_signing_keys(
+        &settings,
+        streamgate::app::keys::MissingKeys::Fail,
+    )
+    .unwrap();
     let error = streamgate::app::App::start(settings, keys, None)
         .await
         .err()

@@ -284,8 +284,8 @@ async fn basic_success_is_remembered_and_failures_are_not() {
     let basic = || {
         gateway
             .app()
-            .gateway()
-            .authenticator()
+            .snapshot()
+            .auth
             .basic
             .as_ref()
             .expect("users are configured")
@@ -697,8 +697,8 @@ async fn jwks_unknown_kid_is_fetched_once_and_known_keys_outlive_the_server() {
     let verifier = || {
         gateway
             .app()
-            .gateway()
-            .authenticator()
+            .snapshot()
+            .auth
             .jwt
             .as_ref()
             .expect("issuers are configured")

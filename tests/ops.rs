@@ -1023,7 +1023,7 @@ async fn the_access_log_has_one_line_per_request_and_no_secrets() {
         get(
             "/watch/keynote",
             vec![],
-            (401, "no_rule", "", "", "keynote"),
+            (401, "deny_default", "", "", "keynote"),
         ),
         get(
             "/watch/keynote",

@@ -17,8 +17,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use serde_json::Value;
 use streamgate::app::App;
+use streamgate::app::keys::{MissingKeys, load_signing_keys};
 use streamgate::app::reload::ReloadStatus;
-use streamgate::config::{MissingKeys, Settings, load_signing_keys};
+use streamgate::config::Settings;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Held shared by every test that counts reloads, exclusively by the one that sends SIGHUP.
@@ -698,7 +699,7 @@ async fn settings_that_need_a_restart_are_reported_not_applied() {
     let before = Config::default();
     let running = Running::start(&before).await;
     let bound = running.app().gateway_addr();
-    let configured = running.app().gateway().settings().listen;
+    let configured = running.app().snapshot().settings.listen;
 
     let moved = Config {
         listen: "127.0.0.1:9",
@@ -712,7 +713,7 @@ async fn settings_that_need_a_restart_are_reported_not_applied() {
     // Served on the old address, with the rest of the write applied.
     assert!(running.serves(&moved).await);
     assert_eq!(running.app().gateway_addr(), bound);
-    assert_eq!(running.app().gateway().settings().listen, configured);
+    assert_eq!(running.app().snapshot().settings.listen, configured);
 
     // Still pending after a later reload that leaves `listen` changed...
     let again = Config {
@@ -854,12 +855,12 @@ async fn key_rotation_end_to_end() {
         let content = get(&location).await;
         assert_eq!(content.status.as_u16(), 200, "{path}: {}", content.text());
     }
-    let stats = running.app().gateway().cache().stats();
+    let stats = running.app().snapshot().cache.stats();
     assert!(
         running
             .app()
-            .gateway()
-            .cache()
+            .snapshot()
+            .cache
             .signer()
             .keys()
             .iter()

@@ -2,7 +2,9 @@
 //! configured), the optional in-process emulator, shutdown.
 
 pub mod edge;
+pub mod keys;
 pub mod live;
+pub mod redirect;
 pub mod reload;
 
 use std::io;
@@ -15,45 +17,35 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::edge::{MetricsOnly, Ops};
+use crate::app::edge::{Edge, MetricsOnly};
 use crate::app::live::Live;
 use crate::app::reload::Reloader;
-use crate::config::active_first;
-use crate::config::{
-    ConfigError, ConfigErrors, EmulatorOptions, Settings, StreamSettings, build_authenticator,
-    load_tls,
-};
-use crate::emulator::{Emulator, EmulatorError, EmulatorSettings, VerifyingKeySpec};
-use crate::gateway::Gateway;
+use crate::config::{ConfigError, ConfigErrors, Settings, StreamSettings, TlsSettings};
 use crate::http::server;
-use crate::http::tls::{self, CertStore};
+use crate::http::tls::{self, CertStore, TlsFile};
 use crate::metrics::{CacheCounts, Metrics};
-use crate::token::cache::TokenCache;
-use crate::token::{Signer, SigningKey};
+use crate::snapshot::{BuildError, Snapshot};
+use crate::token::SigningKey;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr} for the {what}: {source}")]
+    #[error("cannot listen on {addr} for the {what}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
         #[source]
         source: io::Error,
     },
-    #[error("cannot start the Stream emulator: {0}")]
-    Emulator(#[from] EmulatorError),
-    #[error("invalid identity configuration\n{0}")]
-    Identity(#[from] ConfigErrors),
+    #[error("invalid configuration\n{0}")]
+    Build(#[from] BuildError),
     #[error("invalid TLS configuration\n{0}")]
     Tls(ConfigErrors),
-    #[error("cannot build the client for the Stream origin (upstream.ca_file): {0}")]
-    Upstream(#[source] crate::proxy::ClientError),
 }
 
 /// A running gateway (and emulator, when configured).
 pub struct App {
-    gateway: Arc<Live<Gateway>>,
+    live: Arc<Live<Snapshot>>,
     metrics: Arc<Metrics>,
     metrics_addr: Option<SocketAddr>,
     reloader: Option<Arc<Reloader>>,
@@ -65,6 +57,14 @@ pub struct App {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Listeners bound before anything serves, so that a failure starts nothing.
+struct Listeners {
+    gateway: (TcpListener, SocketAddr),
+    emulator: Option<(TcpListener, SocketAddr)>,
+    redirect: Option<(TcpListener, SocketAddr)>,
+    metrics: Option<(TcpListener, SocketAddr)>,
+}
+
 impl App {
     /// Bind and start serving. `listen` overrides the configured gateway address (port 0
     /// picks a free port; [`App::gateway_addr`] tells which).
@@ -73,103 +73,55 @@ impl App {
         keys: Vec<SigningKey>,
         listen: Option<SocketAddr>,
     ) -> Result<App, StartError> {
-        let auth = build_authenticator(&settings)?;
-        let keys = active_first(&settings, keys);
         // Before anything listens: a bad certificate or key must not half-start the gateway.
-        let tls = load_https(&settings)?;
-        let settings = Arc::new(settings);
-        let signer = Arc::new(Signer::new(
-            keys,
-            settings.nbf_backdate,
-            settings.max_signing_in_flight,
-        ));
+        let tls = load_https(&settings).map_err(StartError::Tls)?;
+        let listeners = bind_all(&settings, listen).await?;
+        let origin = match (&settings.stream, &listeners.emulator) {
+            (StreamSettings::Origin(origin), _) => origin.clone(),
+            (StreamSettings::Emulator(_), Some((_, addr))) => origin_for(*addr),
+            (StreamSettings::Emulator(_), None) => unreachable!("the emulator's listener is bound"),
+        };
+        let metrics = Metrics::new();
+        let (snapshot, emulator) = Snapshot::build(settings, keys, origin, None, &metrics)?;
+        metrics.set_rules(snapshot.settings.policy.rules().iter().map(|r| &*r.name));
+        metrics.set_config_generation(1);
+        let settings = Arc::clone(&snapshot.settings);
+        let live = Arc::new(Live::new(Arc::new(snapshot)));
+
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
-        let mut live_emulator = None;
-        let mut metrics_addr = None;
-
-        let (origin, emulator_addr) = match &settings.stream {
-            StreamSettings::Origin(origin) => (origin.clone(), None),
-            StreamSettings::Emulator(options) => {
-                let emulator = Emulator::new(emulator_settings(&settings, signer.keys(), options))?;
-                let listener = bind(options.listen, "Stream emulator").await?;
-                let addr = local_addr(&listener, options.listen);
+        let emulator_addr = listeners.emulator.as_ref().map(|(_, addr)| *addr);
+        let live_emulator = match (emulator, listeners.emulator) {
+            (Some(emulator), Some((listener, _))) => {
                 let live = Arc::new(Live::new(Arc::new(emulator)));
                 tasks.push(tokio::spawn(server::serve(
                     listener,
                     Arc::clone(&live),
                     until_stopped(stopped.clone()),
                 )));
-                live_emulator = Some(live);
-                (origin_for(addr), Some(addr))
+                Some(live)
             }
+            _ => None,
         };
-
-        let listen = listen.unwrap_or(settings.listen);
-        let listener = match bind(listen, "gateway").await {
-            Ok(listener) => listener,
-            Err(error) => {
-                // Do not leave the emulator running behind a gateway that never started.
-                let _ = stop.send(true);
-                return Err(error);
-            }
-        };
-        let gateway_addr = local_addr(&listener, listen);
-        let redirect = match settings.tls.as_ref().and_then(|t| t.http_redirect_listen) {
-            Some(addr) => match bind(addr, "HTTP to HTTPS redirect").await {
-                Ok(redirect) => {
-                    let redirect_addr = local_addr(&redirect, addr);
-                    Some((redirect, redirect_addr))
-                }
-                Err(error) => {
-                    let _ = stop.send(true);
-                    return Err(error);
-                }
-            },
-            None => None,
-        };
-        if let Some(jwt) = &auth.jwt {
-            jwt.spawn_refresh(until_stopped(stopped.clone()));
-        }
-        let config_path = PathBuf::from(&settings.file);
-        let access_log = settings.access_log;
-        let metrics_listen = settings.metrics_listen;
-        let metrics = Metrics::new();
-        metrics.set_rules(settings.policy.rules().iter().map(|r| &*r.name));
-        metrics.set_config_generation(1);
         let connections = server::ConnectionBuilder::with_limits(&settings.limits)
             .observed_by(Arc::clone(&metrics));
         let refused_connections = connections.refused_counter();
-        let cache = Arc::new(
-            TokenCache::new(signer, settings.cache_capacity, settings.min_remaining)
-                .with_sign_timeout(settings.request_timeout)
-                .observed_by(Arc::clone(&metrics)),
-        );
-        let gateway = match Gateway::with_cache(settings, auth, cache, origin.clone()) {
-            Ok(gateway) => Arc::new(Live::new(Arc::new(
-                gateway.observed_by(Arc::clone(&metrics)),
-            ))),
-            Err(error) => {
-                let _ = stop.send(true);
-                return Err(StartError::Upstream(error));
-            }
-        };
         // Only a configuration that came from a file can be reloaded.
+        let config_path = PathBuf::from(&settings.file);
         let reloader = config_path.is_file().then(|| {
             let reloader = Arc::new(Reloader::new(
                 config_path,
-                Arc::clone(&gateway),
-                live_emulator.clone(),
-                origin,
+                Arc::clone(&live),
+                live_emulator,
                 Arc::clone(&metrics),
             ));
             tasks.push(Arc::clone(&reloader).spawn_watch(until_stopped(stopped.clone())));
             reloader
         });
         {
-            let gateway = Arc::clone(&gateway);
+            let live = Arc::clone(&live);
             metrics.set_cache_source(Box::new(move || {
-                let stats = gateway.current().cache().stats();
+                let stats = live.current().cache.stats();
                 CacheCounts {
                     hits: stats.hits,
                     misses: stats.misses,
@@ -178,53 +130,33 @@ impl App {
                 }
             }));
         }
-        if let Some(addr) = metrics_listen {
-            match bind(addr, "metrics").await {
-                Ok(listener) => {
-                    metrics_addr = Some(local_addr(&listener, addr));
-                    tasks.push(tokio::spawn(server::serve(
-                        listener,
-                        Arc::new(MetricsOnly {
-                            metrics: Arc::clone(&metrics),
-                        }),
-                        until_stopped(stopped.clone()),
-                    )));
-                }
-                Err(error) => {
-                    let _ = stop.send(true);
-                    return Err(error);
-                }
-            }
-        }
-        let ops = Arc::new(Ops::new(
-            Arc::clone(&gateway),
+        let metrics_addr = listeners.metrics.map(|(listener, addr)| {
+            tasks.push(tokio::spawn(server::serve(
+                listener,
+                Arc::new(MetricsOnly {
+                    metrics: Arc::clone(&metrics),
+                }),
+                until_stopped(stopped.clone()),
+            )));
+            addr
+        });
+        let edge = Arc::new(Edge::new(
+            Arc::clone(&live),
             Arc::clone(&metrics),
-            metrics_listen.is_none(),
+            metrics_addr.is_none(),
             reloader.clone(),
             emulator_addr,
-            access_log,
         ));
-        {
-            // Rate-limit state of quiet callers is dropped once a minute.
-            let gateway = Arc::clone(&gateway);
-            let stop = until_stopped(stopped.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::pin!(stop);
-                loop {
-                    tokio::select! {
-                        () = &mut stop => break,
-                        () = tokio::time::sleep(Duration::from_secs(60)) => {
-                            gateway.current().forget_idle_rate_limits();
-                        }
-                    }
-                }
-            }));
-        }
+        tasks.push(forget_idle_rate_limits(
+            Arc::clone(&live),
+            until_stopped(stopped.clone()),
+        ));
+        let (listener, gateway_addr) = listeners.gateway;
         let https = match tls {
             Some(tls) => Some(tls.spawn(
                 listener,
-                redirect,
-                &ops,
+                listeners.redirect,
+                &edge,
                 connections,
                 gateway_addr.port(),
                 &stopped,
@@ -233,7 +165,7 @@ impl App {
             None => {
                 tasks.push(tokio::spawn(server::serve_with(
                     listener,
-                    Arc::clone(&ops),
+                    edge,
                     connections,
                     until_stopped(stopped),
                 )));
@@ -242,7 +174,7 @@ impl App {
         };
 
         Ok(App {
-            gateway,
+            live,
             metrics,
             metrics_addr,
             reloader,
@@ -286,9 +218,9 @@ impl App {
         self.https.as_ref().and_then(|https| https.redirect_addr)
     }
 
-    /// The gateway serving now (a reload replaces it).
-    pub fn gateway(&self) -> Arc<Gateway> {
-        self.gateway.current()
+    /// The configuration snapshot serving now (a reload replaces it).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.current()
     }
 
     /// Connections closed on accept because `limits.max_connections` were open.
@@ -328,26 +260,95 @@ struct TlsSetup {
     reload_interval: Duration,
 }
 
+/// Read and check the TLS certificate and key, when configured (`streamgate check`).
+pub fn check_tls(settings: &Settings) -> Result<(), ConfigErrors> {
+    load_https(settings).map(|_| ())
+}
+
 /// Load the certificate and key and build the rustls configuration, when `tls` is set.
-fn load_https(settings: &Settings) -> Result<Option<TlsSetup>, StartError> {
-    let (Some(certs), Some(options)) =
-        (load_tls(settings).map_err(StartError::Tls)?, &settings.tls)
-    else {
+/// Errors name the field.
+fn load_https(settings: &Settings) -> Result<Option<TlsSetup>, ConfigErrors> {
+    let Some(options) = &settings.tls else {
         return Ok(None);
     };
-    let config = tls::server_config(Arc::clone(&certs)).map_err(|error| {
-        StartError::Tls(ConfigErrors(vec![ConfigError {
+    let fail = |field: &str, position, error: &dyn std::error::Error| {
+        ConfigErrors(vec![ConfigError {
             file: settings.file.clone(),
-            position: None,
-            field: "tls".into(),
+            position,
+            field: field.to_string(),
             message: error.to_string(),
-        }]))
+        }])
+    };
+    let certs = CertStore::load(options.files.clone()).map_err(|error| {
+        let (field, position) = tls_field(options, error.file());
+        fail(field, position, &error)
     })?;
+    let config = tls::server_config(Arc::clone(&certs))
+        .map_err(|error| fail("tls", options.positions[0], &error))?;
     Ok(Some(TlsSetup {
         certs,
         config,
         reload_interval: options.reload_interval,
     }))
+}
+
+/// The configuration field a TLS file came from, and where it is in the file.
+fn tls_field(
+    options: &TlsSettings,
+    file: Option<TlsFile>,
+) -> (&'static str, Option<(usize, usize)>) {
+    match file {
+        Some(TlsFile::Cert) => ("tls.cert", options.positions[1]),
+        Some(TlsFile::Key) => ("tls.key", options.positions[2]),
+        None => ("tls", options.positions[0]),
+    }
+}
+
+/// Bind every configured listener, or none: a gateway that cannot bind all of them does not
+/// start.
+async fn bind_all(
+    settings: &Settings,
+    listen: Option<SocketAddr>,
+) -> Result<Listeners, StartError> {
+    let emulator = match &settings.stream {
+        StreamSettings::Emulator(options) => {
+            Some(bind_at(options.listen, "Stream emulator").await?)
+        }
+        StreamSettings::Origin(_) => None,
+    };
+    let gateway = bind_at(listen.unwrap_or(settings.listen), "gateway").await?;
+    let redirect = match settings.tls.as_ref().and_then(|t| t.http_redirect_listen) {
+        Some(addr) => Some(bind_at(addr, "HTTP to HTTPS redirect").await?),
+        None => None,
+    };
+    let metrics = match settings.metrics_listen {
+        Some(addr) => Some(bind_at(addr, "metrics").await?),
+        None => None,
+    };
+    Ok(Listeners {
+        gateway,
+        emulator,
+        redirect,
+        metrics,
+    })
+}
+
+/// Drop the rate-limit state of quiet callers once a minute, until `stop`.
+fn forget_idle_rate_limits(
+    live: Arc<Live<Snapshot>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(Duration::from_secs(60)) => {
+                    live.current().authz.limiter().forget_idle();
+                }
+            }
+        }
+    })
 }
 
 impl TlsSetup {
@@ -358,7 +359,7 @@ impl TlsSetup {
         self,
         listener: TcpListener,
         redirect: Option<(TcpListener, SocketAddr)>,
-        gateway: &Arc<Ops>,
+        gateway: &Arc<Edge>,
         connections: server::ConnectionBuilder,
         https_port: u16,
         stopped: &watch::Receiver<bool>,
@@ -377,7 +378,7 @@ impl TlsSetup {
         let redirect_addr = redirect.map(|(listener, addr)| {
             tasks.push(tokio::spawn(server::serve(
                 listener,
-                Arc::new(tls::HttpsRedirect::new(https_port)),
+                Arc::new(redirect::HttpsRedirect::new(https_port)),
                 until_stopped(stopped.clone()),
             )));
             addr
@@ -393,36 +394,6 @@ impl TlsSetup {
 struct Https {
     certs: Arc<CertStore>,
     redirect_addr: Option<SocketAddr>,
-}
-
-/// What the emulator needs from the configuration: the public halves of every key and the
-/// catalogue's uids.
-pub fn emulator_settings(
-    settings: &Settings,
-    keys: &[Arc<SigningKey>],
-    options: &EmulatorOptions,
-) -> EmulatorSettings {
-    EmulatorSettings {
-        keys: keys
-            .iter()
-            .map(|key| {
-                let (modulus, exponent) = key.public_components();
-                VerifyingKeySpec {
-                    id: key.id().to_string(),
-                    modulus,
-                    exponent,
-                }
-            })
-            .collect(),
-        video_uids: settings
-            .catalogue
-            .videos()
-            .map(|video| video.uid.as_str().to_string())
-            .collect(),
-        country_header: options.country_header.clone(),
-        client_ip_header: options.client_ip_header.clone(),
-        leeway: options.leeway,
-    }
 }
 
 /// `http://<addr>`, with a wildcard address replaced by loopback so a browser can follow it.
@@ -445,8 +416,14 @@ pub(crate) async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpList
         .map_err(|source| StartError::Bind { what, addr, source })
 }
 
-fn local_addr(listener: &TcpListener, requested: SocketAddr) -> SocketAddr {
-    listener.local_addr().unwrap_or(requested)
+/// [`bind`], and the address bound (the port chosen for port 0).
+async fn bind_at(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = bind(addr, what).await?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    Ok((listener, bound))
 }
 
 /// Resolves once `stop` has been set to true (or its sender is gone).

@@ -1,5 +1,6 @@
 //! Live reload: when the configuration file changes (or on SIGHUP), build a complete new
-//! gateway from it and swap it in; a file that does not validate changes nothing.
+//! snapshot from it with [`Snapshot::build`] and swap it in; a file that does not validate
+//! changes nothing.
 //!
 //! Editors save by writing a new file and renaming it over the old one, and Kubernetes swaps
 //! a ConfigMap's `..data` symlink: the watcher therefore watches the file's directory,
@@ -13,16 +14,12 @@ use aws_lc_rs::digest;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::app::emulator_settings;
+use crate::app::keys::{MissingKeys, load_signing_keys};
 use crate::app::live::Live;
-use crate::config::{
-    ConfigErrors, MissingKeys, Settings, StreamSettings, active_first, build_authenticator,
-    load_signing_keys,
-};
+use crate::config::{ConfigErrors, Settings};
 use crate::emulator::Emulator;
-use crate::gateway::Gateway;
-use crate::token::cache::TokenCache;
-use crate::token::{Signer, SigningKey};
+use crate::metrics::Metrics;
+use crate::snapshot::{BuildError, Snapshot, keep_restart_settings, restart_only_changes};
 
 /// Events closer together than this are one save.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -36,7 +33,8 @@ pub struct ReloadStatus {
     pub reloads_failed: u64,
     /// The last failure, when the last attempt failed (file, line, field and message).
     pub last_error: Option<String>,
-    /// Settings that changed in the file but only take effect after a restart.
+    /// Settings that changed in the file but only take effect after a restart (see
+    /// [`restart_only_changes`]).
     pub needs_restart: Vec<&'static str>,
 }
 
@@ -45,18 +43,16 @@ pub struct ReloadStatus {
 pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
-    #[error("{0}")]
-    Build(String),
+    #[error(transparent)]
+    Build(#[from] BuildError),
 }
 
-/// Rebuilds and swaps the gateway (and the in-process emulator) from the configuration file.
+/// Rebuilds and swaps the snapshot (and the in-process emulator) from the configuration file.
 pub struct Reloader {
     path: PathBuf,
-    gateway: Arc<Live<Gateway>>,
+    live: Arc<Live<Snapshot>>,
     emulator: Option<Arc<Live<Emulator>>>,
-    /// The Stream origin this process serves (a restart setting).
-    origin: String,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<Metrics>,
     state: Mutex<State>,
 }
 
@@ -70,19 +66,17 @@ struct State {
 impl Reloader {
     pub fn new(
         path: PathBuf,
-        gateway: Arc<Live<Gateway>>,
+        live: Arc<Live<Snapshot>>,
         emulator: Option<Arc<Live<Emulator>>>,
-        origin: String,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         // Nothing recorded: the file may have changed since the running settings were read,
         // so the first change event always reloads.
         let last_content = None;
         Self {
             path,
-            gateway,
+            live,
             emulator,
-            origin,
             metrics,
             state: Mutex::new(State {
                 status: ReloadStatus {
@@ -105,7 +99,7 @@ impl Reloader {
     }
 
     /// Reload if the file's content differs from what was last tried.
-    pub fn reload_if_changed(&self) -> Option<Result<u64, String>> {
+    pub fn reload_if_changed(&self) -> Option<Result<u64, ReloadError>> {
         let content = std::fs::read(&self.path).ok()?;
         let digest = sha256(&content);
         if self.lock().last_content == Some(digest) {
@@ -116,7 +110,7 @@ impl Reloader {
 
     /// Read, validate and apply the file. `Ok` is the new generation; on `Err` (already
     /// logged) the running configuration is unchanged.
-    pub fn reload(&self) -> Result<u64, String> {
+    pub fn reload(&self) -> Result<u64, ReloadError> {
         let content = std::fs::read(&self.path).ok();
         let result = self.try_reload();
         let mut state = self.lock();
@@ -141,69 +135,43 @@ impl Reloader {
                 self.metrics.reload(false);
                 state.status.reloads_failed += 1;
                 state.status.last_error = Some(message.clone());
+                let cause = std::error::Error::source(&error)
+                    .map(|cause| format!(" ({cause})"))
+                    .unwrap_or_default();
                 tracing::error!(
-                    "configuration reload refused; the previous configuration keeps serving:\n{message}"
+                    "configuration reload refused; the previous configuration keeps serving:\n{message}{cause}"
                 );
-                Err(message)
+                Err(error)
             }
         }
     }
 
     fn try_reload(&self) -> Result<Vec<&'static str>, ReloadError> {
-        let mut settings = Settings::load(&self.path)?;
+        let settings = Settings::load(&self.path)?;
         let (keys, _) = load_signing_keys(&settings, MissingKeys::Fail)?;
-        let keys = active_first(&settings, keys);
-        let auth = build_authenticator(&settings)?;
-        let current = self.gateway.current();
-        let old = current.settings();
-        let needs_restart = keep_restart_settings(old, &mut settings);
-
-        let same_keys = same_keys(current.cache().signer().keys(), &keys);
-        let reuse_cache = same_keys
-            && old.nbf_backdate == settings.nbf_backdate
-            && old.max_signing_in_flight == settings.max_signing_in_flight
-            && old.cache_capacity == settings.cache_capacity
-            && old.min_remaining == settings.min_remaining;
-        let cache = if reuse_cache {
-            Arc::clone(current.cache())
-        } else {
-            // New keys (or cache settings): no token signed by a removed key survives.
-            let signer = Arc::new(Signer::new(
-                keys,
-                settings.nbf_backdate,
-                settings.max_signing_in_flight,
-            ));
-            Arc::new(
-                TokenCache::new(signer, settings.cache_capacity, settings.min_remaining)
-                    .with_sign_timeout(settings.request_timeout)
-                    .observed_by(Arc::clone(&self.metrics)),
-            )
-        };
-        let emulator = match (&self.emulator, &settings.stream) {
-            (Some(live), StreamSettings::Emulator(options)) => {
-                let spec = emulator_settings(&settings, cache.signer().keys(), options);
-                Some((
-                    live,
-                    Emulator::new(spec).map_err(|e| ReloadError::Build(e.to_string()))?,
-                ))
-            }
-            _ => None,
-        };
-        let settings = Arc::new(settings);
-        if let Some(jwt) = &auth.jwt {
-            // The refresh task ends by itself once this verifier is replaced and dropped.
-            jwt.spawn_refresh(std::future::pending());
+        let current = self.live.current();
+        let needs_restart = restart_only_changes(&current.settings, &settings);
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                settings = ?needs_restart,
+                "these settings changed but need a restart; the rest of the file is applied"
+            );
         }
-        let gateway = Gateway::with_cache(settings, auth, cache, self.origin.clone())
-            .map_err(|e| ReloadError::Build(e.to_string()))?
-            .observed_by(Arc::clone(&self.metrics));
+        let settings = keep_restart_settings(&current.settings, settings);
+        let (snapshot, emulator) = Snapshot::build(
+            settings,
+            keys,
+            current.origin.clone(),
+            Some(&current),
+            &self.metrics,
+        )?;
         self.metrics
-            .set_rules(gateway.settings().policy.rules().iter().map(|r| &*r.name));
-        // The emulator first: a token the new gateway signs must already be trusted.
-        if let Some((live, emulator)) = emulator {
+            .set_rules(snapshot.settings.policy.rules().iter().map(|r| &*r.name));
+        // The emulator first: a token the new snapshot signs must already be trusted.
+        if let (Some(live), Some(emulator)) = (&self.emulator, emulator) {
             live.replace(Arc::new(emulator));
         }
-        self.gateway.replace(Arc::new(gateway));
+        self.live.replace(Arc::new(snapshot));
         Ok(needs_restart)
     }
 
@@ -277,41 +245,6 @@ impl Reloader {
         watcher.watch(&directory, RecursiveMode::NonRecursive)?;
         Ok(watcher)
     }
-}
-
-/// Settings a running process cannot change (listeners, TLS, the Stream origin): reset
-/// them to the running values and name the ones the file changed.
-fn keep_restart_settings(old: &Settings, new: &mut Settings) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if new.listen != old.listen {
-        changed.push("listen");
-        new.listen = old.listen;
-    }
-    if new.stream != old.stream {
-        changed.push("stream");
-        new.stream = old.stream.clone();
-    }
-    if new.tls != old.tls {
-        changed.push("tls");
-        new.tls = old.tls.clone();
-    }
-    if changed.is_empty() {
-        return changed;
-    }
-    tracing::warn!(
-        settings = ?changed,
-        "these settings changed but need a restart; the rest of the file is applied"
-    );
-    changed
-}
-
-/// Whether two key lists are the same keys in the same order (the first signs).
-fn same_keys(running: &[Arc<SigningKey>], loaded: &[SigningKey]) -> bool {
-    running.len() == loaded.len()
-        && running
-            .iter()
-            .zip(loaded)
-            .all(|(a, b)| a.id() == b.id() && a.public_components() == b.public_components())
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -1,5 +1,6 @@
 //! The operator's video catalogue: aliases, uids and tags.
 
+pub use crate::token::claims::is_valid_alias;
 use std::sync::Arc;
 
 use crate::FastMap;
@@ -68,19 +69,6 @@ impl Catalogue {
     pub fn is_empty(&self) -> bool {
         self.by_uid.is_empty()
     }
-}
-
-/// Whether `alias` is a usable video alias: 1–64 of `[A-Za-z0-9._-]`, starting with a letter
-/// or digit (so `.` and `..` can never be aliases), and not shaped like a uid.
-pub fn is_valid_alias(alias: &str) -> bool {
-    let bytes = alias.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 64
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && alias.parse::<VideoUid>().is_err()
 }
 
 #[cfg(test)]

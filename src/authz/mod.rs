@@ -1,6 +1,244 @@
-//! Authorization: rate limits, the video catalogue and the policy that turns an identity
-//! and a video into a permit (deny by default).
+//! Authorization: one entry point, [`Authorizer::authorize`], that takes a request from an
+//! identity to a [`Permit`] in fixed steps, cheapest first, and denies by default:
+//!
+//! rate limits → catalogue → policy → resource checks → permit.
+//!
+//! A [`Permit`] is the only way to the token settings: handlers ask it for a token (shared,
+//! bound to the viewer, or narrowed for the token API) and never build settings themselves.
 
 pub mod catalogue;
+pub mod narrow;
 pub mod policy;
 pub mod ratelimit;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::error::RequestError;
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+use crate::request::route::Target;
+use crate::request::{Context, Decision};
+use crate::token::cache::TokenCache;
+use crate::token::claims::Validity;
+use crate::token::signer::unix_now;
+use crate::token::{IssuedToken, TokenSettings};
+
+use catalogue::{Catalogue, Video};
+use narrow::TokenRequest;
+use policy::{Denied, Mode, Policy, RuleMatch};
+use ratelimit::MintLimiter;
+
+/// Everything authorization needs from one configuration snapshot.
+pub struct Authorizer {
+    policy: Arc<Policy>,
+    catalogue: Arc<Catalogue>,
+    limiter: Arc<MintLimiter>,
+    /// How to sign in, for an anonymous caller's refusal.
+    sign_in: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+impl Authorizer {
+    /// Authorize with `policy` over `catalogue`, limited by `limiter`; `sign_in` names the
+    /// credentials this gateway accepts.
+    pub fn new(
+        policy: Arc<Policy>,
+        catalogue: Arc<Catalogue>,
+        limiter: Arc<MintLimiter>,
+        sign_in: Arc<str>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            policy,
+            catalogue,
+            limiter,
+            sign_in,
+            metrics,
+        }
+    }
+
+    /// The rate limits, kept by a reload that does not change them.
+    pub fn limiter(&self) -> &Arc<MintLimiter> {
+        &self.limiter
+    }
+
+    /// May the caller in `ctx` have a token for `video_id` to use on `target`? Records the
+    /// decision and the deciding rule in `ctx` either way.
+    ///
+    /// `Err` is the refusal to send: 429 over a rate limit, 404 for an unknown video, 401 for
+    /// an anonymous caller no rule admits, 403 otherwise.
+    pub fn authorize<'a>(
+        &'a self,
+        ctx: &mut Context,
+        video_id: &str,
+        target: Target<'_>,
+    ) -> Result<Permit<'a>, RequestError> {
+        self.rate_limit(ctx)?;
+        let video = self
+            .catalogue
+            .resolve(video_id)
+            .ok_or_else(|| RequestError::NotFound(format!("no video `{video_id}`")))?;
+        if ctx.logged {
+            ctx.verdict.video = Some(Arc::clone(&video.alias));
+        }
+        let rule = self.decide(ctx, video)?;
+        check_target(rule, target)?;
+        Ok(Permit {
+            video,
+            settings: rule.grant().for_client(ctx.client),
+            rule,
+        })
+    }
+
+    fn rate_limit(&self, ctx: &Context) -> Result<(), RequestError> {
+        if !self.limiter.is_enabled() {
+            return Ok(());
+        }
+        let subject = ctx.identity.principal().map(|p| p.label());
+        self.limiter
+            .check(subject.as_deref(), ctx.client)
+            .map_err(|wait| {
+                self.metrics.rate_limited();
+                RequestError::TooManyRequests {
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                }
+            })
+    }
+
+    /// Apply the policy, and note what it decided.
+    fn decide<'a>(
+        &'a self,
+        ctx: &mut Context,
+        video: &'a Video,
+    ) -> Result<RuleMatch<'a>, RequestError> {
+        match self.policy.decide(&ctx.identity, video, unix_now()) {
+            Ok(rule) => {
+                ctx.verdict.decision = Some(Decision::Allow);
+                ctx.verdict.rule_index = Some(rule.rule_index());
+                Ok(rule)
+            }
+            Err(denied) => {
+                let (decision, rule) = match &denied {
+                    Denied::ByRule(rule) => (Decision::DenyRule, Some(rule)),
+                    Denied::OutsideWindow { rule, .. } => (Decision::OutsideWindow, Some(rule)),
+                    Denied::NoRule => (Decision::DenyDefault, None),
+                };
+                ctx.verdict.decision = Some(decision);
+                ctx.verdict.rule_index = rule.and_then(|r| self.policy.rule_index(r));
+                Err(self.refusal(&ctx.identity, denied))
+            }
+        }
+    }
+
+    /// Anonymous callers are told to authenticate; known callers are told no, with the
+    /// reason when it is a time window.
+    fn refusal(&self, identity: &Identity, denied: Denied) -> RequestError {
+        match denied {
+            Denied::OutsideWindow { rule, reason } => {
+                tracing::debug!(%rule, subject = identity.subject(), %reason, "outside the rule's window");
+                return RequestError::Forbidden(format!("this video is {reason}"));
+            }
+            Denied::ByRule(rule) => {
+                tracing::debug!(%rule, subject = identity.subject(), "denied by rule");
+            }
+            Denied::NoRule => {}
+        }
+        match identity {
+            Identity::Anonymous => RequestError::CredentialsRequired(Arc::clone(&self.sign_in)),
+            Identity::Authenticated(_) => {
+                RequestError::Forbidden("the policy does not allow you to watch this video".into())
+            }
+        }
+    }
+
+    /// The policy this authorizer applies.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+/// The resource checks: what the rule allows must cover what `target` is.
+fn check_target(rule: RuleMatch<'_>, target: Target<'_>) -> Result<(), RequestError> {
+    if let (Mode::Redirect, Target::File(path)) = (rule.mode(), target) {
+        // Nothing to sign for: only proxy mode serves files below the player.
+        return Err(file_in_redirect_mode(path));
+    }
+    if target.is_download() && !rule.downloadable() {
+        return Err(RequestError::Forbidden(
+            "downloads are not allowed for this video".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The refusal for a file below the player under a redirect-mode rule.
+pub fn file_in_redirect_mode(path: &str) -> RequestError {
+    RequestError::NotFound(format!(
+        "unknown resource `{path}`: files below the player are served in proxy mode only"
+    ))
+}
+
+/// Permission to have a token for one video, and what it must carry. Only
+/// [`Authorizer::authorize`] makes one; it borrows the snapshot's configuration.
+pub struct Permit<'a> {
+    video: &'a Video,
+    rule: RuleMatch<'a>,
+    /// The rule's shared settings, or settings bound to the viewer's address.
+    settings: Cow<'a, Arc<TokenSettings>>,
+}
+
+impl<'a> Permit<'a> {
+    /// The video the permit is for.
+    pub fn video(&self) -> &'a Video {
+        self.video
+    }
+
+    /// The name of the rule that allowed the request.
+    pub fn rule(&self) -> &'a str {
+        self.rule.rule()
+    }
+
+    /// Redirect to Stream, or proxy it.
+    pub fn mode(&self) -> Mode {
+        self.rule.mode()
+    }
+
+    /// The settings a token under this permit carries.
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    /// The cached (or a new) token: a rule's shared settings may use the cache's hot slots,
+    /// settings made for one viewer do not. `Err` is a signing failure (500, or 503 when
+    /// signing timed out).
+    pub async fn token(&self, cache: &TokenCache) -> Result<Arc<IssuedToken>, RequestError> {
+        let uid = self.video.uid;
+        match &self.settings {
+            Cow::Borrowed(shared) => cache.token(uid, shared).await,
+            Cow::Owned(for_viewer) => cache.token_unshared(uid, for_viewer).await,
+        }
+        .map_err(RequestError::Signing)
+    }
+
+    /// Drop the cached token (the origin refused it) and sign a new one.
+    pub async fn fresh_token(&self, cache: &TokenCache) -> Result<Arc<IssuedToken>, RequestError> {
+        cache.invalidate(self.video.uid, &self.settings).await;
+        self.token(cache).await
+    }
+
+    /// A token of its own for a caller of the token API: what `requested` asks for, within
+    /// what this permit grants (see [`narrow::narrow`]), never cached.
+    pub async fn narrowed_token(
+        &self,
+        cache: &TokenCache,
+        requested: TokenRequest,
+    ) -> Result<IssuedToken, RequestError> {
+        let (settings, validity): (TokenSettings, Validity) =
+            narrow::narrow(&self.settings, self.rule(), requested, unix_now())?;
+        cache
+            .sign_uncached(self.video.uid, Arc::new(settings), validity)
+            .await
+            .map_err(|error| RequestError::Signing(Arc::new(error)))
+    }
+}

@@ -1,6 +1,6 @@
 //! Who may watch what: ordered rules, first match wins, no match denies.
 //!
-//! Pure: `(policy, identity, video, time) → Permit | Denied`. A [`Permit`] is the only way to
+//! Pure: `(policy, identity, video, time) → RuleMatch | Denied`. A [`RuleMatch`] is the only way to
 //! get the token settings a handler needs to mint a token.
 //!
 //! Rules are indexed by video when the policy is built, so a decision looks only at the rules
@@ -241,18 +241,19 @@ impl Rule {
     }
 }
 
-/// Permission to mint a token with these settings; only [`Policy::decide`] makes one.
+/// The rule that allows a request; only [`Policy::decide`] makes one, and only
+/// [`crate::authz`] turns it into a [`crate::authz::Permit`].
 ///
 /// It borrows the deciding rule: the hit path clones no reference counts that every request
 /// for the same rule would contend on.
 #[derive(Debug, Clone, Copy)]
-pub struct Permit<'a> {
+pub struct RuleMatch<'a> {
     rule: &'a Rule,
     /// The rule's position in the policy (for the decision metrics).
     index: usize,
 }
 
-impl<'a> Permit<'a> {
+impl<'a> RuleMatch<'a> {
     /// The position of the rule that allowed the request.
     pub fn rule_index(&self) -> usize {
         self.index
@@ -377,7 +378,7 @@ impl Policy {
         identity: &Identity,
         video: &Video,
         now: u64,
-    ) -> Result<Permit<'_>, Denied> {
+    ) -> Result<RuleMatch<'_>, Denied> {
         let specific = self.by_video.get(&video.uid).map_or(&[][..], |v| &v[..]);
         let mut outside: Option<(&Rule, OutsideWindow)> = None;
         for index in merged(specific, &self.every_video) {
@@ -392,7 +393,7 @@ impl Policy {
                 continue;
             }
             return match rule.action {
-                Action::Allow => Ok(Permit {
+                Action::Allow => Ok(RuleMatch {
                     rule,
                     index: index as usize,
                 }),

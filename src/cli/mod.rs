@@ -12,15 +12,15 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 
+use crate::app::keys::{MissingKeys, load_signing_keys};
 use crate::app::{self, App};
 use crate::config::{
-    ConfigErrors, EmulatorOptions, KeyLocation, MissingKeys, Settings, StreamSettings,
-    human_duration, load_signing_keys,
+    ConfigErrors, EmulatorOptions, KeyLocation, Settings, StreamSettings, human_duration,
 };
 use crate::emulator::Emulator;
 use crate::http::server;
 use crate::identity::Identity;
-use crate::routes::Resource;
+use crate::request::route::Resource;
 use crate::token::claims::MAX_TTL;
 use crate::token::{Signer, SigningKey, TokenSettings, VideoUid};
 
@@ -277,7 +277,7 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         }
         match app.emulator_addr() {
             Some(addr) => println!("Stream emulator on {} (stands in for Cloudflare)", app::origin_for(addr)),
-            None => println!("Stream origin {}", app.gateway().origin()),
+            None => println!("Stream origin {}", app.snapshot().origin),
         }
         if demo_page {
             println!("open {gateway}/ in a browser for the demo page");
@@ -345,7 +345,9 @@ fn emulate(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         },
     };
     let keys: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
-    let emulator = Emulator::new(app::emulator_settings(&settings, &keys, &options))?;
+    let emulator = Emulator::new(crate::snapshot::emulator_settings(
+        &settings, &keys, &options,
+    ))?;
     let listen = listen.unwrap_or(options.listen);
     runtime()?.block_on(async move {
         let shutdown = ShutdownSignal::install();
@@ -398,8 +400,8 @@ fn check(path: &Path) -> anyhow::Result<()> {
     let settings = Settings::load(path).map_err(config_failure)?;
     let (keys, _) = load_signing_keys(&settings, MissingKeys::Skip).map_err(config_failure)?;
     // Reads issuer secrets, public keys and JWKS files.
-    crate::config::build_authenticator(&settings).map_err(config_failure)?;
-    crate::config::load_tls(&settings).map_err(config_failure)?;
+    crate::snapshot::authenticator(&settings).map_err(config_failure)?;
+    app::check_tls(&settings).map_err(config_failure)?;
     println!("{}: OK", settings.file);
     println!("  listen   {}", settings.listen);
     if let Some(tls) = &settings.tls {

@@ -24,7 +24,7 @@ pub struct IdentitySettings {
     pub users: Vec<UserSettings>,
     pub issuers: Vec<IssuerSettings>,
     /// `jwt_issuers[i]` and its position, for errors found while reading key files.
-    issuer_fields: Vec<(String, Option<(usize, usize)>)>,
+    pub issuer_fields: Vec<(String, Option<(usize, usize)>)>,
     /// The Basic realm shown by browsers.
     pub realm: String,
     /// Where browsers without a credential are sent (`?return_to=<path>` is appended).

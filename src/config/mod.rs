@@ -12,7 +12,7 @@ mod raw;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +22,17 @@ pub use identity::{IdentitySettings, build_authenticator};
 pub use locate::{Seg, display_path, locate};
 pub use policy::lint;
 pub use raw::parse_rfc3339;
+
+pub use crate::authz::ratelimit::{Rate, RateLimitSettings};
+pub use crate::proxy::UpstreamSettings;
+pub use crate::secret::KeyLocation;
 use raw::{RawConfig, RawKey};
 
 use crate::authz::catalogue::{Catalogue, Video, is_valid_alias};
 use crate::authz::policy::Policy;
-use crate::http::tls::{CertStore, TlsFile, TlsFiles};
+use crate::http::tls::TlsFiles;
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES};
-use crate::token::{SigningKey, TokenSettings, VideoUid};
+use crate::token::{TokenSettings, VideoUid};
 
 /// The most clock skew the emulator may be told to tolerate on `exp` and `nbf`.
 pub const MAX_EMULATOR_LEEWAY: Duration = Duration::from_secs(60);
@@ -82,33 +86,6 @@ pub enum StreamSettings {
     Emulator(EmulatorOptions),
 }
 
-/// Token-minting rate limits; `None` = unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateLimitSettings {
-    pub per_subject: Option<Rate>,
-    pub per_address: Option<Rate>,
-}
-
-/// A sustained rate and the burst allowed above it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub per_second: std::num::NonZeroU32,
-    pub burst: std::num::NonZeroU32,
-}
-
-/// The client proxy mode uses to reach Stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamSettings {
-    /// Limit on opening a connection (TCP and TLS).
-    pub connect_timeout: Duration,
-    /// Limit on waiting for the response head (time to first byte).
-    pub response_timeout: Duration,
-    /// Longest gap allowed between two pieces of a response body.
-    pub idle_timeout: Duration,
-    /// Extra CA certificates to trust (a private origin; tests).
-    pub ca_file: Option<PathBuf>,
-}
-
 /// Options for the built-in Stream emulator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmulatorOptions {
@@ -116,13 +93,6 @@ pub struct EmulatorOptions {
     pub country_header: HeaderName,
     pub client_ip_header: Option<HeaderName>,
     pub leeway: Duration,
-}
-
-/// Where one signing key's material comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyLocation {
-    File(PathBuf),
-    Env(String),
 }
 
 /// One configured signing key, not yet read.
@@ -135,8 +105,8 @@ pub struct KeySource {
     /// Signs new tokens; the others are only trusted (by the emulator) until removed.
     pub active: bool,
     /// `signing_keys[i]`, for error messages.
-    field: String,
-    position: Option<(usize, usize)>,
+    pub field: String,
+    pub position: Option<(usize, usize)>,
 }
 
 /// The validated configuration: what the rest of the program reads.
@@ -155,10 +125,10 @@ pub struct Settings {
     pub nbf_backdate: Duration,
     pub cache_capacity: u64,
     pub max_signing_in_flight: usize,
-    pub catalogue: Catalogue,
+    pub catalogue: Arc<Catalogue>,
     /// Who can sign in, and how.
     pub identity: IdentitySettings,
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     /// HTTPS on `listen`, when configured.
     pub tls: Option<TlsSettings>,
     /// How proxy mode reaches Stream.
@@ -376,9 +346,9 @@ fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Setting
         nbf_backdate: raw.token.nbf_backdate.0,
         cache_capacity: raw.cache.capacity,
         max_signing_in_flight: raw.signing.max_in_flight,
-        catalogue,
+        catalogue: Arc::new(catalogue),
         identity,
-        policy,
+        policy: Arc::new(policy),
         tls,
         upstream,
         limits,
@@ -775,7 +745,8 @@ pub struct TlsSettings {
     /// How often the files are checked for a new pair. Not in the file; tests shorten it.
     pub reload_interval: Duration,
     /// Positions of `tls`, `tls.cert`, `tls.key`, for errors found when loading.
-    positions: [Option<(usize, usize)>; 3],
+    /// Where `tls`, `tls.cert` and `tls.key` are in the file, for error messages.
+    pub positions: [Option<(usize, usize)>; 3],
 }
 
 fn validate_tls(
@@ -821,157 +792,6 @@ fn validate_tls(
             check.position(&[key("tls"), key("key")]),
         ],
     })
-}
-
-/// Read and check the TLS certificate and key, when configured; errors name the field.
-pub fn load_tls(settings: &Settings) -> Result<Option<Arc<CertStore>>, ConfigErrors> {
-    let Some(tls) = &settings.tls else {
-        return Ok(None);
-    };
-    CertStore::load(tls.files.clone())
-        .map(Some)
-        .map_err(|error| {
-            let (field, position) = match error.file() {
-                Some(TlsFile::Cert) => ("tls.cert", tls.positions[1]),
-                Some(TlsFile::Key) => ("tls.key", tls.positions[2]),
-                None => ("tls", tls.positions[0]),
-            };
-            ConfigErrors(vec![ConfigError {
-                file: settings.file.clone(),
-                position,
-                field: field.to_string(),
-                message: error.to_string(),
-            }])
-        })
-}
-
-/// `keys` (as [`load_signing_keys`] returned them, in configuration order) with the
-/// `active: true` key first: the signer signs with the first. Without a marked key the
-/// first configured key signs.
-pub fn active_first(settings: &Settings, mut keys: Vec<SigningKey>) -> Vec<SigningKey> {
-    let active = settings
-        .signing_keys
-        .iter()
-        .position(|source| source.active);
-    if let Some(index) = active.filter(|&i| i < keys.len()) {
-        let key = keys.remove(index);
-        keys.insert(0, key);
-    }
-    keys
-}
-
-/// Whether missing development keys may be created while loading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MissingKeys {
-    /// Create keys marked `generate_if_missing` whose file is absent (serve, emulate).
-    Generate,
-    /// Report them as errors.
-    Fail,
-    /// Leave them out of the result without an error (check: they will be generated).
-    Skip,
-}
-
-/// What happened while loading keys, for the operator.
-#[derive(Debug, Default)]
-pub struct KeyLoadReport {
-    /// Files created with a fresh development key.
-    pub generated: Vec<PathBuf>,
-}
-
-/// Read and parse every configured signing key.
-pub fn load_signing_keys(
-    settings: &Settings,
-    missing: MissingKeys,
-) -> Result<(Vec<SigningKey>, KeyLoadReport), ConfigErrors> {
-    let mut keys = Vec::new();
-    let mut errors = Vec::new();
-    let mut report = KeyLoadReport::default();
-    for source in &settings.signing_keys {
-        let fail = |message: String| ConfigError {
-            file: settings.file.clone(),
-            position: source.position,
-            field: source.field.clone(),
-            message,
-        };
-        let material = match &source.location {
-            KeyLocation::Env(var) => match std::env::var(var) {
-                Ok(value) => value,
-                Err(_) => {
-                    errors.push(fail(format!(
-                        "environment variable {var} is not set or not UTF-8"
-                    )));
-                    continue;
-                }
-            },
-            KeyLocation::File(path) => {
-                let absent = source.generate_if_missing && !path.exists();
-                if absent && missing == MissingKeys::Skip {
-                    continue;
-                }
-                if absent && missing == MissingKeys::Generate {
-                    if let Err(message) = write_generated_key(path) {
-                        errors.push(fail(message));
-                        continue;
-                    }
-                    report.generated.push(path.clone());
-                }
-                match std::fs::read_to_string(path) {
-                    Ok(text) => text,
-                    Err(error) => {
-                        errors.push(fail(format!(
-                            "cannot read key file {}: {error}",
-                            path.display()
-                        )));
-                        continue;
-                    }
-                }
-            }
-        };
-        match SigningKey::from_material(source.id.as_deref(), &material) {
-            Ok(key) => keys.push(key),
-            Err(error) => errors.push(fail(error.to_string())),
-        }
-    }
-    let mut seen = HashSet::new();
-    for (key, source) in keys.iter().zip(&settings.signing_keys) {
-        if !seen.insert(key.id().to_string()) {
-            errors.push(ConfigError {
-                file: settings.file.clone(),
-                position: source.position,
-                field: source.field.clone(),
-                message: format!("key id {} is configured twice", key.id()),
-            });
-        }
-    }
-    if errors.is_empty() {
-        Ok((keys, report))
-    } else {
-        Err(ConfigErrors(errors))
-    }
-}
-
-fn write_generated_key(path: &Path) -> Result<(), String> {
-    let generated = crate::token::keys::generate().map_err(|e| e.to_string())?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    write_private_file(path, generated.cloudflare_json.expose())
-        .map_err(|e| format!("cannot write key file {}: {e}", path.display()))
-}
-
-/// Create `path` readable by its owner only, failing if it exists.
-pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())
 }
 
 #[cfg(test)]

@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+
 use super::*;
 
 const GOOD: &str = "\
@@ -169,35 +171,6 @@ fn generated_keys_need_the_emulator() {
 fn inline_keys_are_not_accepted() {
     let error = single_error(&GOOD.replace("  - file: key.json\n", "  - pem: abc\n"));
     assert!(error.message.contains("unknown field `pem`"), "{error}");
-}
-
-#[test]
-fn bad_key_material_names_the_key_entry() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("key.json"), "not a key").unwrap();
-    let settings = Settings::from_yaml(GOOD, "test.yaml", dir.path()).unwrap();
-    let errors = load_signing_keys(&settings, MissingKeys::Fail).unwrap_err();
-    let error = &errors.0[0];
-    assert_eq!(error.field, "signing_keys[0]");
-    assert_eq!(error.position.map(|p| p.0), Some(6));
-    assert!(error.message.contains("not recognised"), "{error}");
-    assert!(!error.to_string().contains("not a key"));
-}
-
-#[test]
-fn missing_dev_key_is_generated_once_and_reused() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = GOOD.replace(
-        "  - file: key.json\n",
-        "  - file: keys/dev.json\n    generate_if_missing: true\n",
-    );
-    let settings = Settings::from_yaml(&source, "test.yaml", dir.path()).unwrap();
-    assert!(load_signing_keys(&settings, MissingKeys::Fail).is_err());
-    let (keys, report) = load_signing_keys(&settings, MissingKeys::Generate).unwrap();
-    assert_eq!(report.generated.len(), 1);
-    let (again, report) = load_signing_keys(&settings, MissingKeys::Generate).unwrap();
-    assert!(report.generated.is_empty());
-    assert_eq!(keys[0].id(), again[0].id());
 }
 
 #[test]

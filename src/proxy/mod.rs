@@ -16,22 +16,34 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::body::Body;
-use crate::config::UpstreamSettings;
+use crate::body::{Body, BoxError};
 use crate::http::client::{self as http_client, ClientOptions, HttpsClient};
 use idle::IdleBody;
 use rewrite::{RewriteBody, Rewriter};
+
+/// The client proxy mode uses to reach Stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// Limit on opening a connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Limit on waiting for the response head (time to first byte).
+    pub response_timeout: Duration,
+    /// Longest gap allowed between two pieces of a response body.
+    pub idle_timeout: Duration,
+    /// Extra CA certificates to trust (a private origin; tests).
+    pub ca_file: Option<std::path::PathBuf>,
+}
 
 /// Why an upstream exchange failed; the gateway maps these to 502 and 504.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// Refused, unreachable, DNS or TLS failure.
-    #[error("cannot reach the Stream origin: {0}")]
-    Connect(String),
+    #[error("cannot reach the Stream origin")]
+    Connect(#[source] BoxError),
     #[error("the Stream origin did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("the exchange with the Stream origin failed: {0}")]
-    Failed(String),
+    #[error("the exchange with the Stream origin failed")]
+    Failed(#[source] BoxError),
 }
 
 /// Why the proxy client could not be built (a bad CA file).
@@ -89,7 +101,7 @@ impl Upstream {
             .method(request.method.clone())
             .uri(uri)
             .body(Full::new(Bytes::new()))
-            .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+            .map_err(|e| UpstreamError::Failed(e.into()))?;
         *upstream_request.headers_mut() =
             headers::upstream_request_headers(request.headers, request.client_ip, rewrites);
 
@@ -101,9 +113,9 @@ impl Upstream {
         .map_err(|_| UpstreamError::Timeout(self.settings.response_timeout))?
         .map_err(|error| {
             if error.is_connect() {
-                UpstreamError::Connect(describe(&error))
+                UpstreamError::Connect(error.into())
             } else {
-                UpstreamError::Failed(describe(&error))
+                UpstreamError::Failed(error.into())
             }
         })?;
 
@@ -215,15 +227,6 @@ fn weaken(etag: &[u8]) -> Vec<u8> {
     } else {
         [b"W/".as_slice(), etag].concat()
     }
-}
-
-/// The innermost cause, which names what actually failed (refused, DNS, certificate).
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 /// Whether an upstream status says the token itself was refused.

@@ -1,19 +1,20 @@
 //! `POST /api/getSignedURL`: the seed's JSON API, `{"video_id"}` → `{"token", "url", "expires_at"}`.
 
-use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::request::Parts;
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::Resource;
 use crate::Body;
 use crate::error::{RequestError, json_response};
-use crate::gateway::Gateway;
+use crate::request::Context;
+use crate::request::route::{Resource, Target};
+use crate::snapshot::Snapshot;
 
 #[derive(Deserialize)]
 struct GetSignedUrlRequest {
@@ -22,14 +23,13 @@ struct GetSignedUrlRequest {
 
 /// Mint a token for the posted `video_id` under the same policy as `/watch`.
 pub async fn get_signed_url(
-    gateway: &Gateway,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    note: &mut crate::app::edge::AccessNote,
+    snapshot: &Snapshot,
+    ctx: &mut Context,
+    head: &Parts,
+    body: Incoming,
 ) -> Result<Response<Body>, RequestError> {
-    require_json(req.headers())?;
-    let (parts, body) = req.into_parts();
-    let bytes = read_body(gateway, &parts.headers, body).await?;
+    require_json(&head.headers)?;
+    let bytes = read_body(snapshot, &head.headers, body).await?;
 
     let request: GetSignedUrlRequest = serde_json::from_slice(&bytes).map_err(|error| {
         if error.is_data() {
@@ -46,27 +46,27 @@ pub async fn get_signed_url(
         return Err(RequestError::BadRequest("`video_id` is empty".into()));
     }
 
-    let minted = gateway
-        .mint(&parts.headers, peer, video_id, super::Target::Player, note)
-        .await?;
-    let token = minted.token.token.expose();
-    let expires_at = UNIX_EPOCH + Duration::from_secs(minted.token.expires_at);
+    super::identify(snapshot, ctx, &head.headers).await?;
+    let permit = snapshot.authz.authorize(ctx, video_id, Target::Player)?;
+    let issued = permit.token(&snapshot.cache).await?;
+    let token = issued.token.expose();
+    let expires_at = UNIX_EPOCH + Duration::from_secs(issued.expires_at);
     let body = serde_json::json!({
         "token": token,
-        "url": format!("{}/{}/{}", gateway.origin(), token, Resource::Iframe.path()),
+        "url": format!("{}/{}/{}", snapshot.origin, token, Resource::Iframe.path()),
         "expires_at": humantime::format_rfc3339_seconds(expires_at).to_string(),
-        "video_id": minted.video.uid.as_str(),
+        "video_id": permit.video().uid.as_str(),
     });
     Ok(json_response(StatusCode::OK, &body))
 }
 
 /// The request body, within `limits.max_body_bytes` (413) and `limits.request_timeout`.
 pub(super) async fn read_body(
-    gateway: &Gateway,
+    snapshot: &Snapshot,
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Bytes, RequestError> {
-    let limit = gateway.settings().max_body_bytes;
+    let limit = snapshot.settings.max_body_bytes;
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -75,12 +75,12 @@ pub(super) async fn read_body(
         return Err(RequestError::PayloadTooLarge { limit });
     }
     let read = tokio::time::timeout(
-        gateway.settings().request_timeout,
+        snapshot.settings.request_timeout,
         Limited::new(body, limit).collect(),
     );
     Ok(read
         .await
-        .map_err(|_| RequestError::Timeout(gateway.settings().request_timeout))?
+        .map_err(|_| RequestError::Timeout(snapshot.settings.request_timeout))?
         .map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {
                 RequestError::PayloadTooLarge { limit }

@@ -52,7 +52,7 @@ pub fn check(
     }
     Err(RequestError::Forbidden(format!(
         "cross-origin requests from `{}` are not allowed; the operator lists trusted sites in cors.allowed_origins",
-        crate::routes::truncate(text)
+        crate::error::truncate(text)
     )))
 }
 

@@ -13,55 +13,37 @@ use http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY,
     X_CONTENT_TYPE_OPTIONS,
 };
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode};
 
 use crate::Body;
 use crate::authz::policy::Mode;
 use crate::error::{RequestError, escape_html};
-use crate::gateway::Gateway;
 use crate::identity::{Identity, PrincipalKind};
+use crate::request::Context;
+use crate::request::route::Asset;
+use crate::snapshot::Snapshot;
 use crate::token::signer::unix_now;
-
-/// Where the page's static files live.
-pub const ASSETS_PREFIX: &str = "/assets/";
 
 /// Most videos listed on the page; a bigger catalogue says how many more there are.
 const MAX_LISTED: usize = 200;
 
-/// A static file of the demo page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Asset {
-    Script,
-    Style,
-    Icon,
-}
-
-impl Asset {
-    pub fn from_path(path: &str) -> Option<Asset> {
-        match path.strip_prefix(ASSETS_PREFIX)? {
-            "demo.js" => Some(Asset::Script),
-            "demo.css" => Some(Asset::Style),
-            "favicon.svg" => Some(Asset::Icon),
-            _ => None,
-        }
-    }
-
-    fn content(self) -> (&'static str, &'static str) {
-        match self {
-            Asset::Script => (
-                include_str!("../web/demo.js"),
-                "text/javascript; charset=utf-8",
-            ),
-            Asset::Style => (include_str!("../web/demo.css"), "text/css; charset=utf-8"),
-            Asset::Icon => (include_str!("../web/favicon.svg"), "image/svg+xml"),
-        }
+/// A static file's content and type.
+fn content(asset: Asset) -> (&'static str, &'static str) {
+    match asset {
+        Asset::Script => (
+            include_str!("../web/demo.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        Asset::Style => (include_str!("../web/demo.css"), "text/css; charset=utf-8"),
+        Asset::Icon => (include_str!("../web/favicon.svg"), "image/svg+xml"),
     }
 }
 
 /// Serve a static file. The page names them with the release in the query, so a browser
 /// may keep them for a day.
 pub fn asset(asset: Asset) -> Response<Body> {
-    let (content, content_type) = asset.content();
+    let (content, content_type) = content(asset);
     let mut response = Response::new(Body::new(Bytes::from_static(content.as_bytes())));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -76,10 +58,12 @@ pub fn asset(asset: Asset) -> Response<Body> {
 /// `GET /sign-in`: a visitor who is signed in goes back to `/`; one who is not is asked to
 /// sign in (a Basic challenge, or the configured login page).
 pub async fn sign_in(
-    gateway: &Gateway,
-    headers: &HeaderMap,
+    snapshot: &Snapshot,
+    ctx: &mut Context,
+    head: &Parts,
 ) -> Result<Response<Body>, RequestError> {
-    let identity = gateway.authenticator().identify(headers).await?;
+    let identity = snapshot.auth.identify(&head.headers).await?;
+    ctx.identity = identity.clone();
     if identity.is_authenticated() {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SEE_OTHER;
@@ -91,8 +75,8 @@ pub async fn sign_in(
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return Ok(response);
     }
-    let identity_settings = &gateway.settings().identity;
-    if !gateway.authenticator().basic_enabled() && identity_settings.login_url.is_none() {
+    let identity_settings = &snapshot.settings.identity;
+    if !snapshot.auth.basic_enabled() && identity_settings.login_url.is_none() {
         return Err(RequestError::NotFound(
             "this gateway has no sign-in page: present an API key, or your identity provider's session".into(),
         ));
@@ -101,9 +85,14 @@ pub async fn sign_in(
 }
 
 /// `GET /`: the page for this visitor.
-pub async fn home(gateway: &Gateway, headers: &HeaderMap) -> Result<Response<Body>, RequestError> {
-    let settings = gateway.settings();
-    let identity = gateway.authenticator().identify(headers).await?;
+pub async fn home(
+    snapshot: &Snapshot,
+    ctx: &mut Context,
+    head: &Parts,
+) -> Result<Response<Body>, RequestError> {
+    let settings = &snapshot.settings;
+    let identity = snapshot.auth.identify(&head.headers).await?;
+    ctx.identity = identity.clone();
     let now = unix_now();
     let mut listed = Vec::new();
     let mut more = 0usize;
@@ -140,7 +129,7 @@ pub async fn home(gateway: &Gateway, headers: &HeaderMap) -> Result<Response<Bod
 <h2>Videos you may watch</h2>
 "#,
         version = env!("CARGO_PKG_VERSION"),
-        whoami = whoami(gateway, &identity),
+        whoami = whoami(snapshot, &identity),
     );
     if listed.is_empty() {
         page.push_str(
@@ -235,7 +224,7 @@ pub async fn home(gateway: &Gateway, headers: &HeaderMap) -> Result<Response<Bod
     // Signed URLs carry tokens: never leak them in a Referer.
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if let Ok(policy) = HeaderValue::try_from(content_security_policy(gateway.origin())) {
+    if let Ok(policy) = HeaderValue::try_from(content_security_policy(&snapshot.origin)) {
         headers.insert(CONTENT_SECURITY_POLICY, policy);
     }
     Ok(response)
@@ -252,7 +241,7 @@ fn content_security_policy(stream_origin: &str) -> String {
 }
 
 /// "Signed in as …" or an invitation to sign in.
-fn whoami(gateway: &Gateway, identity: &Identity) -> String {
+fn whoami(snapshot: &Snapshot, identity: &Identity) -> String {
     match identity.principal() {
         Some(principal) => {
             let how = match &principal.kind {
@@ -273,9 +262,8 @@ fn whoami(gateway: &Gateway, identity: &Identity) -> String {
             )
         }
         None => {
-            let settings = &gateway.settings().identity;
-            let sign_in = if gateway.authenticator().basic_enabled() || settings.login_url.is_some()
-            {
+            let settings = &snapshot.settings.identity;
+            let sign_in = if snapshot.auth.basic_enabled() || settings.login_url.is_some() {
                 " <a id=\"sign-in\" href=\"/sign-in\">Sign in</a>"
             } else {
                 ""

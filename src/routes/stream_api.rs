@@ -8,44 +8,39 @@
 //! rules, no downloads) but never widen it: that is a 403 naming the field. Keys stay in the
 //! gateway, so a client-supplied `id` or `pem` is refused.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::request::Parts;
+use http::{HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use crate::Body;
-use crate::app::edge::AccessNote;
-use crate::authz::policy::rfc3339;
+use crate::authz::narrow::TokenRequest;
 use crate::config::is_account_id;
-use crate::error::{Audience, RequestError};
-use crate::gateway::Gateway;
+use crate::error::{Audience, RequestError, truncate};
 use crate::identity::PrincipalKind;
-use crate::token::TokenSettings;
-use crate::token::claims::{AccessRule, MAX_ACCESS_RULES, MAX_TTL, RuleAction, Validity};
+use crate::request::Context;
+use crate::request::route::Target;
+use crate::snapshot::Snapshot;
+use crate::token::claims::{AccessRule, MAX_ACCESS_RULES};
 use crate::token::signer::unix_now;
-
-/// Stream's defaults: a token lives one hour, and is valid from one hour before it is made.
-const DEFAULT_LIFETIME: Duration = Duration::from_secs(60 * 60);
-const DEFAULT_NBF_BACKDATE: Duration = Duration::from_secs(60 * 60);
 
 /// The error code Cloudflare's API uses for authentication failures.
 const AUTHENTICATION_ERROR: u32 = 10000;
 
 /// Answer one call, successes and failures both in Stream's envelope.
 pub async fn create_token(
-    gateway: &Gateway,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    note: &mut AccessNote,
+    snapshot: &Snapshot,
+    ctx: &mut Context,
+    head: &Parts,
+    body: Incoming,
     account_id: &str,
     video: &str,
 ) -> Response<Body> {
-    match token(gateway, req, peer, note, account_id, video).await {
+    match token(snapshot, ctx, head, body, account_id, video).await {
         Ok(token) => {
             let body = json!({
                 "result": {"token": token},
@@ -60,31 +55,30 @@ pub async fn create_token(
 }
 
 async fn token(
-    gateway: &Gateway,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    note: &mut AccessNote,
+    snapshot: &Snapshot,
+    ctx: &mut Context,
+    head: &Parts,
+    body: Incoming,
     account_id: &str,
     video_id: &str,
 ) -> Result<String, RequestError> {
-    let settings = gateway.settings();
+    let settings = &snapshot.settings;
     if !settings.token_api.enabled {
         return Err(RequestError::NotFound(
             "the token API is turned off on this gateway".into(),
         ));
     }
-    if req.method() != Method::POST {
+    if head.method != Method::POST {
         return Err(RequestError::MethodNotAllowed { allow: "POST" });
     }
     if !is_account_id(account_id) {
         return Err(RequestError::BadRequest(format!(
             "`{}` is not an account id (32 hex characters)",
-            crate::routes::truncate(account_id)
+            truncate(account_id)
         )));
     }
-    let (parts, body) = req.into_parts();
-    let identity = gateway.identify(&parts.headers, note).await?;
-    match identity.principal().map(|p| &p.kind) {
+    super::identify(snapshot, ctx, &head.headers).await?;
+    match ctx.identity.principal().map(|p| &p.kind) {
         Some(PrincipalKind::ApiKey) => {}
         Some(_) => {
             return Err(RequestError::Forbidden(
@@ -106,40 +100,18 @@ async fn token(
             "this gateway does not mint tokens for account {account_id}"
         )));
     }
-    let bytes = super::api::read_body(gateway, &parts.headers, body).await?;
+    let bytes = super::api::read_body(snapshot, &head.headers, body).await?;
     let requested = TokenRequest::parse(&bytes)?;
 
-    let authorized = gateway.authorize(
-        identity,
-        &parts.headers,
-        peer,
-        video_id,
-        super::Target::Player,
-        note,
-    )?;
-    let rule = authorized.permit.rule();
-    let (token_settings, validity) = narrow(&authorized.settings, rule, requested, unix_now())?;
-    let issued = gateway
-        .cache()
-        .sign_uncached(authorized.video.uid, Arc::new(token_settings), validity)
-        .await
-        .map_err(|error| RequestError::Signing(Arc::new(error)))?;
+    let permit = snapshot.authz.authorize(ctx, video_id, Target::Player)?;
+    let issued = permit.narrowed_token(&snapshot.cache, requested).await?;
     tracing::debug!(
-        video = %authorized.video.uid,
-        rule,
-        subject = authorized.identity.subject(),
+        video = %permit.video().uid,
+        rule = permit.rule(),
+        subject = ctx.identity.subject(),
         "token issued through the token API"
     );
     Ok(issued.token.expose().clone())
-}
-
-/// Stream's request body, checked field by field.
-#[derive(Debug, Default, PartialEq)]
-pub struct TokenRequest {
-    pub exp: Option<u64>,
-    pub nbf: Option<u64>,
-    pub downloadable: Option<bool>,
-    pub access_rules: Option<Vec<AccessRule>>,
 }
 
 impl TokenRequest {
@@ -178,7 +150,7 @@ impl TokenRequest {
                 other => {
                     return Err(RequestError::BadRequest(format!(
                         "unknown field `{}`; a token request has exp, nbf, downloadable and accessRules",
-                        crate::routes::truncate(other)
+                        truncate(other)
                     )));
                 }
             }
@@ -231,106 +203,6 @@ fn access_rules(value: &Value) -> Result<Vec<AccessRule>, RequestError> {
         .collect()
 }
 
-/// The token a request gets: what it asked for, checked against what rule `rule` grants
-/// (`granted`, at `now`). Asking for more than the grant is a 403 naming the field; asking
-/// for what Stream would refuse is a 400.
-pub fn narrow(
-    granted: &TokenSettings,
-    rule: &str,
-    requested: TokenRequest,
-    now: u64,
-) -> Result<(TokenSettings, Validity), RequestError> {
-    let latest = granted
-        .not_after
-        .map_or(now + granted.ttl.as_secs(), |end| {
-            end.min(now + granted.ttl.as_secs())
-        });
-    let exp = match requested.exp {
-        None => latest.min(now + DEFAULT_LIFETIME.as_secs()),
-        Some(exp) if exp > now + MAX_TTL.as_secs() => {
-            return Err(RequestError::BadRequest(
-                "`exp` is more than 24 hours away; Stream accepts tokens for at most 24 hours"
-                    .into(),
-            ));
-        }
-        Some(exp) if exp <= now => {
-            return Err(RequestError::BadRequest(format!(
-                "`exp` ({}) is not in the future",
-                rfc3339(exp)
-            )));
-        }
-        Some(exp) if exp > latest => {
-            return Err(RequestError::Forbidden(format!(
-                "`exp` asks for more than the policy grants: rule `{rule}` allows tokens until {} at the latest",
-                rfc3339(latest)
-            )));
-        }
-        Some(exp) => exp,
-    };
-    let nbf = match requested.nbf {
-        None => now.saturating_sub(DEFAULT_NBF_BACKDATE.as_secs()),
-        Some(nbf) if nbf >= exp => {
-            return Err(RequestError::BadRequest(
-                "`nbf` must be before `exp`".into(),
-            ));
-        }
-        Some(nbf) => nbf,
-    };
-    let downloadable = requested.downloadable.unwrap_or(false);
-    if downloadable && !granted.downloadable {
-        return Err(RequestError::Forbidden(format!(
-            "`downloadable`: rule `{rule}` does not allow downloads of this video"
-        )));
-    }
-    let access_rules = combine_rules(&granted.access_rules, requested.access_rules, rule)?;
-    let settings = TokenSettings {
-        ttl: Duration::from_secs(exp - now),
-        downloadable,
-        access_rules: Arc::from(access_rules),
-        not_after: None,
-    };
-    Ok((settings, Validity { nbf, exp }))
-}
-
-/// The access rules of the token: a viewer may play only when both the policy's rules and
-/// the request's accept them. With no rules from the policy the request's are used as they
-/// are; otherwise only `block` rules can be added, ahead of the policy's (an `allow` rule
-/// cannot be placed anywhere without either letting in viewers the policy blocks or being
-/// skipped).
-fn combine_rules(
-    granted: &[AccessRule],
-    requested: Option<Vec<AccessRule>>,
-    rule: &str,
-) -> Result<Vec<AccessRule>, RequestError> {
-    let requested = requested.unwrap_or_default();
-    if granted.is_empty() {
-        return Ok(requested);
-    }
-    if requested.iter().any(|r| action_of(r) == RuleAction::Allow) {
-        return Err(RequestError::Forbidden(format!(
-            "`accessRules`: rule `{rule}` already limits who may play this video, so a request may add `block` rules only"
-        )));
-    }
-    let total = requested.len() + granted.len();
-    if total > MAX_ACCESS_RULES {
-        return Err(RequestError::BadRequest(format!(
-            "`accessRules`: with the {} rules the policy adds, the token would carry {total}; Stream accepts at most {MAX_ACCESS_RULES}",
-            granted.len()
-        )));
-    }
-    let mut rules = requested;
-    rules.extend(granted.iter().cloned());
-    Ok(rules)
-}
-
-fn action_of(rule: &AccessRule) -> RuleAction {
-    match rule {
-        AccessRule::Any { action }
-        | AccessRule::IpSrc { action, .. }
-        | AccessRule::Country { action, .. } => *action,
-    }
-}
-
 /// A failure in Cloudflare's API shape, keeping the status and headers (`WWW-Authenticate`,
 /// `Allow`, `Retry-After`) of our own rendering.
 fn stream_error(error: RequestError) -> Response<Body> {
@@ -362,7 +234,11 @@ fn stream_error(error: RequestError) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authz::narrow::narrow;
+    use crate::token::TokenSettings;
     use crate::token::claims::CountryCode;
+    use crate::token::claims::{RuleAction, Validity};
+    use std::time::Duration;
 
     const NOW: u64 = 1_800_000_000;
 

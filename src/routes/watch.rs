@@ -1,35 +1,154 @@
-//! `GET|HEAD /watch/<video>[/<resource>]`: answer with a redirect to the signed Stream URL.
+//! `GET|HEAD /watch/<video>[/<resource>]`: identify, authorize, get a token, then redirect
+//! to the signed Stream URL or (proxy mode) fetch it and stream it back.
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY};
+use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 
-use super::Resource;
 use crate::Body;
+use crate::authz::policy::Mode;
+use crate::authz::{Permit, file_in_redirect_mode};
 use crate::error::RequestError;
-use crate::gateway::Minted;
+use crate::metrics::UpstreamErrorKind;
+use crate::proxy::{self, Forward, UpstreamError};
+use crate::request::Context;
+use crate::request::route::{Resource, Target};
+use crate::snapshot::Snapshot;
+use crate::token::IssuedToken;
+
+/// Answer `/watch/<video>[/<target>][?query]`.
+pub async fn watch(
+    snapshot: &Snapshot,
+    ctx: &mut Context,
+    head: &Parts,
+    video: &str,
+    target: Target<'_>,
+    query: Option<&str>,
+) -> Result<Response<Body>, RequestError> {
+    super::identify(snapshot, ctx, &head.headers).await?;
+    let permit = snapshot.authz.authorize(ctx, video, target)?;
+    let token = permit.token(&snapshot.cache).await?;
+    tracing::debug!(
+        video = %permit.video().uid,
+        rule = permit.rule(),
+        subject = ctx.identity.subject(),
+        "token issued"
+    );
+    let origin = &snapshot.origin;
+    match (permit.mode(), target) {
+        (Mode::Redirect, Target::Player) => redirect(origin, &token, Resource::Iframe, query),
+        (Mode::Redirect, Target::Resource(resource)) => redirect(origin, &token, resource, query),
+        (Mode::Redirect, Target::File(path)) => Err(file_in_redirect_mode(path)),
+        // The player page references its manifests relatively: give it a URL whose directory
+        // is the video's.
+        (Mode::Proxy, Target::Player) => Ok(to_player(video, query)),
+        // Boxed: the proxy's future is large, and the cache-hit redirect would otherwise carry
+        // (and move) all that space.
+        (Mode::Proxy, target) => {
+            let request = Forward {
+                method: &head.method,
+                headers: &head.headers,
+                token: token.token.expose(),
+                path: target.upstream_path(),
+                query,
+                video,
+                client_ip: ctx.client,
+            };
+            Box::pin(proxied(snapshot, request, &permit)).await
+        }
+    }
+}
+
+/// Fetch the target from Stream with the minted token and stream it back. A token the origin
+/// refuses is dropped from the cache and signed again once before the refusal is passed on.
+async fn proxied(
+    snapshot: &Snapshot,
+    mut request: Forward<'_>,
+    permit: &Permit<'_>,
+) -> Result<Response<Body>, RequestError> {
+    let response = forward(snapshot, &request).await?;
+    if !proxy::refused_token(response.status()) {
+        return upstream_status(snapshot, response);
+    }
+    tracing::warn!(
+        video = %permit.video().uid,
+        status = response.status().as_u16(),
+        "the Stream origin refused a token; signing a new one"
+    );
+    drop(response);
+    let fresh = permit.fresh_token(&snapshot.cache).await?;
+    request.token = fresh.token.expose();
+    let response = forward(snapshot, &request).await?;
+    if !proxy::refused_token(response.status()) {
+        return upstream_status(snapshot, response);
+    }
+    snapshot.metrics.upstream_error(UpstreamErrorKind::Refused);
+    let reason = proxy::short_reason(response, 1024, Duration::from_secs(2)).await;
+    Err(RequestError::Forbidden(format!(
+        "the Stream origin refused the token: {reason}"
+    )))
+}
+
+/// One upstream exchange, timed and counted.
+async fn forward(
+    snapshot: &Snapshot,
+    request: &Forward<'_>,
+) -> Result<Response<Body>, RequestError> {
+    let started = Instant::now();
+    match snapshot.upstream.forward(request).await {
+        Ok(response) => {
+            snapshot.metrics.upstream(started.elapsed());
+            Ok(response)
+        }
+        Err(error) => {
+            snapshot.metrics.upstream_error(match error {
+                UpstreamError::Timeout(_) => UpstreamErrorKind::Timeout,
+                UpstreamError::Connect(_) => UpstreamErrorKind::Connect,
+                UpstreamError::Failed(_) => UpstreamErrorKind::Body,
+            });
+            Err(RequestError::Upstream(error))
+        }
+    }
+}
+
+/// Stream's own failures are reported as a bad gateway, not passed on as our 5xx.
+fn upstream_status(
+    snapshot: &Snapshot,
+    response: Response<Body>,
+) -> Result<Response<Body>, RequestError> {
+    let status = response.status();
+    if status.is_server_error() {
+        snapshot
+            .metrics
+            .upstream_error(UpstreamErrorKind::Status5xx);
+        return Err(RequestError::UpstreamStatus(status.as_u16()));
+    }
+    Ok(response)
+}
 
 /// `302 Location: <origin>/<token>/<resource>[?query]`, never cached, never leaking the
 /// token through a Referer. For HEAD, hyper sends the same head without a body.
 pub fn redirect(
     origin: &str,
-    minted: &Minted<'_>,
+    token: &IssuedToken,
     resource: Resource,
     query: Option<&str>,
 ) -> Result<Response<Body>, RequestError> {
     if resource == Resource::Iframe && query.is_none() {
         // The most common answer: built once per token, then shared.
-        let location = minted
-            .token
-            .player_location(origin, || location_value(origin, minted, resource, None))
+        let location = token
+            .player_location(origin, || location_value(origin, token, resource, None))
             .ok_or(RequestError::Internal(
                 "redirect location is not a valid header value",
             ))?;
         return Ok(found(location));
     }
-    let location = location_value(origin, minted, resource, query).ok_or(
-        RequestError::Internal("redirect location is not a valid header value"),
-    )?;
+    let location = location_value(origin, token, resource, query).ok_or(RequestError::Internal(
+        "redirect location is not a valid header value",
+    ))?;
     Ok(found(location))
 }
 
@@ -37,11 +156,11 @@ pub fn redirect(
 /// and query were all validated, so this fails only if there is a bug.
 fn location_value(
     origin: &str,
-    minted: &Minted<'_>,
+    token: &IssuedToken,
     resource: Resource,
     query: Option<&str>,
 ) -> Option<HeaderValue> {
-    let token = minted.token.token.expose();
+    let token = token.token.expose();
     let path = resource.path();
     let mut location = String::with_capacity(
         origin.len() + token.len() + path.len() + 3 + query.map_or(0, |q| q.len() + 1),

@@ -129,8 +129,9 @@ pub struct TokenCache {
     /// Entries pushed out by capacity (not by expiry or invalidation).
     evictions: Arc<AtomicU64>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// Longest wait for a signature (queue included); `limits.request_timeout`.
-    sign_timeout: Duration,
+    /// Longest wait for a signature (queue included), in milliseconds;
+    /// `limits.request_timeout`, which a reload may change while the cache is kept.
+    sign_timeout_ms: AtomicU64,
 }
 
 impl TokenCache {
@@ -158,14 +159,24 @@ impl TokenCache {
             misses: AtomicU64::new(0),
             evictions,
             metrics: None,
-            sign_timeout: Duration::from_secs(30),
+            sign_timeout_ms: AtomicU64::new(30_000),
         }
     }
 
     /// Give up on a signature after `timeout` (the caller gets a 503).
-    pub fn with_sign_timeout(mut self, timeout: Duration) -> Self {
-        self.sign_timeout = timeout;
+    pub fn with_sign_timeout(self, timeout: Duration) -> Self {
+        self.set_sign_timeout(timeout);
         self
+    }
+
+    /// Change the signing timeout of a running cache (a reload that keeps the cache).
+    pub fn set_sign_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.sign_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn sign_timeout(&self) -> Duration {
+        Duration::from_millis(self.sign_timeout_ms.load(Ordering::Relaxed))
     }
 
     /// Report each signature's latency (queue wait included) to `metrics`.
@@ -254,7 +265,7 @@ impl TokenCache {
         let (uid, settings) = (key.uid, Arc::clone(&key.settings));
         let signer = &self.signer;
         let metrics = self.metrics.as_ref();
-        let timeout = self.sign_timeout;
+        let timeout = self.sign_timeout();
         let entry = self
             .tokens
             .entry(key)
@@ -290,9 +301,10 @@ impl TokenCache {
     ) -> Result<IssuedToken, SignError> {
         let started = Instant::now();
         let signing = self.signer.sign_with_validity(uid, settings, validity);
-        let signed = match tokio::time::timeout(self.sign_timeout, signing).await {
+        let timeout = self.sign_timeout();
+        let signed = match tokio::time::timeout(timeout, signing).await {
             Ok(signed) => signed,
-            Err(_) => Err(SignError::TimedOut(self.sign_timeout)),
+            Err(_) => Err(SignError::TimedOut(timeout)),
         };
         if let Some(metrics) = &self.metrics {
             metrics.signature(started.elapsed());

@@ -267,6 +267,19 @@ impl<'a> Claims<'a> {
     }
 }
 
+/// Whether `alias` is a usable video alias: 1–64 of `[A-Za-z0-9._-]`, starting with a letter
+/// or digit (so `.` and `..` can never be aliases), and not shaped like a uid.
+pub fn is_valid_alias(alias: &str) -> bool {
+    let bytes = alias.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && alias.parse::<VideoUid>().is_err()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

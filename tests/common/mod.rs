@@ -445,7 +445,8 @@ impl TestGateway {
 
     /// Start with the given YAML (relative key paths resolve against `tests/fixtures`).
     pub async fn start_with(yaml: &str) -> TestGateway {
-        use streamgate::config::{MissingKeys, Settings, load_signing_keys};
+        use streamgate::app::keys::{MissingKeys, load_signing_keys};
+        use streamgate::config::Settings;
         let settings = Settings::from_yaml(yaml, "test.yaml", &fixture_path(""))
             .unwrap_or_else(|errors| panic!("test config should be valid:\n{errors}"));
         let (keys, _) = load_signing_keys(&settings, MissingKeys::Fail)
@@ -483,7 +484,7 @@ impl TestGateway {
 
     /// Signatures made so far.
     pub fn signatures(&self) -> u64 {
-        self.app().gateway().cache().signer().signatures()
+        self.app().snapshot().cache.signer().signatures()
     }
 
     pub async fn shutdown(mut self) {

@@ -1,0 +1,167 @@
+//! Signing keys: read every configured key from its file or environment variable (creating
+//! development keys when asked), for [`crate::snapshot::Snapshot::build`].
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::config::{ConfigError, ConfigErrors, KeyLocation, Settings};
+use crate::token::SigningKey;
+
+/// Whether missing development keys may be created while loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKeys {
+    /// Create keys marked `generate_if_missing` whose file is absent (serve, emulate).
+    Generate,
+    /// Report them as errors.
+    Fail,
+    /// Leave them out of the result without an error (check: they will be generated).
+    Skip,
+}
+
+/// What happened while loading keys, for the operator.
+#[derive(Debug, Default)]
+pub struct KeyLoadReport {
+    /// Files created with a fresh development key.
+    pub generated: Vec<PathBuf>,
+}
+
+/// Read and parse every configured signing key.
+pub fn load_signing_keys(
+    settings: &Settings,
+    missing: MissingKeys,
+) -> Result<(Vec<SigningKey>, KeyLoadReport), ConfigErrors> {
+    let mut keys = Vec::new();
+    let mut errors = Vec::new();
+    let mut report = KeyLoadReport::default();
+    for source in &settings.signing_keys {
+        let fail = |message: String| ConfigError {
+            file: settings.file.clone(),
+            position: source.position,
+            field: source.field.clone(),
+            message,
+        };
+        let material = match &source.location {
+            KeyLocation::Env(var) => match std::env::var(var) {
+                Ok(value) => value,
+                Err(_) => {
+                    errors.push(fail(format!(
+                        "environment variable {var} is not set or not UTF-8"
+                    )));
+                    continue;
+                }
+            },
+            KeyLocation::File(path) => {
+                let absent = source.generate_if_missing && !path.exists();
+                if absent && missing == MissingKeys::Skip {
+                    continue;
+                }
+                if absent && missing == MissingKeys::Generate {
+                    if let Err(message) = write_generated_key(path) {
+                        errors.push(fail(message));
+                        continue;
+                    }
+                    report.generated.push(path.clone());
+                }
+                match std::fs::read_to_string(path) {
+                    Ok(text) => text,
+                    Err(error) => {
+                        errors.push(fail(format!(
+                            "cannot read key file {}: {error}",
+                            path.display()
+                        )));
+                        continue;
+                    }
+                }
+            }
+        };
+        match SigningKey::from_material(source.id.as_deref(), &material) {
+            Ok(key) => keys.push(key),
+            Err(error) => errors.push(fail(error.to_string())),
+        }
+    }
+    let mut seen = HashSet::new();
+    for (key, source) in keys.iter().zip(&settings.signing_keys) {
+        if !seen.insert(key.id().to_string()) {
+            errors.push(ConfigError {
+                file: settings.file.clone(),
+                position: source.position,
+                field: source.field.clone(),
+                message: format!("key id {} is configured twice", key.id()),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok((keys, report))
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn write_generated_key(path: &Path) -> Result<(), String> {
+    let generated = crate::token::keys::generate().map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    write_private_file(path, generated.cloudflare_json.expose())
+        .map_err(|e| format!("cannot write key file {}: {e}", path.display()))
+}
+
+/// Create `path` readable by its owner only, failing if it exists.
+pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "\
+listen: 127.0.0.1:0
+stream:
+  emulator:
+    listen: 127.0.0.1:0
+signing_keys:
+  - file: key.json
+token:
+  ttl: 1h
+";
+
+    #[test]
+    fn bad_key_material_names_the_key_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key.json"), "not a key").unwrap();
+        let settings = Settings::from_yaml(CONFIG, "test.yaml", dir.path()).unwrap();
+        let errors = load_signing_keys(&settings, MissingKeys::Fail).unwrap_err();
+        let error = &errors.0[0];
+        assert_eq!(error.field, "signing_keys[0]");
+        assert_eq!(error.position.map(|p| p.0), Some(6));
+        assert!(error.message.contains("not recognised"), "{error}");
+        assert!(!error.to_string().contains("not a key"));
+    }
+
+    #[test]
+    fn missing_dev_key_is_generated_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = CONFIG.replace(
+            "  - file: key.json\n",
+            "  - file: keys/dev.json\n    generate_if_missing: true\n",
+        );
+        let settings = Settings::from_yaml(&source, "test.yaml", dir.path()).unwrap();
+        assert!(load_signing_keys(&settings, MissingKeys::Fail).is_err());
+        let (keys, report) = load_signing_keys(&settings, MissingKeys::Generate).unwrap();
+        assert_eq!(report.generated.len(), 1);
+        let (again, report) = load_signing_keys(&settings, MissingKeys::Generate).unwrap();
+        assert!(report.generated.is_empty());
+        assert_eq!(keys[0].id(), again[0].id());
+    }
+}

@@ -1,0 +1,66 @@
+//! One request's context: made once at the edge and passed down the request path, so that
+//! nothing recomputes the client address, the route or the decision, and the access log and
+//! the metrics read the same facts.
+
+pub mod id;
+pub mod route;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::identity::Identity;
+use crate::metrics;
+
+/// What authorization decided about a request: one vocabulary for the access log and the
+/// `streamgate_decisions_total{outcome}` metric.
+pub type Decision = metrics::Outcome;
+
+/// The facts about one request, filled in as it goes down the path.
+#[derive(Debug)]
+pub struct Context {
+    /// The request id (the client's when sane, else ours); returned in `X-Request-Id`.
+    pub id: HeaderValue,
+    /// The socket peer.
+    pub peer: SocketAddr,
+    /// The viewer's address: the peer, or what a trusted hop vouches for. Computed once.
+    pub client: IpAddr,
+    /// The route's metrics label, from the one router.
+    pub label: metrics::Route,
+    /// The client prefers HTML (a browser navigating), for refusals.
+    pub html: bool,
+    /// Who is asking: anonymous until a handler identifies the caller.
+    pub identity: Identity,
+    /// What authorization decided, when it ran.
+    pub verdict: Verdict,
+    /// Whether this request's access-log line is written: fields that cost something to fill
+    /// (the video's alias) are filled only then.
+    pub logged: bool,
+}
+
+/// What authorization decided, and by which rule.
+#[derive(Debug, Default, Clone)]
+pub struct Verdict {
+    pub decision: Option<Decision>,
+    /// The deciding rule's position in the policy (none for the default deny).
+    pub rule_index: Option<usize>,
+    /// The video's alias (or uid), when the request is logged.
+    pub video: Option<Arc<str>>,
+}
+
+impl Context {
+    /// The context of a request from `peer` whose viewer is `client`.
+    pub fn new(id: HeaderValue, peer: SocketAddr, client: IpAddr, label: metrics::Route) -> Self {
+        Self {
+            id,
+            peer,
+            client,
+            label,
+            html: false,
+            identity: Identity::Anonymous,
+            verdict: Verdict::default(),
+            logged: false,
+        }
+    }
+}
