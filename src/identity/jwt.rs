@@ -26,8 +26,8 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::{AuthError, CredentialHasher, Principal, PrincipalKind, lookup_claim};
-use crate::config::KeyLocation;
 use crate::http::client::{self as http_client, ClientOptions, HttpsClient};
+use crate::secret::KeyLocation;
 
 /// One trusted issuer, validated from the configuration.
 #[derive(Debug, Clone)]
