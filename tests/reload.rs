@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
+use http::Method;
 use serde_json::Value;
 use streamgate::app::App;
 use streamgate::app::keys::{MissingKeys, load_signing_keys};
@@ -72,6 +73,8 @@ struct Config {
     /// The `public` rule's `downloadable`.
     downloadable: bool,
     keys: Vec<KeyEntry>,
+    /// Appended to the file as it is (top-level sections such as `limits:` and `log:`).
+    extra: String,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             trailer: false,
             downloadable: false,
             keys: vec![first_key(true)],
+            extra: String::new(),
         }
     }
 }
@@ -111,6 +115,7 @@ impl Config {
         if self.downloadable {
             yaml += "    downloadable: true\n";
         }
+        yaml += &self.extra;
         yaml
     }
 
@@ -735,6 +740,55 @@ async fn settings_that_need_a_restart_are_reported_not_applied() {
     assert_eq!(running.status().needs_restart, Vec::<&str>::new());
     assert!(running.serves(&back).await);
     running.shutdown().await;
+}
+
+#[tokio::test]
+async fn live_settings_are_applied_and_connection_limits_are_reported_as_restart_only() {
+    let before = Config::default();
+    let running = Running::start(&before).await;
+    let started = running.app().snapshot().settings.limits.clone();
+
+    let changed = Config {
+        extra: "limits:\n  request_timeout: 7s\n  max_body_bytes: 100\n  max_connections: 50\nlog:\n  access: false\n".into(),
+        ..before.clone()
+    };
+    write_config(&running.path, &changed.yaml(), Style::Rename);
+    running.wait_for_generation(2).await;
+    let status = running.status();
+    assert_eq!(
+        status.needs_restart,
+        vec!["limits.max_connections"],
+        "{status:?}"
+    );
+    let snapshot = running.app().snapshot();
+    // Restart-only: the running value stays, and the snapshot says so.
+    assert_eq!(snapshot.settings.limits, started);
+    // Applied: the kept token cache signs with the new timeout, and the edge reads the rest.
+    assert_eq!(snapshot.settings.request_timeout, Duration::from_secs(7));
+    assert_eq!(snapshot.cache.sign_timeout(), Duration::from_secs(7));
+    assert!(!snapshot.settings.access_log);
+    let client = post_json_status(&running.url("/api/getSignedURL"), &"x".repeat(200)).await;
+    assert_eq!(client, 413, "the new max_body_bytes applies");
+    let ready = get(&running.url("/readyz")).await;
+    let ready: Value = serde_json::from_str(&ready.text()).expect("/readyz is JSON");
+    assert_eq!(
+        ready["reload"]["needs_restart"],
+        serde_json::json!(["limits.max_connections"])
+    );
+    running.shutdown().await;
+}
+
+/// The status of a JSON POST of `body` to `url`.
+async fn post_json_status(url: &str, body: &str) -> u16 {
+    send(
+        Method::POST,
+        url,
+        &[("content-type", "application/json")],
+        Some(body.as_bytes().to_vec()),
+    )
+    .await
+    .status
+    .as_u16()
 }
 
 // === 5. cache ===

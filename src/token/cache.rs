@@ -175,7 +175,8 @@ impl TokenCache {
         self.sign_timeout_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn sign_timeout(&self) -> Duration {
+    /// How long a signature may take (queue included) before the caller gets a 503.
+    pub fn sign_timeout(&self) -> Duration {
         Duration::from_millis(self.sign_timeout_ms.load(Ordering::Relaxed))
     }
 
