@@ -11,6 +11,11 @@ use crate::config::{Settings, human_duration};
 use crate::identity::{Identity, Principal, PrincipalKind};
 use crate::token::claims::Claims;
 
+use std::path::Path;
+
+use super::{config_failure, parse_claim, parse_time};
+use crate::app::keys::{MissingKeys, load_signing_keys};
+
 /// Who to explain the decision for.
 #[derive(Debug, Clone, Default)]
 pub struct Asker {
@@ -300,4 +305,64 @@ pub fn describe_rule(rule: &Rule) -> String {
         subjects.join(", "),
         extras.join(", ")
     )
+}
+
+// === the command ===
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("who").args(["user", "api_key_name", "anonymous"])))]
+pub(super) struct ExplainArgs {
+    /// Video uid or alias.
+    #[arg(long)]
+    video: String,
+    /// A Basic user, or a JWT subject.
+    #[arg(long)]
+    user: Option<String>,
+    /// An API key, by its name in `api_keys`.
+    #[arg(long)]
+    api_key_name: Option<String>,
+    /// Groups the subject is in (comma-separated), as a JWT's groups claim would say.
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+    /// A JWT claim, `name=value` (repeatable).
+    #[arg(long, value_parser = parse_claim)]
+    claim: Vec<(String, String)>,
+    /// No credential at all (the default when no subject is given).
+    #[arg(long, conflicts_with_all = ["groups", "claim"])]
+    anonymous: bool,
+    /// The viewer's address (for tokens bound to it, and to judge access rules).
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
+    /// The viewer's country, to judge country access rules as Stream would.
+    #[arg(long)]
+    country: Option<String>,
+    /// When to decide, RFC 3339 (default: now).
+    #[arg(long, value_parser = parse_time)]
+    at: Option<u64>,
+}
+
+/// Print how the policy decides for the asked subject and video.
+pub(super) fn run(path: &Path, args: ExplainArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(path).map_err(config_failure)?;
+    let (keys, _) = load_signing_keys(&settings, MissingKeys::Skip).map_err(config_failure)?;
+    let question = Question {
+        asker: Asker {
+            user: args.user,
+            api_key_name: args.api_key_name,
+            groups: args.groups,
+            claims: args.claim,
+        },
+        video: args.video,
+        at: args.at.unwrap_or_else(crate::token::signer::unix_now),
+        ip: args.ip,
+        country: args.country,
+    };
+    let report = explain(
+        &settings,
+        &question,
+        keys.first().map(|k| k.id()),
+        settings.nbf_backdate,
+    )?;
+    print!("{report}");
+    Ok(())
 }

@@ -11,6 +11,12 @@ use serde_json::{Map, Value};
 use crate::authz::policy::rfc3339;
 use crate::emulator::VerifyingKeySpec;
 
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::app::keys::{MissingKeys, load_signing_keys};
+use crate::config::Settings;
+
 /// What to inspect, and for whom.
 #[derive(Debug, Clone)]
 pub struct Inspection<'a> {
@@ -226,6 +232,60 @@ pub fn inspect(request: &Inspection<'_>) -> Result<Report, Malformed> {
         text: out,
         acceptable,
     })
+}
+
+// === the command ===
+
+/// Print what is in `token`; exit 0 when Stream would accept it now.
+pub(super) fn run(
+    path: &Path,
+    token: &str,
+    ip: Option<std::net::IpAddr>,
+    country: Option<&str>,
+) -> ExitCode {
+    // The local offset can only be read safely while the process has one thread.
+    let local_offset_secs = time::UtcOffset::current_local_offset()
+        .ok()
+        .map(|offset| i64::from(offset.whole_seconds()));
+    // Keys are optional: without a readable configuration the signature is not checked.
+    let keys: Vec<VerifyingKeySpec> = Settings::load(path)
+        .ok()
+        .and_then(|settings| load_signing_keys(&settings, MissingKeys::Skip).ok())
+        .map(|(keys, _)| {
+            keys.iter()
+                .map(|key| {
+                    let (modulus, exponent) = key.public_components();
+                    VerifyingKeySpec {
+                        id: key.id().to_string(),
+                        modulus,
+                        exponent,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let report = inspect(&Inspection {
+        input: token,
+        keys: &keys,
+        ip,
+        country,
+        now: crate::token::signer::unix_now(),
+        local_offset_secs,
+    });
+    match report {
+        Ok(report) => {
+            print!("{}", report.text);
+            if report.acceptable {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(malformed) => {
+            eprintln!("error: not a Stream token: {malformed}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,45 @@
+//! `streamgate emulate`: run only the local Stream emulator, trusting the configured keys.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::serve::ShutdownSignal;
+use super::{load_reporting, runtime};
+use crate::app::keys::MissingKeys;
+use crate::app::{self};
+use crate::config::{EmulatorOptions, StreamSettings};
+use crate::emulator::Emulator;
+use crate::http::server;
+use crate::token::SigningKey;
+
+/// Run the emulator on `listen` (default: `stream.emulator.listen`) until a signal.
+pub(super) fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let (settings, keys) = load_reporting(path, MissingKeys::Generate, true)?;
+    let options = match &settings.stream {
+        StreamSettings::Emulator(options) => options.clone(),
+        StreamSettings::Origin(_) => EmulatorOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            country_header: http::HeaderName::from_static("cf-ipcountry"),
+            client_ip_header: None,
+            leeway: Duration::from_secs(5),
+        },
+    };
+    let keys: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
+    let emulator = Emulator::new(crate::snapshot::emulator_settings(
+        &settings, &keys, &options,
+    ))?;
+    let listen = listen.unwrap_or(options.listen);
+    runtime()?.block_on(async move {
+        let shutdown = ShutdownSignal::install();
+        let listener = app::bind(listen, "Stream emulator").await?;
+        let addr = listener.local_addr()?;
+        println!("Stream emulator listening on {}", app::origin_for(addr));
+        for key in &keys {
+            println!("  trusts key {}", key.id());
+        }
+        server::serve(listener, Arc::new(emulator), shutdown.recv()).await;
+        Ok(())
+    })
+}
