@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use spki::der::Decode;
+use spki::{ObjectIdentifier, SubjectPublicKeyInfoRef};
 
 use super::jwks::{Remote, parse_jwks};
 use super::{IssuerKeys, echo, list_algorithms};
@@ -184,13 +184,18 @@ fn read_secret(location: &KeyLocation) -> Result<VerifyKey, String> {
 /// A public key from PEM: `PUBLIC KEY` (SubjectPublicKeyInfo: RSA, P-256, P-384, Ed25519)
 /// or `RSA PUBLIC KEY` (PKCS#1).
 fn parse_public_key_pem(pem: &[u8]) -> Result<(DecodingKey, KeyKind), String> {
-    let (label, der) = first_pem_block(pem)?;
-    match label.as_str() {
-        "PUBLIC KEY" => parse_spki(&der),
-        "RSA PUBLIC KEY" => {
-            check_rsa_public_key(&der)?;
-            Ok((DecodingKey::from_rsa_der(&der), KeyKind::Rsa))
+    const NOT_PEM: &str = "not a PEM file (expected -----BEGIN PUBLIC KEY-----)";
+    // The pem crate's own messages are not passed on: they may quote parts of the file.
+    let block = pem::parse(pem).map_err(|error| match error {
+        pem::PemError::MismatchedTags(label, _) => {
+            format!("the PEM block has no -----END {}-----", echo(&label, 40))
         }
+        pem::PemError::InvalidData(_) => "the PEM block is not valid base64".to_string(),
+        _ => NOT_PEM.to_string(),
+    })?;
+    match block.tag() {
+        "PUBLIC KEY" => parse_spki(block.contents()),
+        "RSA PUBLIC KEY" => rsa_public_key(block.contents()),
         "CERTIFICATE" => Err(
             "holds a certificate, not a public key (extract it: `openssl x509 -pubkey -noout`)"
                 .into(),
@@ -205,61 +210,32 @@ fn parse_public_key_pem(pem: &[u8]) -> Result<(DecodingKey, KeyKind), String> {
     }
 }
 
-/// The label and decoded contents of the first PEM block.
-fn first_pem_block(pem: &[u8]) -> Result<(String, Vec<u8>), String> {
-    const NOT_PEM: &str = "not a PEM file (expected -----BEGIN PUBLIC KEY-----)";
-    let text = std::str::from_utf8(pem).map_err(|_| NOT_PEM.to_string())?;
-    let start = text.find("-----BEGIN ").ok_or(NOT_PEM)?;
-    let after = &text[start + "-----BEGIN ".len()..];
-    let label_end = after.find("-----").ok_or(NOT_PEM)?;
-    let label = &after[..label_end];
-    let body = &after[label_end + "-----".len()..];
-    let end_marker = format!("-----END {label}-----");
-    let body_end = body
-        .find(&end_marker)
-        .ok_or_else(|| format!("the PEM block has no {}", echo(&end_marker, 60)))?;
-    let base64: String = body[..body_end]
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let der = STANDARD
-        .decode(base64)
-        .map_err(|_| "the PEM block is not valid base64".to_string())?;
-    Ok((label.to_string(), der))
-}
-
-/// DER object identifiers (contents only).
-const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
-const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+/// `id-ecPublicKey` (RFC 5480).
+const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// The P-256 curve, `secp256r1` (RFC 5480).
+const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+/// The P-384 curve, `secp384r1` (RFC 5480).
+const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+/// `id-Ed25519` (RFC 8410).
+const ID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// A SubjectPublicKeyInfo, as the key bytes jsonwebtoken expects for its kind.
 fn parse_spki(der: &[u8]) -> Result<(DecodingKey, KeyKind), String> {
     const MALFORMED: &str = "the public key is not valid DER SubjectPublicKeyInfo";
-    let (spki, rest) = der_expect(der, 0x30).ok_or(MALFORMED)?;
-    if !rest.is_empty() {
-        return Err(MALFORMED.into());
-    }
-    let (algorithm, rest) = der_expect(spki, 0x30).ok_or(MALFORMED)?;
-    let (bits, rest) = der_expect(rest, 0x03).ok_or(MALFORMED)?;
-    if !rest.is_empty() {
-        return Err(MALFORMED.into());
-    }
-    let (oid, parameters) = der_expect(algorithm, 0x06).ok_or(MALFORMED)?;
-    let key = match bits.split_first() {
-        Some((0, key)) => key,
-        _ => return Err(MALFORMED.into()),
-    };
-    if oid == OID_RSA_ENCRYPTION {
-        check_rsa_public_key(key)?;
-        Ok((DecodingKey::from_rsa_der(key), KeyKind::Rsa))
-    } else if oid == OID_EC_PUBLIC_KEY {
-        let (curve, _) = der_expect(parameters, 0x06).ok_or(MALFORMED)?;
-        let (kind, length) = if curve == OID_P256 {
+    let spki = SubjectPublicKeyInfoRef::from_der(der).map_err(|_| MALFORMED.to_string())?;
+    // `None` when the BIT STRING does not hold whole bytes.
+    let key = spki.subject_public_key.as_bytes().ok_or(MALFORMED)?;
+    let algorithm = spki.algorithm.oid;
+    if algorithm == pkcs1::ALGORITHM_OID {
+        rsa_public_key(key)
+    } else if algorithm == ID_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters_oid()
+            .map_err(|_| MALFORMED.to_string())?;
+        let (kind, length) = if curve == SECP256R1 {
             (KeyKind::EcP256, 65)
-        } else if curve == OID_P384 {
+        } else if curve == SECP384R1 {
             (KeyKind::EcP384, 97)
         } else {
             return Err("an EC key on an unsupported curve (use P-256 or P-384)".into());
@@ -268,7 +244,7 @@ fn parse_spki(der: &[u8]) -> Result<(DecodingKey, KeyKind), String> {
             return Err("the EC public key is not an uncompressed point".into());
         }
         Ok((DecodingKey::from_ec_der(key), kind))
-    } else if oid == OID_ED25519 {
+    } else if algorithm == ID_ED25519 {
         if key.len() != 32 {
             return Err("the Ed25519 public key is not 32 bytes".into());
         }
@@ -278,7 +254,8 @@ fn parse_spki(der: &[u8]) -> Result<(DecodingKey, KeyKind), String> {
     }
 }
 
-fn check_rsa_public_key(pkcs1: &[u8]) -> Result<(), String> {
+/// A PKCS#1 `RSAPublicKey` of at least 2048 bits.
+fn rsa_public_key(pkcs1: &[u8]) -> Result<(DecodingKey, KeyKind), String> {
     let key = aws_lc_rs::rsa::PublicKey::from_der(pkcs1)
         .map_err(|_| "not a valid RSA public key".to_string())?;
     if key.modulus_len() < 256 {
@@ -287,32 +264,7 @@ fn check_rsa_public_key(pkcs1: &[u8]) -> Result<(), String> {
             key.modulus_len() * 8
         ));
     }
-    Ok(())
-}
-
-/// One DER element with tag `tag`: its contents and what follows it.
-pub(super) fn der_expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&found, rest) = input.split_first()?;
-    if found != tag {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (length, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 3 || rest.len() < count {
-            return None;
-        }
-        let length = rest[..count]
-            .iter()
-            .fold(0usize, |acc, byte| (acc << 8) | usize::from(*byte));
-        (length, &rest[count..])
-    };
-    if rest.len() < length {
-        return None;
-    }
-    Some(rest.split_at(length))
+    Ok((DecodingKey::from_rsa_der(pkcs1), KeyKind::Rsa))
 }
 
 #[cfg(test)]
@@ -365,10 +317,9 @@ mod tests {
     async fn a_pkcs1_rsa_public_key_pem_is_read_too() {
         let dir = tempfile::tempdir().unwrap();
         let key = rsa_key();
-        let (spki, _) = der_expect(&key.spki, 0x30).unwrap();
-        let (_, rest) = der_expect(spki, 0x30).unwrap();
-        let (bits, _) = der_expect(rest, 0x03).unwrap();
-        let path = file(&dir, "rsa.pem", pem("RSA PUBLIC KEY", &bits[1..]));
+        let spki = SubjectPublicKeyInfoRef::from_der(&key.spki).unwrap();
+        let pkcs1 = spki.subject_public_key.as_bytes().unwrap();
+        let path = file(&dir, "rsa.pem", pem("RSA PUBLIC KEY", pkcs1));
         let verifier = JwtVerifier::new(vec![settings(
             IssuerKeys::PublicKeyPem(path),
             vec![Algorithm::RS256],
@@ -438,6 +389,58 @@ mod tests {
             message.contains("empty.json") && message.contains("no key usable"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn unusable_pem_files_are_refused_by_reason_without_contents() {
+        let p521 = {
+            use aws_lc_rs::encoding::AsDer;
+            use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P521_SHA512_FIXED_SIGNING, &rng).unwrap();
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P521_SHA512_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+            AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(pair.public_key())
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        };
+        let not_der = b"test-only-not-a-key";
+        let cases = [
+            ("test-only text".to_string(), "not a PEM file"),
+            (
+                "-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----\n".to_string(),
+                "not valid base64",
+            ),
+            (
+                pem("PUBLIC KEY", not_der).replace("END PUBLIC", "END PRIVATE"),
+                "no -----END PUBLIC KEY-----",
+            ),
+            (pem("CERTIFICATE", not_der), "holds a certificate"),
+            (pem("EC PRIVATE KEY", not_der), "holds a private key"),
+            (pem("DH PARAMETERS", not_der), "\"DH PARAMETERS\" block"),
+            (
+                pem("PUBLIC KEY", not_der),
+                "not valid DER SubjectPublicKeyInfo",
+            ),
+            (pem("RSA PUBLIC KEY", not_der), "not a valid RSA public key"),
+            (pem("PUBLIC KEY", &p521), "unsupported curve"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (contents, expected) in cases {
+            let path = file(&dir, "key.pem", &contents);
+            let message = error_for(settings(
+                IssuerKeys::PublicKeyPem(path),
+                vec![Algorithm::ES256],
+            ));
+            assert!(
+                message.contains("key.pem") && message.contains(expected),
+                "{expected}: {message}"
+            );
+            assert!(!message.contains("dGVzdC1vbmx5"), "{message}");
+            assert!(!message.contains("test-only"), "{message}");
+        }
     }
 
     #[test]

@@ -499,7 +499,8 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
 
-    use super::keys::der_expect;
+    use pkcs8::der::Decode;
+
     use super::*;
     use crate::test_support::pem;
 
@@ -533,11 +534,8 @@ mod tests {
 
     /// The RSAPrivateKey inside a PKCS#8 document (jsonwebtoken signs with PKCS#1).
     fn pkcs8_rsa_to_pkcs1(pkcs8: &[u8]) -> Vec<u8> {
-        let (info, _) = der_expect(pkcs8, 0x30).unwrap();
-        let (_version, rest) = der_expect(info, 0x02).unwrap();
-        let (_algorithm, rest) = der_expect(rest, 0x30).unwrap();
-        let (key, _) = der_expect(rest, 0x04).unwrap();
-        key.to_vec()
+        let info = pkcs8::PrivateKeyInfoRef::from_der(pkcs8).unwrap();
+        info.private_key.as_bytes().to_vec()
     }
 
     fn new_rsa_key() -> TestKey {
