@@ -14,6 +14,7 @@ use http::header::{
     X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_range_header::RangeUnsatisfiableError;
 use httpdate::HttpDate;
 
 use crate::Body;
@@ -319,6 +320,7 @@ pub enum RangeRequest {
     /// Not a single valid byte range (another unit, bad syntax, several ranges): answer the
     /// whole file, which RFC 9110 §14.2 allows.
     Ignored,
+    /// One range inside the file.
     Satisfiable(ByteRange),
     /// A valid range that starts past the end (or an empty suffix): 416.
     Unsatisfiable,
@@ -326,60 +328,24 @@ pub enum RangeRequest {
 
 /// Parse `bytes=a-b`, `bytes=a-` or `bytes=-n` against a file of `total_len` bytes.
 pub fn parse_range(value: &str, total_len: u64) -> RangeRequest {
-    let Some((unit, specs)) = value.split_once('=') else {
+    let Ok(ranges) = http_range_header::parse_range_header(value) else {
         return RangeRequest::Ignored;
     };
-    if !unit.trim().eq_ignore_ascii_case("bytes") {
+    // Several ranges would need a multipart/byteranges answer; the whole file will do.
+    if ranges.len() != 1 {
         return RangeRequest::Ignored;
     }
-    let mut specs = specs
-        .split(',')
-        .map(|spec| spec.trim_matches([' ', '\t']))
-        .filter(|spec| !spec.is_empty());
-    let (Some(spec), None) = (specs.next(), specs.next()) else {
-        return RangeRequest::Ignored;
-    };
-    let Some((first, last)) = spec.split_once('-') else {
-        return RangeRequest::Ignored;
-    };
-    if first.is_empty() {
-        let Some(suffix_len) = parse_digits(last) else {
-            return RangeRequest::Ignored;
-        };
-        if suffix_len == 0 || total_len == 0 {
-            return RangeRequest::Unsatisfiable;
-        }
-        return RangeRequest::Satisfiable(ByteRange {
-            first: total_len.saturating_sub(suffix_len),
-            last: total_len - 1,
-        });
+    match ranges.validate(total_len).as_deref() {
+        Ok([range]) => RangeRequest::Satisfiable(ByteRange {
+            first: *range.start(),
+            last: *range.end(),
+        }),
+        // An empty file has no byte a 206 could name (the crate accepts `bytes=-n` on it).
+        Ok(_) | Err(RangeUnsatisfiableError::Unsatisfiable) => RangeRequest::Unsatisfiable,
+        // Malformed, or past the crate's limits (30 digits a position, 15 empty list elements):
+        // ignoring the header is always allowed.
+        Err(_) => RangeRequest::Ignored,
     }
-    let Some(first) = parse_digits(first) else {
-        return RangeRequest::Ignored;
-    };
-    let last = if last.is_empty() {
-        u64::MAX
-    } else {
-        match parse_digits(last) {
-            Some(last) if last >= first => last,
-            _ => return RangeRequest::Ignored,
-        }
-    };
-    if first >= total_len {
-        return RangeRequest::Unsatisfiable;
-    }
-    RangeRequest::Satisfiable(ByteRange {
-        first,
-        last: last.min(total_len - 1),
-    })
-}
-
-/// One or more ASCII digits; too many for a `u64` saturates (still a valid, huge position).
-fn parse_digits(digits: &str) -> Option<u64> {
-    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
-    }
-    Some(digits.parse().unwrap_or(u64::MAX))
 }
 
 // === HTTP dates ===
@@ -501,6 +467,18 @@ mod tests {
                 "{value}"
             );
         }
+    }
+
+    #[test]
+    fn no_range_of_an_empty_file_is_satisfiable() {
+        for value in ["bytes=0-", "bytes=0-0", "bytes=-5", "bytes=-0"] {
+            assert_eq!(
+                parse_range(value, 0),
+                RangeRequest::Unsatisfiable,
+                "{value}"
+            );
+        }
+        assert_eq!(parse_range("bytes=a-", 0), RangeRequest::Ignored);
     }
 
     #[test]
