@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::sync::LazyLock;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -103,7 +104,7 @@ const SUBTITLES_SEGMENT_FILE: &str = "subtitles_en_0.vtt";
 /// Size of `downloads/default.mp4`.
 pub const DOWNLOAD_LEN_BYTES: usize = 4 * 1024 * 1024;
 /// `Last-Modified` of every file: Mon, 02 Jun 2025 12:00:00 GMT.
-pub const LAST_MODIFIED_UNIX_SECS: i64 = 1_748_865_600;
+pub const LAST_MODIFIED_UNIX_SECS: u64 = 1_748_865_600;
 
 const PLAYER_PATH: &str = "iframe";
 const HLS_MASTER_PATH: &str = "manifest/video.m3u8";
@@ -539,7 +540,7 @@ pub fn representation(resource: Resource, body: Bytes) -> Representation {
         body,
         resource.content_type(),
         resource.cache_control(),
-        LAST_MODIFIED_UNIX_SECS,
+        UNIX_EPOCH + Duration::from_secs(LAST_MODIFIED_UNIX_SECS),
     )
 }
 

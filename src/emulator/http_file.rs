@@ -4,6 +4,8 @@
 //!
 //! Only reached once a token was accepted: a refused token never gets a 304 or a 206.
 
+use std::time::SystemTime;
+
 use aws_lc_rs::digest::{SHA256, digest};
 use bytes::Bytes;
 use http::header::{
@@ -12,6 +14,8 @@ use http::header::{
     X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_range_header::RangeUnsatisfiableError;
+use httpdate::HttpDate;
 
 use crate::Body;
 
@@ -22,28 +26,33 @@ pub struct Representation {
     /// Strong entity tag, quoted (`"…"`): a digest of `body`.
     etag: HeaderValue,
     last_modified: HeaderValue,
-    last_modified_unix_secs: i64,
+    /// `last_modified` as a date, to compare with the request's (to the second).
+    last_modified_date: HttpDate,
     content_type: &'static str,
     cache_control: &'static str,
 }
 
 impl Representation {
     /// A file of `body` (its strong `ETag` is computed here, so build static files once).
+    ///
+    /// # Panics
+    /// If `last_modified` is before 1970 or after 9999, outside what an HTTP date can say.
     pub fn new(
         body: Bytes,
         content_type: &'static str,
         cache_control: &'static str,
-        last_modified_unix_secs: i64,
+        last_modified: SystemTime,
     ) -> Representation {
         let etag = HeaderValue::from_str(&strong_etag(&body))
             .expect("a quoted hex digest is a valid header value");
-        let last_modified = HeaderValue::from_str(&format_http_date(last_modified_unix_secs))
+        let last_modified_date = HttpDate::from(last_modified);
+        let last_modified = HeaderValue::from_str(&last_modified_date.to_string())
             .expect("an HTTP date is a valid header value");
         Representation {
             body,
             etag,
             last_modified,
-            last_modified_unix_secs,
+            last_modified_date,
             content_type,
             cache_control,
         }
@@ -66,7 +75,7 @@ impl Representation {
         let total = self.body.len() as u64;
         let outcome = evaluate(
             self.etag(),
-            self.last_modified_unix_secs,
+            self.last_modified_date,
             total,
             *method == Method::GET,
             request,
@@ -166,7 +175,7 @@ pub enum Outcome {
 /// for `HEAD`, where ranges are ignored (range handling is defined for `GET` only).
 pub fn evaluate(
     etag: &str,
-    last_modified_unix_secs: i64,
+    last_modified: HttpDate,
     total_len: u64,
     is_get: bool,
     request: &HeaderMap,
@@ -176,7 +185,7 @@ pub fn evaluate(
             return Outcome::PreconditionFailed;
         }
     } else if let Some(date) = single_date(request, &IF_UNMODIFIED_SINCE)
-        && last_modified_unix_secs > date
+        && last_modified > date
     {
         return Outcome::PreconditionFailed;
     }
@@ -185,7 +194,7 @@ pub fn evaluate(
             return Outcome::NotModified;
         }
     } else if let Some(date) = single_date(request, &IF_MODIFIED_SINCE)
-        && last_modified_unix_secs <= date
+        && last_modified <= date
     {
         return Outcome::NotModified;
     }
@@ -200,7 +209,7 @@ pub fn evaluate(
         return Outcome::Full;
     };
     if let Some(if_range) = request.get(IF_RANGE)
-        && !if_range_holds(if_range, etag, last_modified_unix_secs)
+        && !if_range_holds(if_range, etag, last_modified)
     {
         return Outcome::Full;
     }
@@ -220,7 +229,7 @@ fn joined(request: &HeaderMap, name: &HeaderName) -> Option<String> {
 }
 
 /// A date header with exactly one valid HTTP-date; anything else is ignored (§13.1.3-4).
-fn single_date(request: &HeaderMap, name: &HeaderName) -> Option<i64> {
+fn single_date(request: &HeaderMap, name: &HeaderName) -> Option<HttpDate> {
     let mut values = request.get_all(name).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return None;
@@ -230,7 +239,7 @@ fn single_date(request: &HeaderMap, name: &HeaderName) -> Option<i64> {
 
 /// `If-Range`: an entity tag must match strongly, a date must equal `Last-Modified` exactly;
 /// anything else is false (RFC 9110 §13.1.5).
-fn if_range_holds(value: &HeaderValue, etag: &str, last_modified_unix_secs: i64) -> bool {
+fn if_range_holds(value: &HeaderValue, etag: &str, last_modified: HttpDate) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
@@ -241,7 +250,7 @@ fn if_range_holds(value: &HeaderValue, etag: &str, last_modified_unix_secs: i64)
             Some([tag]) if tag.matches(etag, Comparison::Strong)
         );
     }
-    parse_http_date(value) == Some(last_modified_unix_secs)
+    parse_http_date(value) == Some(last_modified)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,6 +320,7 @@ pub enum RangeRequest {
     /// Not a single valid byte range (another unit, bad syntax, several ranges): answer the
     /// whole file, which RFC 9110 §14.2 allows.
     Ignored,
+    /// One range inside the file.
     Satisfiable(ByteRange),
     /// A valid range that starts past the end (or an empty suffix): 416.
     Unsatisfiable,
@@ -318,210 +328,43 @@ pub enum RangeRequest {
 
 /// Parse `bytes=a-b`, `bytes=a-` or `bytes=-n` against a file of `total_len` bytes.
 pub fn parse_range(value: &str, total_len: u64) -> RangeRequest {
-    let Some((unit, specs)) = value.split_once('=') else {
+    let Ok(ranges) = http_range_header::parse_range_header(value) else {
         return RangeRequest::Ignored;
     };
-    if !unit.trim().eq_ignore_ascii_case("bytes") {
+    // Several ranges would need a multipart/byteranges answer; the whole file will do.
+    if ranges.len() != 1 {
         return RangeRequest::Ignored;
     }
-    let mut specs = specs
-        .split(',')
-        .map(|spec| spec.trim_matches([' ', '\t']))
-        .filter(|spec| !spec.is_empty());
-    let (Some(spec), None) = (specs.next(), specs.next()) else {
-        return RangeRequest::Ignored;
-    };
-    let Some((first, last)) = spec.split_once('-') else {
-        return RangeRequest::Ignored;
-    };
-    if first.is_empty() {
-        let Some(suffix_len) = parse_digits(last) else {
-            return RangeRequest::Ignored;
-        };
-        if suffix_len == 0 || total_len == 0 {
-            return RangeRequest::Unsatisfiable;
-        }
-        return RangeRequest::Satisfiable(ByteRange {
-            first: total_len.saturating_sub(suffix_len),
-            last: total_len - 1,
-        });
+    match ranges.validate(total_len).as_deref() {
+        Ok([range]) => RangeRequest::Satisfiable(ByteRange {
+            first: *range.start(),
+            last: *range.end(),
+        }),
+        // An empty file has no byte a 206 could name (the crate accepts `bytes=-n` on it).
+        Ok(_) | Err(RangeUnsatisfiableError::Unsatisfiable) => RangeRequest::Unsatisfiable,
+        // Malformed, or past the crate's limits (30 digits a position, 15 empty list elements):
+        // ignoring the header is always allowed.
+        Err(_) => RangeRequest::Ignored,
     }
-    let Some(first) = parse_digits(first) else {
-        return RangeRequest::Ignored;
-    };
-    let last = if last.is_empty() {
-        u64::MAX
-    } else {
-        match parse_digits(last) {
-            Some(last) if last >= first => last,
-            _ => return RangeRequest::Ignored,
-        }
-    };
-    if first >= total_len {
-        return RangeRequest::Unsatisfiable;
-    }
-    RangeRequest::Satisfiable(ByteRange {
-        first,
-        last: last.min(total_len - 1),
-    })
-}
-
-/// One or more ASCII digits; too many for a `u64` saturates (still a valid, huge position).
-fn parse_digits(digits: &str) -> Option<u64> {
-    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
-    }
-    Some(digits.parse().unwrap_or(u64::MAX))
 }
 
 // === HTTP dates ===
 
-const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-const LONG_WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-const SECS_PER_DAY: i64 = 86_400;
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` (IMF-fixdate) for unix seconds.
-pub fn format_http_date(unix_secs: i64) -> String {
-    let days = unix_secs.div_euclid(SECS_PER_DAY);
-    let secs_of_day = unix_secs.rem_euclid(SECS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-    // 1970-01-01 was a Thursday (index 3 from Monday).
-    let weekday = WEEKDAYS[(days + 3).rem_euclid(7) as usize];
-    format!(
-        "{weekday}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
-        MONTHS[month as usize - 1],
-        secs_of_day / 3600,
-        secs_of_day / 60 % 60,
-        secs_of_day % 60,
-    )
-}
-
-/// Unix seconds of an HTTP-date in any of the three forms recipients must accept (RFC 9110
-/// §5.6.7): IMF-fixdate, RFC 850 and asctime. The weekday name is checked for spelling only.
-pub fn parse_http_date(text: &str) -> Option<i64> {
-    let parts: Vec<&str> = text.split_ascii_whitespace().collect();
-    let (year, month, day, time) = match parts[..] {
-        // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-        [weekday, day, month, year, time, "GMT"] => {
-            WEEKDAYS
-                .contains(&weekday.strip_suffix(',')?)
-                .then_some(())?;
-            (fixed_digits(year, 4)?, month, fixed_digits(day, 2)?, time)
-        }
-        // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
-        [weekday, date, time, "GMT"] => {
-            LONG_WEEKDAYS
-                .contains(&weekday.strip_suffix(',')?)
-                .then_some(())?;
-            let mut fields = date.split('-');
-            let (Some(day), Some(month), Some(year), None) =
-                (fields.next(), fields.next(), fields.next(), fields.next())
-            else {
-                return None;
-            };
-            let year = fixed_digits(year, 2)?;
-            // Two-digit years: RFC 9110 says to read one more than 50 years ahead as the
-            // past; 70..99 as the 1900s and 00..69 as the 2000s is that rule for now.
-            let year = if year >= 70 { 1900 + year } else { 2000 + year };
-            (year, month, fixed_digits(day, 2)?, time)
-        }
-        // asctime: Sun Nov  6 08:49:37 1994
-        [weekday, month, day, time, year] => {
-            WEEKDAYS.contains(&weekday).then_some(())?;
-            if day.is_empty() || day.len() > 2 {
-                return None;
-            }
-            (fixed_digits(year, 4)?, month, parse_digits(day)?, time)
-        }
-        _ => return None,
-    };
-    let month = MONTHS.iter().position(|name| *name == month)? as u64 + 1;
-    if !(1..=days_in_month(year, month)).contains(&day) {
-        return None;
-    }
-    let mut clock = time.split(':');
-    let (Some(hour), Some(minute), Some(second), None) =
-        (clock.next(), clock.next(), clock.next(), clock.next())
-    else {
-        return None;
-    };
-    let (hour, minute, second) = (
-        fixed_digits(hour, 2)?,
-        fixed_digits(minute, 2)?,
-        fixed_digits(second, 2)?,
-    );
-    // The grammar allows a leap second (60).
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let days = days_from_civil(year as i64, month as i64, day as i64);
-    Some(days * SECS_PER_DAY + (hour * 3600 + minute * 60 + second) as i64)
-}
-
-fn fixed_digits(digits: &str, len: usize) -> Option<u64> {
-    if digits.len() != len {
-        return None;
-    }
-    parse_digits(digits)
-}
-
-fn days_in_month(year: u64, month: u64) -> u64 {
-    match month {
-        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
-            29
-        }
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The inverse of [`days_from_civil`]: `(year, month, day)`.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// An HTTP-date in any of the three forms recipients must accept (RFC 9110 §5.6.7):
+/// IMF-fixdate, RFC 850 and asctime. `None` for anything else, including a weekday that does
+/// not match the date.
+fn parse_http_date(text: &str) -> Option<HttpDate> {
+    text.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
 
     const ETAG_VALUE: &str = "\"0123456789abcdef0123456789abcdef\"";
-    const LAST_MODIFIED_SECS: i64 = 784_111_777; // Sun, 06 Nov 1994 08:49:37 GMT
+    const LAST_MODIFIED_SECS: u64 = 784_111_777; // Sun, 06 Nov 1994 08:49:37 GMT
     const TOTAL: u64 = 1000;
 
     fn outcome(headers: &[(&str, &str)]) -> Outcome {
@@ -532,7 +375,17 @@ mod tests {
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        evaluate(ETAG_VALUE, LAST_MODIFIED_SECS, TOTAL, true, &map)
+        evaluate(ETAG_VALUE, date(LAST_MODIFIED_SECS), TOTAL, true, &map)
+    }
+
+    /// The date `secs` seconds after 1970.
+    fn date(secs: u64) -> HttpDate {
+        HttpDate::from(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    /// That date as a header would carry it.
+    fn format_http_date(secs: u64) -> String {
+        date(secs).to_string()
     }
 
     fn range(first: u64, last: u64) -> RangeRequest {
@@ -546,7 +399,11 @@ mod tests {
             "Sunday, 06-Nov-94 08:49:37 GMT",
             "Sun Nov  6 08:49:37 1994",
         ] {
-            assert_eq!(parse_http_date(text), Some(LAST_MODIFIED_SECS), "{text}");
+            assert_eq!(
+                parse_http_date(text),
+                Some(date(LAST_MODIFIED_SECS)),
+                "{text}"
+            );
         }
     }
 
@@ -562,6 +419,9 @@ mod tests {
             "Sun, 06 Foo 1994 08:49:37 GMT",
             "Sunday, 06-Nov-1994 08:49:37 GMT",
             "1994-11-06T08:49:37Z",
+            // The weekday must be the date's, and there is no leap second.
+            "Mon, 06 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:60 GMT",
         ] {
             assert_eq!(parse_http_date(text), None, "{text}");
         }
@@ -575,7 +435,7 @@ mod tests {
         );
         assert_eq!(format_http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         for secs in [0, 951_782_400, 1_748_865_600, 4_107_542_399] {
-            assert_eq!(parse_http_date(&format_http_date(secs)), Some(secs));
+            assert_eq!(parse_http_date(&format_http_date(secs)), Some(date(secs)));
         }
     }
 
@@ -607,6 +467,18 @@ mod tests {
                 "{value}"
             );
         }
+    }
+
+    #[test]
+    fn no_range_of_an_empty_file_is_satisfiable() {
+        for value in ["bytes=0-", "bytes=0-0", "bytes=-5", "bytes=-0"] {
+            assert_eq!(
+                parse_range(value, 0),
+                RangeRequest::Unsatisfiable,
+                "{value}"
+            );
+        }
+        assert_eq!(parse_range("bytes=a-", 0), RangeRequest::Ignored);
     }
 
     #[test]
@@ -698,12 +570,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(RANGE, HeaderValue::from_static("bytes=0-9"));
         assert_eq!(
-            evaluate(ETAG_VALUE, LAST_MODIFIED_SECS, TOTAL, false, &headers),
+            evaluate(ETAG_VALUE, date(LAST_MODIFIED_SECS), TOTAL, false, &headers),
             Outcome::Full
         );
         headers.append(RANGE, HeaderValue::from_static("bytes=0-9"));
         assert_eq!(
-            evaluate(ETAG_VALUE, LAST_MODIFIED_SECS, TOTAL, true, &headers),
+            evaluate(ETAG_VALUE, date(LAST_MODIFIED_SECS), TOTAL, true, &headers),
             Outcome::Full
         );
     }

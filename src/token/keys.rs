@@ -13,6 +13,9 @@ use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, Header};
+use pkcs1::{RsaPrivateKeyRef, UintRef};
+use pkcs8::PrivateKeyInfoRef;
+use pkcs8::der::Decode;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
@@ -250,20 +253,28 @@ pub fn generate() -> Result<GeneratedKey, KeyError> {
     let pkcs8 = pair
         .as_der()
         .map_err(|_| fail("could not encode the key"))?;
-    let pkcs1 = der::pkcs8_to_pkcs1(pkcs8.as_ref()).ok_or_else(|| fail("unexpected PKCS#8"))?;
-    let ints = der::pkcs1_integers(pkcs1).ok_or_else(|| fail("unexpected PKCS#1"))?;
+    // aws-lc-rs writes PKCS#8 and exposes no private components, while Cloudflare's forms are
+    // the PKCS#1 key inside it (`pem`) and that key's integers (`jwk`).
+    let info =
+        PrivateKeyInfoRef::from_der(pkcs8.as_ref()).map_err(|_| fail("unexpected PKCS#8"))?;
+    let pkcs1 = info.private_key.as_bytes();
+    let key = RsaPrivateKeyRef::from_der(pkcs1).map_err(|_| fail("unexpected PKCS#1"))?;
 
     let mut id_bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut id_bytes).map_err(|_| fail("no randomness"))?;
     let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
 
-    let pem = pem_encode("RSA PRIVATE KEY", pkcs1);
-    let b64u = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let pem = pem::encode_config(
+        &pem::Pem::new("RSA PRIVATE KEY", pkcs1),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
+    // Big-endian without leading zero bytes, as JWK integers are written.
+    let b64u = |int: UintRef<'_>| URL_SAFE_NO_PAD.encode(int.as_bytes());
     let jwk = serde_json::json!({
         "use": "sig", "kty": "RSA", "kid": id, "alg": "RS256",
-        "n": b64u(ints[1]), "e": b64u(ints[2]), "d": b64u(ints[3]),
-        "p": b64u(ints[4]), "q": b64u(ints[5]), "dp": b64u(ints[6]),
-        "dq": b64u(ints[7]), "qi": b64u(ints[8]),
+        "n": b64u(key.modulus), "e": b64u(key.public_exponent),
+        "d": b64u(key.private_exponent), "p": b64u(key.prime1), "q": b64u(key.prime2),
+        "dp": b64u(key.exponent1), "dq": b64u(key.exponent2), "qi": b64u(key.coefficient),
     });
     let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let document = serde_json::json!({
@@ -278,78 +289,6 @@ pub fn generate() -> Result<GeneratedKey, KeyError> {
         id,
         cloudflare_json: Secret::new(cloudflare_json),
     })
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut pem = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        pem.push('\n');
-    }
-    pem.push_str(&format!("-----END {label}-----\n"));
-    pem
-}
-
-/// Just enough DER reading to re-wrap a generated key in Cloudflare's PKCS#1/JWK forms.
-mod der {
-    const SEQUENCE: u8 = 0x30;
-    const INTEGER: u8 = 0x02;
-    const OCTET_STRING: u8 = 0x04;
-
-    /// One tag-length-value: `(tag, value, rest)`.
-    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = if first < 0x80 {
-            (usize::from(first), rest)
-        } else {
-            let count = usize::from(first & 0x7f);
-            if count == 0 || count > 4 || rest.len() < count {
-                return None;
-            }
-            let len = rest[..count]
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-            (len, &rest[count..])
-        };
-        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-    }
-
-    /// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo`.
-    pub(super) fn pkcs8_to_pkcs1(pkcs8: &[u8]) -> Option<&[u8]> {
-        let (SEQUENCE, body, _) = tlv(pkcs8)? else {
-            return None;
-        };
-        let (INTEGER, _, rest) = tlv(body)? else {
-            return None;
-        };
-        let (SEQUENCE, _, rest) = tlv(rest)? else {
-            return None;
-        };
-        let (OCTET_STRING, pkcs1, _) = tlv(rest)? else {
-            return None;
-        };
-        Some(pkcs1)
-    }
-
-    /// The nine integers of a two-prime PKCS#1 key (version, n, e, d, p, q, dp, dq, qi),
-    /// big-endian without leading zero bytes.
-    pub(super) fn pkcs1_integers(pkcs1: &[u8]) -> Option<Vec<&[u8]>> {
-        let (SEQUENCE, mut body, _) = tlv(pkcs1)? else {
-            return None;
-        };
-        let mut ints = Vec::with_capacity(9);
-        while !body.is_empty() && ints.len() < 9 {
-            let (INTEGER, value, rest) = tlv(body)? else {
-                return None;
-            };
-            let start = value.iter().position(|&b| b != 0).unwrap_or(value.len());
-            ints.push(&value[start..]);
-            body = rest;
-        }
-        (ints.len() == 9).then_some(ints)
-    }
 }
 
 #[cfg(test)]
