@@ -340,21 +340,16 @@ impl Running {
         self.intro_life().await == config.life() && self.trailer_listed().await == config.trailer
     }
 
-    /// Poll `condition` (at most [`POLL_LIMIT`]) and return how long it took; on timeout,
-    /// panic with `what` and the reloader's status.
-    async fn wait(&self, what: &str, condition: impl AsyncFnMut() -> bool) -> Duration {
-        poll_within(POLL_LIMIT, condition)
+    /// Wait (at most [`POLL_LIMIT`]) until `condition` holds; on timeout, panic with `what`
+    /// and the reloader's status.
+    async fn wait(&self, what: &str, condition: impl AsyncFnMut() -> bool) {
+        poll_until(what, POLL_LIMIT, condition)
             .await
-            .unwrap_or_else(|waited| {
-                panic!(
-                    "waited {waited:?} for {what}; reload status: {:?}",
-                    self.status()
-                )
-            })
+            .unwrap_or_else(|timed_out| panic!("{timed_out}; reload status: {:?}", self.status()))
     }
 
     /// Wait (bounded) until the reloader has applied reload `generation`.
-    async fn wait_for_generation(&self, generation: u64) -> Duration {
+    async fn wait_for_generation(&self, generation: u64) {
         self.wait(&format!("reload generation {generation}"), async || {
             self.status().generation >= generation
         })

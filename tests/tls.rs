@@ -164,7 +164,7 @@ async fn swapped_certificate_files_reach_new_connections_and_old_ones_keep_worki
     // Key first, then certificate: a look in between sees a mismatch and keeps the old pair.
     replace_file(&gateway.path("key.pem"), &renewed.key_pem);
     replace_file(&gateway.path("cert.pem"), &renewed.chain_pem);
-    eventually("the renewed certificate to serve", async || {
+    wait_for("the renewed certificate to serve", async || {
         certs.reloads().ok >= 1 && certs.current().cert[0] == renewed.leaf
     })
     .await;
@@ -186,7 +186,7 @@ async fn a_broken_replacement_keeps_the_old_certificate() {
     let certs = Arc::clone(gateway.app.tls().expect("TLS is on"));
 
     replace_file(&gateway.path("cert.pem"), "not a certificate\n");
-    eventually("the broken certificate to be refused", async || {
+    wait_for("the broken certificate to be refused", async || {
         certs.reloads().failed >= 1
     })
     .await;
@@ -197,7 +197,7 @@ async fn a_broken_replacement_keeps_the_old_certificate() {
     // A valid certificate whose key never arrives: refused as well.
     let orphan = gateway.ca.issue();
     replace_file(&gateway.path("cert.pem"), &orphan.chain_pem);
-    eventually("the mismatched pair to be refused", async || {
+    wait_for("the mismatched pair to be refused", async || {
         certs.reloads().failed >= 2
     })
     .await;
