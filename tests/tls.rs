@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use streamgate::Body;
 use streamgate::app::{App, StartError};
 use streamgate::config::{MissingKeys, Settings, load_signing_keys};
+use streamgate::metrics::Metrics;
 use streamgate::server::{ConnectionBuilder, Handler, serve_tls_with};
 use streamgate::tls::{CertStore, TlsFiles};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -476,29 +477,34 @@ async fn slow_handshakes_and_heads_are_cut_off_and_handshakes_do_not_hold_up_shu
     .unwrap();
     let config = streamgate::tls::server_config(certs).unwrap();
 
-    let start = |handshake_timeout: Duration, header_read_timeout: Duration| {
-        let config = Arc::clone(&config);
-        async move {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let connections = ConnectionBuilder::with_header_read_timeout(header_read_timeout)
-                .with_tls_handshake_timeout(handshake_timeout);
-            let server = tokio::spawn(serve_tls_with(
-                listener,
-                config,
-                Arc::new(Hello),
-                connections,
-                async {
-                    let _ = stopped.await;
-                },
-            ));
-            (addr, stop, server)
-        }
-    };
+    let start =
+        |handshake_timeout: Duration, header_read_timeout: Duration, metrics: &Arc<Metrics>| {
+            let config = Arc::clone(&config);
+            let metrics = Arc::clone(metrics);
+            async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let connections = ConnectionBuilder::with_header_read_timeout(header_read_timeout)
+                    .with_tls_handshake_timeout(handshake_timeout)
+                    .observed_by(metrics);
+                let server = tokio::spawn(serve_tls_with(
+                    listener,
+                    config,
+                    Arc::new(Hello),
+                    connections,
+                    async {
+                        let _ = stopped.await;
+                    },
+                ));
+                (addr, stop, server)
+            }
+        };
 
     // A client that connects and never says hello is disconnected.
-    let (addr, _stop, _server) = start(Duration::from_millis(500), Duration::from_secs(1)).await;
+    let metrics = Metrics::new();
+    let (addr, _stop, _server) =
+        start(Duration::from_millis(500), Duration::from_secs(1), &metrics).await;
     let mut silent = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(REQUEST_TIMEOUT, silent.read_to_end(&mut buf))
@@ -527,14 +533,25 @@ async fn slow_handshakes_and_heads_are_cut_off_and_handshakes_do_not_hold_up_shu
 
     // With a long handshake deadline, a pending handshake still does not delay shutdown
     // (which would otherwise wait out its 10 s grace period).
-    let (addr, stop, server) = start(Duration::from_secs(60), Duration::from_secs(60)).await;
+    let metrics = Metrics::new();
+    let (addr, stop, server) =
+        start(Duration::from_secs(60), Duration::from_secs(60), &metrics).await;
     let _pending = TcpStream::connect(addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Counted open on accept, right before its handshake task starts.
+    wait_for("the server to accept the connection", async || {
+        open_connections(&metrics) == 1.0
+    })
+    .await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("shutdown does not wait for handshakes")
         .unwrap();
+    assert_eq!(
+        open_connections(&metrics),
+        0.0,
+        "the abandoned handshake's connection is closed"
+    );
 }
 
 fn streamgate() -> Command {

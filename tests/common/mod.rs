@@ -861,6 +861,17 @@ pub async fn try_get(
         })
 }
 
+// === metrics ===
+
+/// The `streamgate_open_connections` gauge of `metrics`, read in process.
+pub fn open_connections(metrics: &streamgate::metrics::Metrics) -> f64 {
+    let text = metrics.encode();
+    text.lines()
+        .find_map(|line| line.strip_prefix("streamgate_open_connections "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no streamgate_open_connections sample in:\n{text}"))
+}
+
 // === waiting for a condition ===
 
 /// How often a wait checks its condition again.
