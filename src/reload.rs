@@ -38,6 +38,11 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
     /// Settings that changed in the file but only take effect after a restart.
     pub needs_restart: Vec<&'static str>,
+    /// How many times the file has been looked at: once per change event (after the
+    /// debounce) and per SIGHUP, whether or not the content had changed or the reload
+    /// applied, and counted together with that outcome. It moves when nothing else does, so
+    /// it shows that the watcher is alive and has handled a change.
+    pub checks: u64,
 }
 
 /// Why a reload was refused; the running configuration is unchanged.
@@ -106,11 +111,15 @@ impl Reloader {
 
     /// Reload if the file's content differs from what was last tried.
     pub fn reload_if_changed(&self) -> Option<Result<u64, String>> {
-        let content = std::fs::read(&self.path).ok()?;
-        let digest = sha256(&content);
-        if self.lock().last_content == Some(digest) {
+        let digest = std::fs::read(&self.path)
+            .ok()
+            .map(|content| sha256(&content));
+        let mut state = self.lock();
+        if digest.is_none() || state.last_content == digest {
+            state.status.checks += 1;
             return None;
         }
+        drop(state);
         Some(self.reload())
     }
 
@@ -120,6 +129,7 @@ impl Reloader {
         let content = std::fs::read(&self.path).ok();
         let result = self.try_reload();
         let mut state = self.lock();
+        state.status.checks += 1;
         state.last_content = content.as_deref().map(sha256);
         match result {
             Ok(needs_restart) => {
