@@ -21,6 +21,7 @@ use crate::identity::jwt::JwtVerifier;
 use crate::metrics::Metrics;
 use crate::proxy::{ClientError, Upstream};
 use crate::token::cache::TokenCache;
+use crate::token::signer::Clock;
 use crate::token::{Signer, SigningKey};
 
 /// Why a configuration could not be turned into a running snapshot; the running one (if any)
@@ -33,6 +34,18 @@ pub enum BuildError {
     Emulator(#[source] EmulatorError),
     #[error("cannot build the client for the Stream origin (upstream.ca_file)")]
     Upstream(#[source] ClientError),
+}
+
+/// What every snapshot of one process shares, fixed when it starts: where tokens are played
+/// (the emulator's address is known only once it listens), the metrics, and the clock tokens
+/// are stamped by.
+#[derive(Clone)]
+pub struct Fixed {
+    /// `https://customer-<code>.cloudflarestream.com` or the emulator (no trailing slash).
+    pub origin: String,
+    pub metrics: Arc<Metrics>,
+    /// The system clock in production; tests move a manual one.
+    pub clock: Clock,
 }
 
 /// Everything one configuration needs at run time. Each request loads the current snapshot
@@ -64,13 +77,14 @@ impl Snapshot {
     pub fn build(
         settings: Settings,
         keys: Vec<SigningKey>,
-        origin: String,
+        fixed: &Fixed,
         previous: Option<&Snapshot>,
-        metrics: &Arc<Metrics>,
     ) -> Result<(Snapshot, Option<Emulator>), BuildError> {
         let keys = active_first(&settings, keys);
         let auth = authenticator(&settings)?;
-        let cache = token_cache(&settings, keys, previous, metrics);
+        let cache = token_cache(&settings, keys, previous, fixed);
+        let origin = fixed.origin.clone();
+        let metrics = &fixed.metrics;
         let emulator = match &settings.stream {
             StreamSettings::Emulator(options) => Some(
                 Emulator::new(emulator_settings(&settings, cache.signer().keys(), options))
@@ -118,7 +132,7 @@ fn token_cache(
     settings: &Settings,
     keys: Vec<SigningKey>,
     previous: Option<&Snapshot>,
-    metrics: &Arc<Metrics>,
+    fixed: &Fixed,
 ) -> Arc<TokenCache> {
     if let Some(previous) = previous {
         let old = &previous.settings;
@@ -133,15 +147,16 @@ fn token_cache(
         }
     }
     // New keys (or cache settings): no token signed by a removed key survives.
-    let signer = Arc::new(Signer::new(
+    let signer = Arc::new(Signer::with_clock(
         keys,
         settings.nbf_backdate,
         settings.max_signing_in_flight,
+        fixed.clock.clone(),
     ));
     Arc::new(
         TokenCache::new(signer, settings.cache_capacity, settings.min_remaining)
             .with_sign_timeout(settings.request_timeout)
-            .observed_by(Arc::clone(metrics)),
+            .observed_by(Arc::clone(&fixed.metrics)),
     )
 }
 

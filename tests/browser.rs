@@ -29,9 +29,6 @@ const SESSION_COOKIE: &str = "session";
 const HS_SECRET: &[u8] = b"browser-test-only-hs256-secret-0123456789abcdef";
 const VIEWER: &str = "viewer-1";
 
-/// Longest any one wait for the page may take.
-const WAIT_LIMIT: Duration = Duration::from_secs(10);
-const POLL_EVERY: Duration = Duration::from_millis(50);
 /// Longest the whole browser scenario may take.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(180);
 
@@ -627,28 +624,6 @@ async fn wait_for_player(session: &Session, video_uid: &str) {
         }
     })
     .await;
-}
-
-/// Poll `probe` every [`POLL_EVERY`] until it succeeds, for at most [`WAIT_LIMIT`] (and a
-/// bounded number of tries); panic with `what` and the last thing seen otherwise.
-async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    let max_tries = (WAIT_LIMIT.as_millis() / POLL_EVERY.as_millis()) as usize;
-    let mut last = String::from("never probed");
-    for _ in 0..max_tries {
-        match probe().await {
-            Ok(value) => return value,
-            Err(seen) => last = seen,
-        }
-        if start.elapsed() >= WAIT_LIMIT {
-            break;
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    }
-    panic!(
-        "waited {:.1?} for {what}; last seen: {last}",
-        start.elapsed()
-    );
 }
 
 /// Three non-empty base64url parts separated by dots.

@@ -496,21 +496,9 @@ impl Running {
     }
 
     /// SIGTERM, then wait (at most 10 s) for the exit status.
-    async fn terminate(mut self) -> ExitStatus {
-        // The shell's builtin `kill`, so no procps package is needed.
-        let killed = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {}", self.child.id())])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = self.child.kill();
-        panic!("streamgate did not exit within 10 s of SIGTERM");
+    async fn terminate(self) -> ExitStatus {
+        self.sigterm();
+        self.exit_within(Duration::from_secs(10)).await
     }
 }
 
@@ -689,6 +677,7 @@ const HELD_PATH: &str = "/watch/intro/thumbnails/thumbnail.jpg";
 impl Running {
     /// Send SIGTERM and return at once.
     fn sigterm(&self) {
+        // The shell's builtin `kill`, so no procps package is needed.
         let killed = Command::new("sh")
             .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
@@ -699,33 +688,33 @@ impl Running {
     /// The first stdout line starting with `prefix` within `limit`, without blocking the
     /// async runtime (the upstream and clients run on it).
     async fn wait_for_line(&self, prefix: &str, limit: Duration) -> String {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            match self.lines.try_recv() {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => continue,
-                Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+        let what = format!("a line starting with {prefix:?}");
+        wait_for_within(&what, limit, async || {
+            loop {
+                match self.lines.try_recv() {
+                    Ok(line) if line.starts_with(prefix) => break Some(line),
+                    Ok(_) => continue,
+                    Err(mpsc::TryRecvError::Empty) => break None,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        panic!("streamgate closed its stdout before {what}")
+                    }
                 }
-                Err(error) => panic!("no line starting with {prefix:?}: {error:?}"),
             }
-        }
+        })
+        .await
     }
 
     /// Wait (at most `limit`) for the process to exit; kills it and panics otherwise.
     async fn exit_within(mut self, limit: Duration) -> ExitStatus {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if std::time::Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("streamgate did not exit within {limit:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let exited = poll_until("streamgate to exit", limit, async || {
+            self.child.try_wait().unwrap()
+        })
+        .await;
+        exited.unwrap_or_else(|timed_out| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!("{timed_out}")
+        })
     }
 }
 
@@ -737,15 +726,19 @@ fn addr_of_origin(origin: &str) -> std::net::SocketAddr {
         .unwrap_or_else(|| panic!("an http://host:port origin: {origin}"))
 }
 
-/// Poll (bounded) until connecting to `addr` is refused.
+/// Wait (at most 5 s) until connecting to `addr` is refused.
 async fn until_refused(addr: std::net::SocketAddr) {
-    for _ in 0..250 {
-        match tokio::net::TcpStream::connect(addr).await {
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => return,
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    panic!("{addr} still accepts connections 5 s after shutdown began");
+    let what = format!("{addr} to refuse connections once shutdown began");
+    wait_for_within(
+        &what,
+        Duration::from_secs(5),
+        async || match tokio::net::TcpStream::connect(addr).await {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+            Err(error) => Err(format!("connecting failed otherwise: {error}")),
+            Ok(_) => Err("a connection was accepted".to_string()),
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

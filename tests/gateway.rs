@@ -282,25 +282,72 @@ async fn callers_with_different_entitlements_get_different_tokens() {
     gateway.shutdown().await;
 }
 
-#[tokio::test]
-async fn token_is_reused_until_min_remaining_then_resigned() {
+/// [`gateway_config`] with tokens that live 3 s and are reused while more than 1 s is left.
+fn short_lived_config() -> String {
     let config = gateway_config().replace(
         "ttl: 1h\n  min_remaining: 10m",
         "ttl: 3s\n  min_remaining: 1s",
     );
-    let config = config.replace("    ttl: 30m\n", "");
-    let gateway = TestGateway::start_with(&config).await;
+    assert!(config.contains("ttl: 3s"), "the default config has changed");
+    config.replace("    ttl: 30m\n", "")
+}
+
+#[tokio::test]
+async fn a_token_is_reused_over_http_while_it_has_life_left() {
+    let gateway = TestGateway::start_with(&short_lived_config()).await;
     let first = location(&get(&gateway.url("/watch/intro")).await);
     let second = location(&get(&gateway.url("/watch/intro")).await);
     assert_eq!(first, second);
-    // The reuse window is ttl - min_remaining (minus the sub-second part of the signing time).
-    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
-    let third = location(&get(&gateway.url("/watch/intro")).await);
-    assert_ne!(third, first);
-    assert_eq!(gateway.signatures(), 2);
-    let player = get(&third).await;
-    assert_eq!(player.status.as_u16(), 200);
+    assert_eq!(gateway.signatures(), 1);
+    let stats = gateway.app().snapshot().cache.stats();
+    assert_eq!((stats.misses, stats.hits), (1, 1));
+    let player = get(&second).await;
+    assert_eq!(player.status.as_u16(), 200, "{}", player.text());
     gateway.shutdown().await;
+}
+
+/// The expiry half of the reuse window needs time to pass: here on a manual clock that the
+/// gateway is started with.
+#[tokio::test]
+async fn a_token_down_to_min_remaining_is_signed_again() {
+    use streamgate::app::keys::{MissingKeys, load_signing_keys};
+    use streamgate::app::{App, StartOptions};
+    use streamgate::config::Settings;
+    use streamgate::token::signer::Clock;
+
+    let settings = Settings::from_yaml(&short_lived_config(), "test.yaml", &fixture_path(""))
+        .unwrap_or_else(|errors| panic!("test config should be valid:\n{errors}"));
+    let (keys, _) = load_signing_keys(&settings, MissingKeys::Fail).unwrap();
+    // From the system's time, so that the emulator (which reads that) accepts the tokens.
+    let t0 = u64::try_from(unix_now()).unwrap();
+    let clock = Clock::manual(t0);
+    let options = StartOptions {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        clock: clock.clone(),
+    };
+    let app = App::start_with(settings, keys, options).await.unwrap();
+    let origin = format!("http://{}", app.emulator_addr().expect("the emulator runs"));
+    let url = format!("http://{}/watch/intro", app.gateway_addr());
+    let watch = async || location(&get(&url).await);
+    let claims = |location: &str| decode_claims_unverified(&token_in_location(location, &origin));
+    let signatures = || app.snapshot().cache.signer().signatures();
+
+    let first = watch().await;
+    assert_eq!(claims(&first)["exp"], t0 + 3);
+    clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(watch().await, first, "2 s left: reused");
+    assert_eq!(signatures(), 1);
+
+    clock.advance(std::time::Duration::from_secs(1));
+    let renewed = watch().await;
+    assert_ne!(renewed, first, "1 s left: signed again");
+    assert_eq!(claims(&renewed)["exp"], t0 + 2 + 3);
+    assert_eq!(claims(&renewed)["nbf"], t0 + 2 - 60);
+    assert_eq!(watch().await, renewed);
+    assert_eq!(signatures(), 2);
+    let player = get(&renewed).await;
+    assert_eq!(player.status.as_u16(), 200, "{}", player.text());
+    app.shutdown().await;
 }
 
 #[tokio::test]

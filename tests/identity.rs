@@ -6,7 +6,6 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use common::*;
 use http::{Request, Response, StatusCode};
@@ -675,17 +674,18 @@ fn jwks_token(kid: &str, pkcs1_der: &[u8]) -> String {
 }
 
 /// Request `staff-clip` with `token` until it is not a 503 (keys not fetched yet), at most
-/// for 10 s.
+/// for [`WAIT_LIMIT`].
 async fn watch_when_keys_are_ready(gateway: &TestGateway, token: &str) -> TestResponse {
     let auth = bearer(token);
-    for _ in 0..200 {
+    wait_for("the JWKS keys to become available", async || {
         let response = watch(gateway, "staff-clip", &[("authorization", &auth)]).await;
-        if response.status != StatusCode::SERVICE_UNAVAILABLE {
-            return response;
+        if response.status == StatusCode::SERVICE_UNAVAILABLE {
+            Err(format!("503: {}", response.text()))
+        } else {
+            Ok(response)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the JWKS keys never became available");
+    })
+    .await
 }
 
 #[tokio::test]
@@ -710,13 +710,11 @@ async fn jwks_unknown_kid_is_fetched_once_and_known_keys_outlive_the_server() {
     assert_plays(&gateway, &first, "known kid").await;
     let fetched = server.fetches();
     assert!(fetched >= 1, "the keys came from the server");
-    // The verifier counts a fetch once it has read the answer: allow it a moment (bounded).
-    for _ in 0..100 {
-        if verifier() >= fetched {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The verifier counts a fetch once it has read the answer.
+    wait_for("the verifier to count the server's fetches", async || {
+        verifier() >= fetched
+    })
+    .await;
     assert_eq!(verifier(), fetched, "the verifier and the server agree");
 
     // A kid nobody publishes: one fetch to look for it, then no more within the interval.

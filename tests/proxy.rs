@@ -1251,7 +1251,7 @@ async fn a_viewer_hanging_up_mid_body_closes_the_upstream_connection() {
     assert!(total >= READ_BEFORE_HANGING_UP);
 
     let state = Arc::clone(&rig.state);
-    eventually("the upstream to see its connection closed", async || {
+    wait_for("the upstream to see its connection closed", async || {
         state.big_cancelled.load(Ordering::SeqCst)
     })
     .await;

@@ -31,8 +31,6 @@ static SIGNALS: RwLock<()> = RwLock::const_new(());
 const VISIBLE_WITHIN: Duration = Duration::from_secs(1);
 /// How long a wait polls before the test fails (generous: the machine may be loaded).
 const POLL_LIMIT: Duration = Duration::from_secs(3);
-/// Long enough for any further reload of one write to have happened (debounce is 200 ms).
-const QUIET: Duration = Duration::from_secs(1);
 
 /// A uid only some configurations list (as `trailer`).
 const TRAILER_UID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
@@ -346,23 +344,26 @@ impl Running {
         self.intro_life().await == config.life() && self.trailer_listed().await == config.trailer
     }
 
-    /// Poll `condition` (at most [`POLL_LIMIT`]) and return how long it took; on timeout,
-    /// panic with `what` and the reloader's status.
-    async fn wait(&self, what: &str, condition: impl AsyncFnMut() -> bool) -> Duration {
-        poll_within(POLL_LIMIT, condition)
+    /// Wait (at most [`POLL_LIMIT`]) until `condition` holds; on timeout, panic with `what`
+    /// and the reloader's status.
+    async fn wait(&self, what: &str, condition: impl AsyncFnMut() -> bool) {
+        poll_until(what, POLL_LIMIT, condition)
             .await
-            .unwrap_or_else(|waited| {
-                panic!(
-                    "waited {waited:?} for {what}; reload status: {:?}",
-                    self.status()
-                )
-            })
+            .unwrap_or_else(|timed_out| panic!("{timed_out}; reload status: {:?}", self.status()))
     }
 
     /// Wait (bounded) until the reloader has applied reload `generation`.
-    async fn wait_for_generation(&self, generation: u64) -> Duration {
+    async fn wait_for_generation(&self, generation: u64) {
         self.wait(&format!("reload generation {generation}"), async || {
             self.status().generation >= generation
+        })
+        .await
+    }
+
+    /// Wait (bounded) until the reloader has looked at the file more than `checks` times.
+    async fn wait_for_check_after(&self, checks: u64) {
+        self.wait(&format!("check {} of the file", checks + 1), async || {
+            self.status().checks > checks
         })
         .await
     }
@@ -410,12 +411,17 @@ struct LoadReport {
     failures: Vec<String>,
     /// Tokens played on the emulator (each time the token served changed).
     plays: u64,
-    stopped_by_deadline: bool,
+    /// The loop reached its time or count limit before `stop` was set.
+    stopped_by_limit: bool,
 }
 
-/// Ask for `/watch/intro` until `stop` is set (at most `deadline`): every answer must be a 302
-/// to the emulator with a token for the video, signed by the fixture key, under one of the two
-/// ttls the test writes; each time the token changes, the new one must play.
+/// The most requests the client loop makes (a few thousand are enough to span the writes).
+const MAX_LOAD_REQUESTS: u64 = 100_000;
+
+/// Ask for `/watch/intro` a millisecond apart until `stop` is set (at most `deadline` and
+/// [`MAX_LOAD_REQUESTS`]): every answer must be a 302 to the emulator with a token for the
+/// video, signed by the fixture key, under one of the two ttls the test writes; each time the
+/// token changes, the new one must play.
 async fn watch_continuously(
     url: String,
     emulator: String,
@@ -430,11 +436,11 @@ async fn watch_continuously(
         requests: 0,
         failures: Vec::new(),
         plays: 0,
-        stopped_by_deadline: false,
+        stopped_by_limit: false,
     };
     while !stop.load(Ordering::Relaxed) {
-        if started.elapsed() > deadline {
-            report.stopped_by_deadline = true;
+        if started.elapsed() > deadline || report.requests >= MAX_LOAD_REQUESTS {
+            report.stopped_by_limit = true;
             break;
         }
         report.requests += 1;
@@ -587,7 +593,7 @@ async fn valid_and_invalid_writes_under_load_never_fail_a_request() {
         &report.failures[..report.failures.len().min(5)]
     );
     assert!(
-        !report.stopped_by_deadline,
+        !report.stopped_by_limit,
         "the writes outlasted the client loop ({} requests)",
         report.requests
     );
@@ -632,13 +638,16 @@ async fn a_configmap_style_symlink_swap_triggers_one_reload() {
 
     // What the kubelet does: a new timestamped directory, a `..data_tmp` link to it renamed
     // over `..data`, then the old directory removed.
+    let swap = |from: &str, to: &str, yaml: &str| {
+        std::fs::create_dir(root.join(to)).unwrap();
+        std::fs::write(root.join(to).join("config.yaml"), yaml).unwrap();
+        symlink(to, root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+        std::fs::remove_dir_all(root.join(from)).unwrap();
+    };
     let after = before.flipped();
-    std::fs::create_dir(root.join("..2026_y")).unwrap();
-    std::fs::write(root.join("..2026_y/config.yaml"), after.yaml()).unwrap();
     let swapped = Instant::now();
-    symlink("..2026_y", root.join("..data_tmp")).unwrap();
-    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
-    std::fs::remove_dir_all(root.join("..2026_x")).unwrap();
+    swap("..2026_x", "..2026_y", &after.yaml());
 
     running
         .wait("the swapped configuration", async || {
@@ -647,7 +656,14 @@ async fn a_configmap_style_symlink_swap_triggers_one_reload() {
         .await;
     let took = swapped.elapsed();
     assert!(took < VISIBLE_WITHIN, "served after {took:?}");
-    tokio::time::sleep(QUIET).await;
+    running.wait_for_generation(2).await;
+    let checks = running.status().checks;
+
+    // The periodic resync: the same content swapped in again is looked at, and changes
+    // nothing. The watcher handles events in order, so once it has looked, every event of
+    // the first swap has been handled too.
+    swap("..2026_y", "..2026_z", &after.yaml());
+    running.wait_for_check_after(checks).await;
     let status = running.status();
     assert_eq!(
         (status.generation, status.reloads_ok, status.reloads_failed),
@@ -686,7 +702,13 @@ async fn sighup_reloads() {
 
     // The file did not change: SIGHUP reloads it anyway.
     running.wait_for_generation(2).await;
-    tokio::time::sleep(QUIET).await;
+    let checks = running.status().checks;
+    assert_eq!(checks, before.checks + 1, "one look at the file per SIGHUP");
+
+    // A save of the same content is looked at, and changes nothing: one SIGHUP was one
+    // reload.
+    write_config(&running.path, &config.yaml(), Style::InPlace);
+    running.wait_for_check_after(checks).await;
     let status = running.status();
     assert_eq!(
         (status.generation, status.reloads_ok, status.reloads_failed),
@@ -953,10 +975,18 @@ async fn an_invalid_reload_is_visible_in_status_and_fixed_by_the_next_valid_writ
     assert_eq!((status.generation, status.reloads_ok), (1, 0));
     assert!(running.serves(&before).await, "the old policy serves");
 
-    // The same content again is not tried again.
+    // The same content again is looked at, but not tried again.
     write_config(&running.path, &invalid.yaml, Style::InPlace);
-    tokio::time::sleep(QUIET).await;
-    assert_eq!(running.status(), status);
+    running.wait_for_check_after(status.checks).await;
+    let now = running.status();
+    assert_eq!(
+        ReloadStatus {
+            checks: status.checks,
+            ..now
+        },
+        status,
+        "only the look at the file is new"
+    );
 
     let fixed = before.flipped();
     write_config(&running.path, &fixed.yaml(), Style::InPlace);
@@ -970,8 +1000,10 @@ async fn an_invalid_reload_is_visible_in_status_and_fixed_by_the_next_valid_writ
             reloads_failed: 1,
             last_error: None,
             needs_restart: Vec::new(),
+            checks: status.checks,
         }
     );
+    assert!(status.checks >= 3, "each write was looked at: {status:?}");
     assert!(running.serves(&fixed).await);
     running.shutdown().await;
 }

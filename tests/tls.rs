@@ -20,6 +20,7 @@ use streamgate::app::{App, StartError};
 use streamgate::config::Settings;
 use streamgate::http::server::{ConnectionBuilder, Handler, serve_tls_with};
 use streamgate::http::tls::{CertStore, TlsFiles};
+use streamgate::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -165,7 +166,7 @@ async fn swapped_certificate_files_reach_new_connections_and_old_ones_keep_worki
     // Key first, then certificate: a look in between sees a mismatch and keeps the old pair.
     replace_file(&gateway.path("key.pem"), &renewed.key_pem);
     replace_file(&gateway.path("cert.pem"), &renewed.chain_pem);
-    eventually("the renewed certificate to serve", async || {
+    wait_for("the renewed certificate to serve", async || {
         certs.reloads().ok >= 1 && certs.current().cert[0] == renewed.leaf
     })
     .await;
@@ -187,7 +188,7 @@ async fn a_broken_replacement_keeps_the_old_certificate() {
     let certs = Arc::clone(gateway.app.tls().expect("TLS is on"));
 
     replace_file(&gateway.path("cert.pem"), "not a certificate\n");
-    eventually("the broken certificate to be refused", async || {
+    wait_for("the broken certificate to be refused", async || {
         certs.reloads().failed >= 1
     })
     .await;
@@ -198,7 +199,7 @@ async fn a_broken_replacement_keeps_the_old_certificate() {
     // A valid certificate whose key never arrives: refused as well.
     let orphan = gateway.ca.issue();
     replace_file(&gateway.path("cert.pem"), &orphan.chain_pem);
-    eventually("the mismatched pair to be refused", async || {
+    wait_for("the mismatched pair to be refused", async || {
         certs.reloads().failed >= 2
     })
     .await;
@@ -477,29 +478,34 @@ async fn slow_handshakes_and_heads_are_cut_off_and_handshakes_do_not_hold_up_shu
     .unwrap();
     let config = streamgate::http::tls::server_config(certs).unwrap();
 
-    let start = |handshake_timeout: Duration, header_read_timeout: Duration| {
-        let config = Arc::clone(&config);
-        async move {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let connections = ConnectionBuilder::with_header_read_timeout(header_read_timeout)
-                .with_tls_handshake_timeout(handshake_timeout);
-            let server = tokio::spawn(serve_tls_with(
-                listener,
-                config,
-                Arc::new(Hello),
-                connections,
-                async {
-                    let _ = stopped.await;
-                },
-            ));
-            (addr, stop, server)
-        }
-    };
+    let start =
+        |handshake_timeout: Duration, header_read_timeout: Duration, metrics: &Arc<Metrics>| {
+            let config = Arc::clone(&config);
+            let metrics = Arc::clone(metrics);
+            async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let connections = ConnectionBuilder::with_header_read_timeout(header_read_timeout)
+                    .with_tls_handshake_timeout(handshake_timeout)
+                    .observed_by(metrics);
+                let server = tokio::spawn(serve_tls_with(
+                    listener,
+                    config,
+                    Arc::new(Hello),
+                    connections,
+                    async {
+                        let _ = stopped.await;
+                    },
+                ));
+                (addr, stop, server)
+            }
+        };
 
     // A client that connects and never says hello is disconnected.
-    let (addr, _stop, _server) = start(Duration::from_millis(500), Duration::from_secs(1)).await;
+    let metrics = Metrics::new();
+    let (addr, _stop, _server) =
+        start(Duration::from_millis(500), Duration::from_secs(1), &metrics).await;
     let mut silent = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(REQUEST_TIMEOUT, silent.read_to_end(&mut buf))
@@ -528,14 +534,25 @@ async fn slow_handshakes_and_heads_are_cut_off_and_handshakes_do_not_hold_up_shu
 
     // With a long handshake deadline, a pending handshake still does not delay shutdown
     // (which would otherwise wait out its 10 s grace period).
-    let (addr, stop, server) = start(Duration::from_secs(60), Duration::from_secs(60)).await;
+    let metrics = Metrics::new();
+    let (addr, stop, server) =
+        start(Duration::from_secs(60), Duration::from_secs(60), &metrics).await;
     let _pending = TcpStream::connect(addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Counted open on accept, right before its handshake task starts.
+    wait_for("the server to accept the connection", async || {
+        open_connections(&metrics) == 1.0
+    })
+    .await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("shutdown does not wait for handshakes")
         .unwrap();
+    assert_eq!(
+        open_connections(&metrics),
+        0.0,
+        "the abandoned handshake's connection is closed"
+    );
 }
 
 fn streamgate() -> Command {

@@ -24,8 +24,9 @@ use crate::config::{ConfigError, ConfigErrors, Settings, StreamSettings, TlsSett
 use crate::http::server;
 use crate::http::tls::{self, CertStore, TlsFile};
 use crate::metrics::{CacheCounts, Metrics};
-use crate::snapshot::{BuildError, Snapshot};
+use crate::snapshot::{BuildError, Fixed, Snapshot};
 use crate::token::SigningKey;
+use crate::token::signer::Clock;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,16 @@ struct Listeners {
     metrics: Option<(TcpListener, SocketAddr)>,
 }
 
+/// How to start, beyond the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Listen here instead of the configured address (port 0 picks a free port;
+    /// [`App::gateway_addr`] tells which).
+    pub listen: Option<SocketAddr>,
+    /// The clock tokens are stamped and reused by: the system's, unless a test moves one.
+    pub clock: Clock,
+}
+
 impl App {
     /// Bind and start serving. `listen` overrides the configured gateway address (port 0
     /// picks a free port; [`App::gateway_addr`] tells which).
@@ -73,6 +84,20 @@ impl App {
         keys: Vec<SigningKey>,
         listen: Option<SocketAddr>,
     ) -> Result<App, StartError> {
+        let options = StartOptions {
+            listen,
+            ..StartOptions::default()
+        };
+        Self::start_with(settings, keys, options).await
+    }
+
+    /// [`App::start`] with every option.
+    pub async fn start_with(
+        settings: Settings,
+        keys: Vec<SigningKey>,
+        options: StartOptions,
+    ) -> Result<App, StartError> {
+        let listen = options.listen;
         // Before anything listens: a bad certificate or key must not half-start the gateway.
         let tls = load_https(&settings).map_err(StartError::Tls)?;
         let listeners = bind_all(&settings, listen).await?;
@@ -82,7 +107,12 @@ impl App {
             (StreamSettings::Emulator(_), None) => unreachable!("the emulator's listener is bound"),
         };
         let metrics = Metrics::new();
-        let (snapshot, emulator) = Snapshot::build(settings, keys, origin, None, &metrics)?;
+        let fixed = Fixed {
+            origin,
+            metrics: Arc::clone(&metrics),
+            clock: options.clock,
+        };
+        let (snapshot, emulator) = Snapshot::build(settings, keys, &fixed, None)?;
         metrics.set_rules(snapshot.settings.policy.rules().iter().map(|r| &*r.name));
         metrics.set_config_generation(1);
         let settings = Arc::clone(&snapshot.settings);
@@ -113,7 +143,7 @@ impl App {
                 config_path,
                 Arc::clone(&live),
                 live_emulator,
-                Arc::clone(&metrics),
+                fixed,
             ));
             tasks.push(Arc::clone(&reloader).spawn_watch(until_stopped(stopped.clone())));
             reloader

@@ -19,7 +19,7 @@ use crate::app::live::Live;
 use crate::config::{ConfigErrors, Settings};
 use crate::emulator::Emulator;
 use crate::metrics::Metrics;
-use crate::snapshot::{BuildError, Snapshot, keep_restart_settings, restart_only_changes};
+use crate::snapshot::{BuildError, Fixed, Snapshot, keep_restart_settings, restart_only_changes};
 
 /// Events closer together than this are one save.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -36,6 +36,11 @@ pub struct ReloadStatus {
     /// Settings that changed in the file but only take effect after a restart (see
     /// [`restart_only_changes`]).
     pub needs_restart: Vec<&'static str>,
+    /// How many times the file has been looked at: once per change event (after the
+    /// debounce) and per SIGHUP, whether or not the content had changed or the reload
+    /// applied, and counted together with that outcome. It moves when nothing else does, so
+    /// it shows that the watcher is alive and has handled a change.
+    pub checks: u64,
 }
 
 /// Why a reload was refused; the running configuration is unchanged.
@@ -52,6 +57,7 @@ pub struct Reloader {
     path: PathBuf,
     live: Arc<Live<Snapshot>>,
     emulator: Option<Arc<Live<Emulator>>>,
+    fixed: Fixed,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
 }
@@ -68,8 +74,9 @@ impl Reloader {
         path: PathBuf,
         live: Arc<Live<Snapshot>>,
         emulator: Option<Arc<Live<Emulator>>>,
-        metrics: Arc<Metrics>,
+        fixed: Fixed,
     ) -> Self {
+        let metrics = Arc::clone(&fixed.metrics);
         // Nothing recorded: the file may have changed since the running settings were read,
         // so the first change event always reloads.
         let last_content = None;
@@ -77,6 +84,7 @@ impl Reloader {
             path,
             live,
             emulator,
+            fixed,
             metrics,
             state: Mutex::new(State {
                 status: ReloadStatus {
@@ -100,11 +108,15 @@ impl Reloader {
 
     /// Reload if the file's content differs from what was last tried.
     pub fn reload_if_changed(&self) -> Option<Result<u64, ReloadError>> {
-        let content = std::fs::read(&self.path).ok()?;
-        let digest = sha256(&content);
-        if self.lock().last_content == Some(digest) {
+        let digest = std::fs::read(&self.path)
+            .ok()
+            .map(|content| sha256(&content));
+        let mut state = self.lock();
+        if digest.is_none() || state.last_content == digest {
+            state.status.checks += 1;
             return None;
         }
+        drop(state);
         Some(self.reload())
     }
 
@@ -114,6 +126,7 @@ impl Reloader {
         let content = std::fs::read(&self.path).ok();
         let result = self.try_reload();
         let mut state = self.lock();
+        state.status.checks += 1;
         state.last_content = content.as_deref().map(sha256);
         match result {
             Ok(needs_restart) => {
@@ -158,13 +171,7 @@ impl Reloader {
             );
         }
         let settings = keep_restart_settings(&current.settings, settings);
-        let (snapshot, emulator) = Snapshot::build(
-            settings,
-            keys,
-            current.origin.clone(),
-            Some(&current),
-            &self.metrics,
-        )?;
+        let (snapshot, emulator) = Snapshot::build(settings, keys, &self.fixed, Some(&current))?;
         self.metrics
             .set_rules(snapshot.settings.policy.rules().iter().map(|r| &*r.name));
         // The emulator first: a token the new snapshot signs must already be trusted.

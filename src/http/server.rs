@@ -254,7 +254,7 @@ async fn accept_loop<H: Handler>(
             continue;
         };
         let permit = OpenConnection {
-            _permit: permit,
+            permit: Some(permit),
             metrics: connections.metrics.clone(),
         };
         if let Some(metrics) = &permit.metrics {
@@ -315,12 +315,14 @@ async fn accept_loop<H: Handler>(
 
 /// One open connection's slot under the cap; counted closed when dropped.
 struct OpenConnection {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
+        // The slot first: once a close is counted, a new connection is accepted.
+        drop(self.permit.take());
         if let Some(metrics) = &self.metrics {
             metrics.connection_closed();
         }

@@ -9,7 +9,7 @@ use arc_swap::ArcSwapOption;
 use moka::Expiry;
 use moka::future::Cache;
 
-use crate::token::signer::unix_now;
+use crate::token::signer::Clock;
 use crate::token::{IssuedToken, SignError, Signer, TokenSettings, VideoUid};
 
 /// Slots in front of the cache for the tokens being asked for now.
@@ -87,6 +87,8 @@ impl moka::Equivalent<TokenKey> for TokenKeyRef<'_> {
 /// could not give it longer life.
 struct ReuseWindow {
     min_remaining: Duration,
+    /// The signer's: remaining life is measured on the clock the token was stamped by.
+    clock: Clock,
 }
 
 impl Expiry<TokenKey, Arc<IssuedToken>> for ReuseWindow {
@@ -96,10 +98,11 @@ impl Expiry<TokenKey, Arc<IssuedToken>> for ReuseWindow {
         token: &Arc<IssuedToken>,
         _created_at: Instant,
     ) -> Option<Duration> {
+        let remaining = self.clock.until(token.expires_at);
         if key.settings.not_after == Some(token.expires_at) {
-            return Some(token.remaining());
+            return Some(remaining);
         }
-        Some(token.remaining().saturating_sub(self.min_remaining))
+        Some(remaining.saturating_sub(self.min_remaining))
     }
 }
 
@@ -124,6 +127,9 @@ pub struct TokenCache {
     hot_hasher: foldhash::fast::RandomState,
     min_remaining: Duration,
     signer: Arc<Signer>,
+    /// The signer's clock, held here so that a hit reads it without going through the
+    /// signer.
+    clock: Clock,
     hits: ShardedCounter,
     misses: AtomicU64,
     /// Entries pushed out by capacity (not by expiry or invalidation).
@@ -136,13 +142,17 @@ pub struct TokenCache {
 
 impl TokenCache {
     /// A cache holding at most `capacity` tokens, serving each until it has less than
-    /// `min_remaining` life left.
+    /// `min_remaining` life left by the signer's [`Clock`].
     pub fn new(signer: Arc<Signer>, capacity: u64, min_remaining: Duration) -> Self {
+        let clock = signer.clock().clone();
         let evictions = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&evictions);
         let tokens = Cache::builder()
             .max_capacity(capacity)
-            .expire_after(ReuseWindow { min_remaining })
+            .expire_after(ReuseWindow {
+                min_remaining,
+                clock: clock.clone(),
+            })
             .eviction_listener(move |_key, _value, cause| {
                 if cause == moka::notification::RemovalCause::Size {
                     counted.fetch_add(1, Ordering::Relaxed);
@@ -155,6 +165,7 @@ impl TokenCache {
             hot_hasher: foldhash::fast::RandomState::default(),
             min_remaining,
             signer,
+            clock,
             hits: ShardedCounter::default(),
             misses: AtomicU64::new(0),
             evictions,
@@ -197,7 +208,7 @@ impl TokenCache {
         if let Some(hot) = &*slot.load()
             && hot.uid == uid
             && (Arc::ptr_eq(&hot.settings, settings) || *hot.settings == **settings)
-            && unix_now() < hot.serve_until
+            && self.clock.now() < hot.serve_until
         {
             self.hits.increment();
             return Ok(Arc::clone(&hot.token));
@@ -206,7 +217,7 @@ impl TokenCache {
         // Take the slot unless another key's token is fresh there: two hot keys that share a
         // slot then do not evict each other on every request (the second is served by the
         // cache behind).
-        let now = unix_now();
+        let now = self.clock.now();
         let free = slot.load().as_ref().is_none_or(|held| {
             now >= held.serve_until || (held.uid == uid && *held.settings == **settings)
         });
@@ -231,8 +242,11 @@ impl TokenCache {
         // A plain lookup by a borrowed key, without the entry API's per-call key allocation.
         let lookup = TokenKeyRef { uid, settings };
         if let Some(token) = self.tokens.get(&lookup).await {
-            self.hits.increment();
-            return Ok(token);
+            if !self.outlived_by_manual_clock(settings, &token) {
+                self.hits.increment();
+                return Ok(token);
+            }
+            self.tokens.invalidate(&lookup).await;
         }
         let key = TokenKey {
             uid,
@@ -259,6 +273,14 @@ impl TokenCache {
                 .expires_at
                 .saturating_sub(self.min_remaining.as_secs_f64().ceil() as u64)
         }
+    }
+
+    /// Whether a manual [`Clock`] has moved past the end of `token`'s reuse window. The
+    /// cache's own expiry runs on the monotonic clock, which a manual clock does not move.
+    /// On the system clock that expiry alone decides, as it always has, and this reads no
+    /// time.
+    fn outlived_by_manual_clock(&self, settings: &TokenSettings, token: &IssuedToken) -> bool {
+        !self.clock.is_system() && self.clock.now() >= self.serve_until(settings, token)
     }
 
     /// Sign the token for `key` unless a concurrent request already is; then share it.
@@ -352,11 +374,19 @@ mod tests {
     const FIXTURE_PEM: &str = include_str!("../../tests/fixtures/test-only-signing-key.pem");
 
     fn cache(min_remaining: Duration) -> TokenCache {
+        cache_with_clock(min_remaining, Clock::System)
+    }
+
+    /// A cache whose signer stamps tokens by `clock` (no `nbf` backdate).
+    fn cache_with_clock(min_remaining: Duration, clock: Clock) -> TokenCache {
         let key = SigningKey::from_material(Some("0a1b2c3d4e5f60718293a4b5c6d7e8f9"), FIXTURE_PEM)
             .unwrap();
-        let signer = Arc::new(Signer::new(vec![key], Duration::ZERO, 4));
+        let signer = Arc::new(Signer::with_clock(vec![key], Duration::ZERO, 4, clock));
         TokenCache::new(signer, 1000, min_remaining)
     }
+
+    /// An arbitrary start for manual clocks.
+    const T0: u64 = 1_800_000_000;
 
     fn settings(ttl_secs: u64, downloadable: bool) -> Arc<TokenSettings> {
         Arc::new(TokenSettings {
@@ -452,14 +482,22 @@ mod tests {
     async fn a_token_clipped_to_its_rules_end_is_reused_past_min_remaining() {
         // min_remaining (1 h) exceeds the token's whole clipped life (10 min): without the
         // exception every request near a rule's end would sign again.
-        let cache = cache(Duration::from_secs(3600));
+        let clock = Clock::manual(T0);
+        let cache = cache_with_clock(Duration::from_secs(3600), clock.clone());
         let clipped = Arc::new(TokenSettings {
-            not_after: Some(crate::token::signer::unix_now() + 600),
+            not_after: Some(T0 + 600),
             ..(*settings(7200, false)).clone()
         });
         let first = cache.token(uid(9), &clipped).await.unwrap();
+        assert_eq!(first.expires_at, T0 + 600);
         let second = cache.token(uid(9), &clipped).await.unwrap();
-        assert_eq!(first.token, second.token);
+        // Its last second: still the same token, from the hot slot and from the cache.
+        clock.advance(Duration::from_secs(599));
+        let last = cache.token(uid(9), &clipped).await.unwrap();
+        let unshared = cache.token_unshared(uid(9), &clipped).await.unwrap();
+        for token in [&second, &last, &unshared] {
+            assert_eq!(token.token, first.token);
+        }
         assert_eq!(cache.signer().signatures(), 1);
     }
 
@@ -523,16 +561,45 @@ mod tests {
 
     #[tokio::test]
     async fn token_is_reused_until_min_remaining_then_resigned() {
-        // ttl 3 s, min_remaining 1 s: reusable for about 2 s.
-        let cache = cache(Duration::from_secs(1));
+        // ttl 3 s, min_remaining 1 s: served while it has more than 1 s left, for 2 s.
+        let clock = Clock::manual(T0);
+        let cache = cache_with_clock(Duration::from_secs(1), clock.clone());
         let settings = settings(3, false);
         let first = cache.token(uid(7), &settings).await.unwrap();
+        assert_eq!(first.expires_at, T0 + 3);
         let second = cache.token(uid(7), &settings).await.unwrap();
-        assert_eq!(first.token, second.token);
-        tokio::time::sleep(Duration::from_millis(2600)).await;
+        clock.advance(Duration::from_secs(1));
         let third = cache.token(uid(7), &settings).await.unwrap();
-        assert_ne!(third.token, first.token);
-        assert!(third.expires_at > first.expires_at);
+        assert_eq!(second.token, first.token);
+        assert_eq!(third.token, first.token, "2 s left: still served");
+        assert_eq!(cache.signer().signatures(), 1);
+
+        clock.advance(Duration::from_secs(1));
+        let fourth = cache.token(uid(7), &settings).await.unwrap();
+        assert_ne!(fourth.token, first.token, "1 s left: signed again");
+        assert_eq!(fourth.expires_at, T0 + 2 + 3, "stamped by the same clock");
+        let fifth = cache.token(uid(7), &settings).await.unwrap();
+        assert_eq!(fifth.token, fourth.token);
+        assert_eq!(cache.signer().signatures(), 2);
+        assert_eq!((cache.stats().hits, cache.stats().misses), (3, 2));
+    }
+
+    #[tokio::test]
+    async fn an_unshared_token_is_resigned_once_the_clock_passes_its_window() {
+        // Without the hot slots: the cache behind them judges by the same clock.
+        let clock = Clock::manual(T0);
+        let cache = cache_with_clock(Duration::from_secs(60), clock.clone());
+        let settings = settings(600, false);
+        let first = cache.token_unshared(uid(8), &settings).await.unwrap();
+        clock.advance(Duration::from_secs(539));
+        let reused = cache.token_unshared(uid(8), &settings).await.unwrap();
+        assert_eq!(reused.token, first.token, "61 s left: still served");
+        clock.advance(Duration::from_secs(1));
+        let renewed = cache.token_unshared(uid(8), &settings).await.unwrap();
+        assert_ne!(renewed.token, first.token, "60 s left: signed again");
+        assert_eq!(renewed.expires_at, T0 + 540 + 600);
+        let again = cache.token_unshared(uid(8), &settings).await.unwrap();
+        assert_eq!(again.token, renewed.token);
         assert_eq!(cache.signer().signatures(), 2);
     }
 }

@@ -77,10 +77,7 @@ impl IssuedToken {
 
     /// How long from now the token is still valid (zero once expired).
     pub fn remaining(&self) -> Duration {
-        let expires = UNIX_EPOCH + Duration::from_secs(self.expires_at);
-        expires
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO)
+        Clock::System.until(self.expires_at)
     }
 }
 
@@ -90,6 +87,8 @@ struct SigningCore {
     keys: Vec<Arc<SigningKey>>,
     nbf_backdate: Duration,
     signatures: AtomicU64,
+    /// What `nbf` and `exp` count from.
+    clock: Clock,
 }
 
 impl SigningCore {
@@ -105,7 +104,7 @@ impl SigningCore {
                 uid,
                 self.active.id(),
                 settings,
-                unix_now(),
+                self.clock.now(),
                 self.nbf_backdate,
             ),
         };
@@ -147,6 +146,19 @@ impl Signer {
     /// When `keys` is empty (configuration validation guarantees at least one key) or a
     /// thread cannot be spawned.
     pub fn new(keys: Vec<SigningKey>, nbf_backdate: Duration, threads: usize) -> Self {
+        Self::with_clock(keys, nbf_backdate, threads, Clock::System)
+    }
+
+    /// [`Signer::new`], stamping tokens with the time `clock` tells (a [`TokenCache`] in
+    /// front of this signer judges their life by the same clock).
+    ///
+    /// [`TokenCache`]: crate::cache::TokenCache
+    pub fn with_clock(
+        keys: Vec<SigningKey>,
+        nbf_backdate: Duration,
+        threads: usize,
+        clock: Clock,
+    ) -> Self {
         let keys: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
         let active = Arc::clone(keys.first().expect("at least one signing key"));
         let core = Arc::new(SigningCore {
@@ -154,6 +166,7 @@ impl Signer {
             keys,
             nbf_backdate,
             signatures: AtomicU64::new(0),
+            clock,
         });
         let (jobs, queue) = mpsc::channel::<Job>(QUEUE_CAPACITY);
         let queue = Arc::new(Mutex::new(queue));
@@ -176,6 +189,11 @@ impl Signer {
     /// Every configured key (the emulator trusts all of them).
     pub fn keys(&self) -> &[Arc<SigningKey>] {
         &self.core.keys
+    }
+
+    /// The clock this signer stamps tokens by.
+    pub fn clock(&self) -> &Clock {
+        &self.core.clock
     }
 
     /// How many tokens this signer has signed.
@@ -288,6 +306,69 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The time tokens are stamped with and their remaining life is judged by: the system's, or
+/// one that only moves when told to (for tests of expiry that do not wait for it).
+///
+/// An enum rather than a trait object: reading it on a cache hit is a branch on the variant
+/// (always the same one in a process) and then either what [`unix_now`] costs or one atomic
+/// load, with no indirect call.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    /// The system clock ([`unix_now`]).
+    #[default]
+    System,
+    /// Unix seconds, moved only by whoever holds the other handle (see [`Clock::advance`]).
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    /// A clock that reads `unix_secs` until advanced.
+    pub fn manual(unix_secs: u64) -> Self {
+        Clock::Manual(Arc::new(AtomicU64::new(unix_secs)))
+    }
+
+    /// Unix seconds now, by this clock.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        match self {
+            Clock::System => unix_now(),
+            Clock::Manual(secs) => secs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How long from now until unix second `at` (zero once passed); to the nanosecond on
+    /// the system clock.
+    pub fn until(&self, at: u64) -> Duration {
+        match self {
+            Clock::System => (UNIX_EPOCH + Duration::from_secs(at))
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+            Clock::Manual(secs) => {
+                Duration::from_secs(at.saturating_sub(secs.load(Ordering::Relaxed)))
+            }
+        }
+    }
+
+    /// Move a manual clock forward by `by` (whole seconds; a token's times have no finer
+    /// grain).
+    ///
+    /// # Panics
+    /// On the system clock, which no one moves.
+    pub fn advance(&self, by: Duration) {
+        match self {
+            Clock::System => panic!("the system clock cannot be advanced"),
+            Clock::Manual(secs) => {
+                secs.fetch_add(by.as_secs(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether this is the system clock.
+    pub fn is_system(&self) -> bool {
+        matches!(self, Clock::System)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +449,28 @@ mod tests {
             String::from_utf8(header).unwrap(),
             format!(r#"{{"alg":"RS256","kid":"{FIXTURE_ID}"}}"#)
         );
+    }
+
+    #[tokio::test]
+    async fn a_manual_clock_stamps_nbf_and_exp() {
+        let key = SigningKey::from_material(Some(FIXTURE_ID), FIXTURE_PEM).unwrap();
+        let clock = Clock::manual(1_800_000_000);
+        let signer = Signer::with_clock(vec![key], Duration::from_secs(30), 1, clock.clone());
+        let uid: VideoUid = "0123456789abcdef0123456789abcdef".parse().unwrap();
+        let claims = |issued: &IssuedToken| -> serde_json::Value {
+            let part = issued.token.expose().split('.').nth(1).unwrap().to_owned();
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+        };
+        let first = signer.sign(uid, Arc::new(settings())).await.unwrap();
+        assert_eq!(first.expires_at, 1_800_003_600);
+        assert_eq!(claims(&first)["exp"], 1_800_003_600u64);
+        assert_eq!(claims(&first)["nbf"], 1_799_999_970u64);
+
+        clock.advance(Duration::from_secs(10));
+        let later = signer.sign_blocking(&uid, &settings()).unwrap();
+        assert_eq!(later.expires_at, 1_800_003_610);
+        assert_eq!(claims(&later)["nbf"], 1_799_999_980u64);
+        assert_eq!(clock.until(later.expires_at), Duration::from_secs(3600));
     }
 
     #[tokio::test]

@@ -778,17 +778,6 @@ impl TlsConnection {
     }
 }
 
-/// Poll `condition` every 20 ms for at most 10 s; panics with `what` if it never holds.
-pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    for _ in 0..500 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("waited 10 s for {what}");
-}
-
 // === HLS and DASH (emulator and proxy tests) ===
 
 /// The URI lines of an HLS playlist (every non-blank line that is not a tag), in order.
@@ -873,20 +862,176 @@ pub async fn try_get(
         })
 }
 
-/// Poll `condition` every 20 ms until it holds: `Ok` with how long that took, or `Err` once
-/// `limit` has passed without it holding.
-pub async fn poll_within(
-    limit: Duration,
-    mut condition: impl AsyncFnMut() -> bool,
-) -> Result<Duration, Duration> {
-    let start = std::time::Instant::now();
-    loop {
-        if condition().await {
-            return Ok(start.elapsed());
+// === metrics ===
+
+/// The `streamgate_open_connections` gauge of `metrics`, read in process.
+pub fn open_connections(metrics: &streamgate::metrics::Metrics) -> f64 {
+    let text = metrics.encode();
+    text.lines()
+        .find_map(|line| line.strip_prefix("streamgate_open_connections "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no streamgate_open_connections sample in:\n{text}"))
+}
+
+// === waiting for a condition ===
+
+/// How often a wait checks its condition again.
+pub const POLL_EVERY: Duration = Duration::from_millis(10);
+/// How long [`wait_for`] waits before it fails the test.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// What one check of a condition found: `Ok` with a value once the condition holds, else
+/// `Err` with what was seen instead (shown when the wait fails).
+pub trait Probe {
+    type Value;
+    fn outcome(self) -> Result<Self::Value, String>;
+}
+
+impl Probe for bool {
+    type Value = ();
+    fn outcome(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err("the condition did not hold".into())
         }
-        if start.elapsed() >= limit {
-            return Err(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+impl<T> Probe for Option<T> {
+    type Value = T;
+    fn outcome(self) -> Result<T, String> {
+        self.ok_or_else(|| "nothing yet".into())
+    }
+}
+
+impl<T, E: std::fmt::Display> Probe for Result<T, E> {
+    type Value = T;
+    fn outcome(self) -> Result<T, String> {
+        self.map_err(|seen| seen.to_string())
+    }
+}
+
+/// A wait whose condition did not hold within its limit.
+#[derive(Debug)]
+pub struct TimedOut {
+    what: String,
+    waited: Duration,
+    checks: u64,
+    last_seen: String,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "waited {:.1?} ({} checks) for {}; last seen: {}",
+            self.waited, self.checks, self.what, self.last_seen
+        )
+    }
+}
+
+/// The bookkeeping of one bounded wait, shared by [`poll_until`] and
+/// [`poll_until_blocking`], which differ only in how they pause between checks.
+struct Wait<'a> {
+    what: &'a str,
+    limit: Duration,
+    started: std::time::Instant,
+    checks: u64,
+    /// Bounds the checks even if a clock misbehaves: one per [`POLL_EVERY`], and a last one.
+    max_checks: u64,
+    last_seen: String,
+}
+
+impl<'a> Wait<'a> {
+    fn new(what: &'a str, limit: Duration) -> Self {
+        Wait {
+            what,
+            limit,
+            started: std::time::Instant::now(),
+            checks: 0,
+            max_checks: (limit.as_micros() / POLL_EVERY.as_micros()) as u64 + 2,
+            last_seen: "no check finished".into(),
+        }
+    }
+
+    /// How much of the limit is left.
+    fn remaining(&self) -> Duration {
+        self.limit.saturating_sub(self.started.elapsed())
+    }
+
+    /// Record one check (`None`: it was still running at the limit). `Break` with the value
+    /// once the condition holds or with the failure once the wait is over; `Continue` with
+    /// how long to pause before the next check.
+    fn record<P: Probe>(
+        &mut self,
+        checked: Option<P>,
+    ) -> std::ops::ControlFlow<Result<P::Value, TimedOut>, Duration> {
+        use std::ops::ControlFlow::{Break, Continue};
+        self.checks += 1;
+        match checked.map(Probe::outcome) {
+            Some(Ok(value)) => return Break(Ok(value)),
+            Some(Err(seen)) => self.last_seen = seen,
+            None => self.last_seen = "a check was still running at the limit".into(),
+        }
+        let remaining = self.remaining();
+        if remaining.is_zero() || self.checks >= self.max_checks {
+            return Break(Err(TimedOut {
+                what: self.what.to_owned(),
+                waited: self.started.elapsed(),
+                checks: self.checks,
+                last_seen: std::mem::take(&mut self.last_seen),
+            }));
+        }
+        Continue(POLL_EVERY.min(remaining))
+    }
+}
+
+/// Check `probe` every [`POLL_EVERY`] until it holds, for at most `limit` (a check still
+/// running then is abandoned): the value it found, or why the wait failed, naming `what`.
+pub async fn poll_until<P: Probe>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> P,
+) -> Result<P::Value, TimedOut> {
+    let mut wait = Wait::new(what, limit);
+    loop {
+        let checked = tokio::time::timeout(wait.remaining(), probe()).await.ok();
+        match wait.record(checked) {
+            std::ops::ControlFlow::Break(done) => return done,
+            std::ops::ControlFlow::Continue(pause) => tokio::time::sleep(pause).await,
+        }
+    }
+}
+
+/// [`poll_until`] for a thread outside the async runtime (a `Drop`, a child process).
+pub fn poll_until_blocking<P: Probe>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> P,
+) -> Result<P::Value, TimedOut> {
+    let mut wait = Wait::new(what, limit);
+    loop {
+        match wait.record(Some(probe())) {
+            std::ops::ControlFlow::Break(done) => return done,
+            std::ops::ControlFlow::Continue(pause) => std::thread::sleep(pause),
+        }
+    }
+}
+
+/// Wait (at most [`WAIT_LIMIT`]) until `probe` holds and return what it found; panics naming
+/// `what` and the last thing seen otherwise.
+pub async fn wait_for<P: Probe>(what: &str, probe: impl AsyncFnMut() -> P) -> P::Value {
+    wait_for_within(what, WAIT_LIMIT, probe).await
+}
+
+/// [`wait_for`] with another limit.
+pub async fn wait_for_within<P: Probe>(
+    what: &str,
+    limit: Duration,
+    probe: impl AsyncFnMut() -> P,
+) -> P::Value {
+    poll_until(what, limit, probe)
+        .await
+        .unwrap_or_else(|timed_out| panic!("{timed_out}"))
 }

@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -139,13 +139,12 @@ impl Drop for Driver {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for _ in 0..100 {
-            if !matches!(self.child.try_wait(), Ok(None)) || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Killed below if it has not exited by then: no panic in a drop.
+        let _ = crate::common::poll_until_blocking(
+            "chromedriver to exit after SIGTERM",
+            Duration::from_secs(5),
+            || !matches!(self.child.try_wait(), Ok(None)),
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

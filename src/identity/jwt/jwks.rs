@@ -8,13 +8,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
-use serde_json::Value;
 use tokio::sync::watch;
 
-use super::keys::{KeyKind, KeySet, KeySource, VerifyKey};
-use super::{Issuer, JwtVerifier, echo, list_algorithms};
+use super::KeySource;
+use super::keys::{KeySet, parse_jwks};
+use super::{Issuer, JwtVerifier};
 use crate::http::client::{self as http_client, ClientOptions, HttpsClient};
 
 /// A JWKS fetch gives up after this long.
@@ -227,115 +225,6 @@ fn retry_delay(failures: u32) -> Duration {
     (FIRST_RETRY * factor).min(MAX_RETRY)
 }
 
-/// The keys of a JWKS document that can verify some of `algorithms`. Keys for other
-/// families, encryption keys, and keys that do not parse are skipped; none left is an error.
-pub(super) fn parse_jwks(body: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
-    #[derive(serde::Deserialize)]
-    struct Document {
-        keys: Vec<Value>,
-    }
-    let document: Document =
-        serde_json::from_slice(body).map_err(|error| format!("not a JWKS document ({error})"))?;
-    let mut usable: Vec<(Option<String>, VerifyKey)> = Vec::new();
-    let mut skipped: Vec<String> = Vec::new();
-    for (position, value) in document.keys.into_iter().enumerate() {
-        let label = value.get("kid").and_then(Value::as_str).map_or_else(
-            || format!("key {}", position + 1),
-            |kid| format!("kid {}", echo(kid, 40)),
-        );
-        match jwk_to_key(value, algorithms) {
-            Ok((kid, key)) => usable.push((kid, key)),
-            Err(reason) => {
-                tracing::debug!("JWKS {label} skipped: {reason}");
-                skipped.push(format!("{label}: {reason}"));
-            }
-        }
-    }
-    if usable.is_empty() {
-        let mut message = format!("no key usable for {}", list_algorithms(algorithms));
-        if !skipped.is_empty() {
-            let shown: Vec<&str> = skipped.iter().take(3).map(String::as_str).collect();
-            message.push_str(&format!(" ({})", shown.join("; ")));
-        }
-        return Err(message);
-    }
-    let mut keys = KeySet::default();
-    if usable.len() == 1 && usable[0].0.is_none() {
-        keys.single = usable.pop().map(|(_, key)| key);
-        return Ok(keys);
-    }
-    for (kid, key) in usable {
-        match kid {
-            Some(kid) => {
-                keys.by_kid.entry(kid).or_insert(key);
-            }
-            None => tracing::debug!("a JWKS key without `kid` among several is ignored"),
-        }
-    }
-    Ok(keys)
-}
-
-fn jwk_to_key(
-    value: Value,
-    algorithms: &[Algorithm],
-) -> Result<(Option<String>, VerifyKey), String> {
-    let jwk: Jwk = serde_json::from_value(value).map_err(|_| "not a valid JWK".to_string())?;
-    if matches!(&jwk.common.public_key_use, Some(usage) if *usage != PublicKeyUse::Signature) {
-        return Err("not a signature key (`use`)".into());
-    }
-    let alg = match jwk.common.key_algorithm {
-        None => None,
-        Some(named) => {
-            let alg = Algorithm::try_from(named)
-                .map_err(|_| format!("algorithm {named} is not a signature algorithm"))?;
-            if !algorithms.contains(&alg) {
-                return Err(format!("algorithm {alg:?} is not accepted"));
-            }
-            Some(alg)
-        }
-    };
-    let kind = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => KeyKind::Rsa,
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => KeyKind::EcP256,
-            EllipticCurve::P384 => KeyKind::EcP384,
-            _ => return Err("an EC key on an unsupported curve".into()),
-        },
-        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
-            KeyKind::Ed25519
-        }
-        AlgorithmParameters::OctetKey(_) => {
-            return Err("a symmetric key (HMAC secrets are never taken from a JWKS)".into());
-        }
-        _ => return Err("an unsupported key type".into()),
-    };
-    if !algorithms.iter().any(|alg| kind.accepts(*alg)) {
-        return Err(format!(
-            "{} cannot verify {}",
-            kind.describe(),
-            list_algorithms(algorithms)
-        ));
-    }
-    let key =
-        DecodingKey::from_jwk(&jwk).map_err(|_| "the key material does not decode".to_string())?;
-    let sane = match (kind, key.kind()) {
-        (KeyKind::Rsa, DecodingKeyKind::RsaModulusExponent { n, .. }) => {
-            n.iter().skip_while(|byte| **byte == 0).count() >= 256
-        }
-        (KeyKind::EcP256, DecodingKeyKind::SecretOrDer(point)) => point.len() == 65,
-        (KeyKind::EcP384, DecodingKeyKind::SecretOrDer(point)) => point.len() == 97,
-        (KeyKind::Ed25519, DecodingKeyKind::SecretOrDer(x)) => x.len() == 32,
-        _ => false,
-    };
-    if !sane {
-        return Err(match kind {
-            KeyKind::Rsa => "an RSA key shorter than 2048 bits".into(),
-            _ => "the key material has the wrong length".into(),
-        });
-    }
-    Ok((jwk.common.key_id, VerifyKey { key, kind, alg }))
-}
-
 /// A URL for logs: scheme, host and path, without a query that could hold a secret.
 fn redacted(url: &http::Uri) -> String {
     format!(
@@ -360,6 +249,8 @@ mod tests {
     use crate::identity::jwt::tests::{
         TestKey, claims, ec_key, ed_key, file, other_rsa_key, reason, rsa_key, settings, sign,
     };
+    use jsonwebtoken::Algorithm;
+    use serde_json::Value;
 
     /// Bounded waits: at most this many polls of `POLL` each.
     const POLLS: usize = 1000;

@@ -28,7 +28,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use self::keys::{KeySet, KeySource, load_keys};
+use self::jwks::Remote;
+use self::keys::{KeySet, load_fixed};
 use super::{AuthError, CredentialHasher, Principal, PrincipalKind, lookup_claim};
 use crate::secret::KeyLocation;
 
@@ -482,6 +483,32 @@ pub fn looks_like_jwt(value: &str) -> bool {
         }
     }
     segments == 3
+}
+
+/// Where an issuer's keys are kept once loaded.
+enum KeySource {
+    /// A secret, a PEM key or a JWKS file: read once.
+    Fixed(Arc<KeySet>),
+    Remote(Box<Remote>),
+}
+
+/// Read (or, for a URL, prepare to fetch) an issuer's keys, checking they suit `algorithms`
+/// (one family, already checked).
+fn load_keys(keys: &IssuerKeys, algorithms: &[Algorithm]) -> Result<KeySource, String> {
+    match (load_fixed(keys, algorithms)?, keys) {
+        (Some(set), _) => Ok(KeySource::Fixed(Arc::new(set))),
+        (
+            None,
+            IssuerKeys::JwksUrl {
+                url,
+                refresh,
+                min_refresh_interval,
+                ca_file,
+            },
+        ) => Remote::new(url, *refresh, *min_refresh_interval, ca_file.as_deref())
+            .map(|remote| KeySource::Remote(Box::new(remote))),
+        (None, _) => Err("no keys".into()),
+    }
 }
 
 #[cfg(test)]
