@@ -10,11 +10,11 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 
 use super::raw::{RawApiKey, RawAuth, RawIssuer, RawNet, RawUser};
-use super::{Checker, ConfigError, ConfigErrors, KeyLocation, Seg, Settings, key, parse_origin};
+use super::{Checker, KeyLocation, Seg, key, parse_origin};
 use crate::http::client_addr::TrustedProxies;
-use crate::identity::basic::{BasicUsers, UserSettings, validate_phc};
-use crate::identity::jwt::{IssuerKeys, IssuerSettings, JwtVerifier};
-use crate::identity::{ApiKeys, Authenticator};
+use crate::identity::ApiKeys;
+use crate::identity::basic::{UserSettings, validate_phc};
+use crate::identity::jwt::{IssuerKeys, IssuerSettings};
 use crate::secret::Secret;
 
 /// Who can sign in, and how refusals reach a browser.
@@ -444,52 +444,4 @@ fn check_jwks_url(url: &str) -> Result<http::Uri, String> {
         ));
     }
     Ok(uri)
-}
-
-/// Build the request-path authenticator: reads issuer secrets, public keys and JWKS files.
-/// JWKS URLs are fetched once the gateway runs.
-pub fn build_authenticator(settings: &Settings) -> Result<Authenticator, ConfigErrors> {
-    let identity = &settings.identity;
-    let jwt = if identity.issuers.is_empty() {
-        None
-    } else {
-        let verifier = JwtVerifier::new(identity.issuers.clone()).map_err(|errors| {
-            ConfigErrors(
-                errors
-                    .into_iter()
-                    .map(|(i, message)| {
-                        let (field, position) = identity
-                            .issuer_fields
-                            .get(i)
-                            .cloned()
-                            .unwrap_or_else(|| (format!("jwt_issuers[{i}]"), None));
-                        ConfigError {
-                            file: settings.file.clone(),
-                            position,
-                            field,
-                            message,
-                        }
-                    })
-                    .collect(),
-            )
-        })?;
-        Some(Arc::new(verifier))
-    };
-    let basic = (!identity.users.is_empty()).then(|| {
-        BasicUsers::new(
-            identity.users.clone(),
-            identity.basic_cache_ttl,
-            identity.max_password_checks,
-        )
-    });
-    Ok(Authenticator {
-        api_keys: identity.api_keys.clone(),
-        basic,
-        jwt,
-        jwt_cookies: identity
-            .issuers
-            .iter()
-            .filter_map(|i| i.cookie.clone())
-            .collect(),
-    })
 }
