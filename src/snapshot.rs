@@ -267,14 +267,7 @@ pub fn emulator_settings(
     EmulatorSettings {
         keys: keys
             .iter()
-            .map(|key| {
-                let (modulus, exponent) = key.public_components();
-                VerifyingKeySpec {
-                    id: key.id().to_string(),
-                    modulus,
-                    exponent,
-                }
-            })
+            .map(|key| VerifyingKeySpec::from(&**key))
             .collect(),
         video_uids: settings
             .catalogue

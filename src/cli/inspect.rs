@@ -251,18 +251,7 @@ pub(super) fn run(
     let keys: Vec<VerifyingKeySpec> = Settings::load(path)
         .ok()
         .and_then(|settings| load_signing_keys(&settings, MissingKeys::Skip).ok())
-        .map(|(keys, _)| {
-            keys.iter()
-                .map(|key| {
-                    let (modulus, exponent) = key.public_components();
-                    VerifyingKeySpec {
-                        id: key.id().to_string(),
-                        modulus,
-                        exponent,
-                    }
-                })
-                .collect()
-        })
+        .map(|(keys, _)| keys.iter().map(VerifyingKeySpec::from).collect())
         .unwrap_or_default();
     let report = inspect(&Inspection {
         input: token,

@@ -45,6 +45,18 @@ pub struct VerifyingKeySpec {
     pub exponent: Vec<u8>,
 }
 
+impl From<&crate::token::SigningKey> for VerifyingKeySpec {
+    /// The public half of a signing key, as the emulator trusts it.
+    fn from(key: &crate::token::SigningKey) -> Self {
+        let (modulus, exponent) = key.public_components();
+        Self {
+            id: key.id().to_string(),
+            modulus,
+            exponent,
+        }
+    }
+}
+
 /// What the emulator needs to know to judge tokens and serve content.
 #[derive(Clone, Debug)]
 pub struct EmulatorSettings {
