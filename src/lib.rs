@@ -17,6 +17,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod identity;
+pub mod log_writer;
 pub mod metrics;
 pub mod proxy;
 pub mod request;

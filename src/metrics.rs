@@ -34,6 +34,7 @@
 //! | `streamgate_open_connections` | gauge | |
 //! | `streamgate_connections_refused_total` | counter | |
 //! | `streamgate_rate_limited_total` | counter | |
+//! | `streamgate_log_lines_dropped_total` | counter | |
 //!
 //! Series labelled by request (`route`/`status`, and `rule` other than `""`) appear once they
 //! are first non-zero, as a prometheus-client `Family` would add them; the small fixed label
@@ -939,6 +940,12 @@ impl Collector for Snapshot {
             "streamgate_rate_limited",
             "Requests refused by the rate limiter.",
             self.rate_limited,
+        )?;
+        lone_counter(
+            e,
+            "streamgate_log_lines_dropped",
+            "Log lines dropped because the log writer could not keep up.",
+            crate::log_writer::dropped_lines(),
         )
     }
 }

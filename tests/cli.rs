@@ -592,6 +592,47 @@ async fn logs_never_contain_tokens_or_api_keys() {
 }
 
 #[tokio::test]
+async fn every_access_line_is_written_before_the_process_exits_on_sigterm() {
+    const REQUESTS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "config.yaml", &gateway_config());
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let args = [
+        "--config",
+        &path,
+        "--log-format",
+        "json",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let serve = Running::spawn(&args, "info", Stdio::from(log));
+    let origin = serve.line_after("streamgate listening on ");
+    for i in 0..REQUESTS {
+        let id = format!("drain-{i}");
+        let watch = get_with(&format!("{origin}/watch/intro"), &[("x-request-id", &id)]).await;
+        assert_eq!(watch.status.as_u16(), 302);
+    }
+    // Terminated right after the last answer: the lines may still be queued for the writer.
+    assert!(serve.terminate().await.success());
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let ids: std::collections::HashSet<String> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "request")
+        .filter_map(|line| line["request_id"].as_str().map(str::to_string))
+        .collect();
+    for i in 0..REQUESTS {
+        assert!(
+            ids.contains(&format!("drain-{i}")),
+            "no access line for request {i}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn tokens_from_sign_play_on_the_standalone_emulator() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "config.yaml", &gateway_config());

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::keys::{MissingKeys, load_signing_keys};
 use crate::config::{ConfigErrors, Settings};
+use crate::log_writer;
 use crate::token::SigningKey;
 use crate::token::claims::MAX_TTL;
 
@@ -131,7 +132,8 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 /// Parse the command line, run the command, and map failures to exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // Dropped when the command returns: every line logged before is written.
+    let _log = init_tracing(cli.log_format);
     let result = match cli.command.unwrap_or(Command::Serve { listen: None }) {
         Command::Serve { listen } => serve::run(&cli.config, listen),
         Command::Emulate { listen } => emulate::run(&cli.config, listen),
@@ -157,7 +159,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Install the log subscriber writing through [`log_writer`]; the guard flushes it.
+fn init_tracing(format: LogFormat) -> Option<log_writer::LogGuard> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -166,15 +169,24 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    // Lines are formatted on the thread that logs them and written by a thread of their own.
+    let (writer, guard) = match log_writer::spawn(std::io::stderr(), log_writer::QUEUE_LINES) {
+        Ok((writer, guard)) => (writer, guard),
+        Err(error) => {
+            eprintln!("error: cannot start the log writer: {error}");
+            return None;
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
     };
+    Some(guard)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
