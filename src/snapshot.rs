@@ -326,9 +326,11 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
     check(*metrics_listen != old.metrics_listen, "metrics_listen");
     let crate::http::server::Limits {
         header_read_timeout,
+        idle_timeout,
         max_header_bytes,
         h2_max_concurrent_streams,
         max_connections,
+        shutdown_drain,
         shutdown_deadline,
         tls_handshake_timeout,
     } = limits;
@@ -337,6 +339,7 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
         *header_read_timeout != was.header_read_timeout,
         "limits.header_read_timeout",
     );
+    check(*idle_timeout != was.idle_timeout, "limits.idle_timeout");
     check(
         *max_header_bytes != was.max_header_bytes,
         "limits.max_header_bytes",
@@ -348,6 +351,10 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
     check(
         *max_connections != was.max_connections,
         "limits.max_connections",
+    );
+    check(
+        *shutdown_drain != was.shutdown_drain,
+        "limits.shutdown_drain",
     );
     check(
         *shutdown_deadline != was.shutdown_deadline,

@@ -109,24 +109,29 @@ impl Default for RawTokenApi {
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     pub header_read_timeout: HumanDuration,
+    pub idle_timeout: HumanDuration,
     pub max_header_bytes: usize,
     pub request_timeout: HumanDuration,
     pub max_connections: usize,
     pub max_body_bytes: usize,
     pub h2_max_concurrent_streams: u32,
+    pub shutdown_drain: HumanDuration,
     pub shutdown_deadline: HumanDuration,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
+        use crate::http::server;
         Self {
-            header_read_timeout: HumanDuration(Duration::from_secs(10)),
-            max_header_bytes: 64 * 1024,
+            header_read_timeout: HumanDuration(server::HEADER_READ_TIMEOUT),
+            idle_timeout: HumanDuration(server::IDLE_TIMEOUT),
+            max_header_bytes: server::MAX_HEADER_BYTES,
             request_timeout: HumanDuration(Duration::from_secs(30)),
-            max_connections: 10_000,
+            max_connections: server::MAX_CONNECTIONS,
             max_body_bytes: 4 * 1024,
-            h2_max_concurrent_streams: 256,
-            shutdown_deadline: HumanDuration(Duration::from_secs(10)),
+            h2_max_concurrent_streams: server::H2_MAX_CONCURRENT_STREAMS,
+            shutdown_drain: HumanDuration(server::SHUTDOWN_DRAIN),
+            shutdown_deadline: HumanDuration(server::SHUTDOWN_GRACE),
         }
     }
 }

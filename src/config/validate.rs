@@ -243,6 +243,7 @@ pub(super) fn validate_limits(
     let at = |field: &str| [key("limits"), key(field)];
     for (field, value) in [
         ("header_read_timeout", raw.header_read_timeout.0),
+        ("idle_timeout", raw.idle_timeout.0),
         ("request_timeout", raw.request_timeout.0),
     ] {
         if value < Duration::from_millis(100) {
@@ -269,9 +270,11 @@ pub(super) fn validate_limits(
     }
     crate::http::server::Limits {
         header_read_timeout: raw.header_read_timeout.0,
+        idle_timeout: raw.idle_timeout.0,
         max_header_bytes: raw.max_header_bytes,
         h2_max_concurrent_streams: raw.h2_max_concurrent_streams,
         max_connections: raw.max_connections,
+        shutdown_drain: raw.shutdown_drain.0,
         shutdown_deadline: raw.shutdown_deadline.0,
         ..crate::http::server::Limits::default()
     }
