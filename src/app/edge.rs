@@ -35,6 +35,8 @@ pub struct Edge {
     ids: RequestIds,
     /// Where the in-process emulator listens, checked by `/readyz`.
     emulator: Option<SocketAddr>,
+    /// True once shutdown has begun: `/readyz` answers 503.
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Edge {
@@ -44,6 +46,7 @@ impl Edge {
         serve_metrics: bool,
         reloader: Option<Arc<Reloader>>,
         emulator: Option<SocketAddr>,
+        draining: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             live,
@@ -52,11 +55,13 @@ impl Edge {
             reloader,
             ids: RequestIds::default(),
             emulator,
+            draining,
         }
     }
 
-    /// `/readyz`: 200 when the policy is loaded, a signing key is usable and the Stream
-    /// emulator (when in-process) answers; 503 otherwise. JSON detail either way.
+    /// `/readyz`: 200 when the policy is loaded, a signing key is usable, the Stream
+    /// emulator (when in-process) answers and shutdown has not begun; 503 otherwise. JSON
+    /// detail either way.
     async fn readiness(&self, snapshot: &Snapshot) -> Response<Body> {
         let settings = &snapshot.settings;
         let signer = snapshot.cache.signer();
@@ -70,9 +75,11 @@ impl Edge {
             ),
         };
         let status = self.reloader.as_ref().map(|r| r.status());
-        let ready = key_ok && emulator_ok != Some(false);
+        let draining = *self.draining.borrow();
+        let ready = key_ok && emulator_ok != Some(false) && !draining;
         let body = serde_json::json!({
             "ready": ready,
+            "draining": draining,
             "policy": {
                 "rules": settings.policy.rules().len(),
                 "videos": settings.catalogue.len(),

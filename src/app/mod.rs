@@ -54,6 +54,8 @@ pub struct App {
     gateway_addr: SocketAddr,
     emulator_addr: Option<SocketAddr>,
     https: Option<Https>,
+    /// Turns true when shutdown begins (see [`App::begin_drain`]).
+    drain: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -133,8 +135,10 @@ impl App {
             }
             _ => None,
         };
+        let (drain, draining) = watch::channel(false);
         let connections = server::ConnectionBuilder::with_limits(&settings.limits)
-            .observed_by(Arc::clone(&metrics));
+            .observed_by(Arc::clone(&metrics))
+            .draining_on(draining.clone());
         let refused_connections = connections.refused_counter();
         // Only a configuration that came from a file can be reloaded.
         let config_path = PathBuf::from(&settings.file);
@@ -176,6 +180,7 @@ impl App {
             metrics_addr.is_none(),
             reloader.clone(),
             emulator_addr,
+            draining,
         ));
         tasks.push(forget_idle_rate_limits(
             Arc::clone(&live),
@@ -212,6 +217,7 @@ impl App {
             gateway_addr,
             emulator_addr,
             https,
+            drain,
             stop,
             tasks,
         })
@@ -274,7 +280,40 @@ impl App {
         self.reloader.as_ref()
     }
 
-    /// Stop accepting, let in-flight requests finish (bounded), and wait for the servers.
+    /// Begin shutdown without stopping: `/readyz` answers 503 from now on, and the gateway
+    /// keeps serving while asking clients to leave (HTTP/1 responses carry
+    /// `Connection: close`, HTTP/2 connections are sent GOAWAY). [`App::shutdown`] then
+    /// stops; in between, load balancers have [`App::drain_period`] to stop sending traffic.
+    pub fn begin_drain(&self) {
+        if !self.drain.send_replace(true) {
+            self.metrics.set_draining();
+            tracing::info!(
+                drain = ?self.drain_period(),
+                "shutdown begun: /readyz answers 503, connections are asked to close"
+            );
+        }
+    }
+
+    /// Whether [`App::begin_drain`] has been called.
+    pub fn is_draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+
+    /// How long to keep serving between [`App::begin_drain`] and [`App::shutdown`]
+    /// (`limits.shutdown_drain`).
+    pub fn drain_period(&self) -> Duration {
+        self.live.current().settings.limits.shutdown_drain
+    }
+
+    /// [`App::begin_drain`], serve for [`App::drain_period`], then [`App::shutdown`].
+    pub async fn drain_and_shutdown(self) {
+        self.begin_drain();
+        tokio::time::sleep(self.drain_period()).await;
+        self.shutdown().await;
+    }
+
+    /// Stop accepting, close idle connections, let in-flight requests finish (bounded by
+    /// `limits.shutdown_deadline`), and wait for the servers.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
