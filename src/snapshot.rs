@@ -81,7 +81,10 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<(Snapshot, Option<Emulator>), BuildError> {
         let keys = active_first(&settings, keys);
-        let auth = authenticator(&settings)?;
+        let mut auth = authenticator(&settings)?;
+        if let Some(old) = previous.and_then(|previous| previous.auth.basic.as_ref()) {
+            auth.basic = auth.basic.take().map(|basic| basic.reusing_memory_of(old));
+        }
         let cache = token_cache(&settings, keys, previous, fixed);
         let origin = fixed.origin.clone();
         let metrics = &fixed.metrics;
