@@ -497,6 +497,47 @@ async fn too_many_requests_from_one_address_get_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn rate_limit_state_after_a_flood_of_distinct_addresses_returns_to_the_base() {
+    // Viewer addresses come from X-Forwarded-For (the test is the trusted proxy); each
+    // address's one request recovers within a millisecond.
+    let gateway = TestGateway::start_with(&config_with(
+        "trusted_proxies: [127.0.0.1]\nrate_limit:\n  per_address: {per_second: 1000, burst: 1}\n  max_keys: 200\n",
+    ))
+    .await;
+    let app = gateway.app();
+    let limiter = app.snapshot().authz.limiter().clone();
+    assert_eq!(limiter.keys(), 0);
+    let client = pooled_client();
+    let mut statuses = BTreeMap::new();
+    for i in 0..600u32 {
+        let viewer = IpAddr::from(std::net::Ipv4Addr::from(0xC633_6400 + i)).to_string();
+        let request = http::Request::get(gateway.url("/watch/intro"))
+            .header("x-forwarded-for", &viewer)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        *statuses.entry(response.status().as_u16()).or_insert(0) += 1;
+        assert!(limiter.keys() <= 200, "{} keys", limiter.keys());
+    }
+    assert!(
+        statuses.get(&302).copied().unwrap_or(0) >= 200,
+        "{statuses:?}"
+    );
+
+    wait_for("the limiter to forget the flood", async || {
+        let kept = app.forget_idle_rate_limits();
+        (kept == 0).then_some(()).ok_or(format!("{kept} keys kept"))
+    })
+    .await;
+    let scrape = scrape(&gateway.url("/metrics")).await;
+    assert_eq!(scrape.value("streamgate_rate_limit_keys", &[]), 0.0);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
 async fn too_many_requests_from_one_api_key_get_429_and_others_are_unaffected() {
     let gateway = TestGateway::start_with(&config_with(
         "rate_limit:\n  per_subject: {per_second: 1, burst: 2}\n",

@@ -184,6 +184,7 @@ impl App {
         ));
         tasks.push(forget_idle_rate_limits(
             Arc::clone(&live),
+            Arc::clone(&metrics),
             until_stopped(stopped.clone()),
         ));
         let (listener, gateway_addr) = listeners.gateway;
@@ -263,6 +264,12 @@ impl App {
     pub fn refused_connections(&self) -> u64 {
         self.refused_connections
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Forget the rate-limit state of callers whose limits have recovered now, as the
+    /// gateway does every 10 s; returns how many callers are still tracked.
+    pub fn forget_idle_rate_limits(&self) -> usize {
+        sweep_rate_limits(&self.live, &self.metrics)
     }
 
     /// The gateway's metrics.
@@ -402,9 +409,25 @@ async fn bind_all(
     })
 }
 
-/// Drop the rate-limit state of quiet callers once a minute, until `stop`.
+/// Forget the rate-limit state of callers whose limits have recovered; how many are kept
+/// (also reported as `streamgate_rate_limit_keys`).
+fn sweep_rate_limits(live: &Live<Snapshot>, metrics: &Metrics) -> usize {
+    let snapshot = live.current();
+    let limiter = snapshot.authz.limiter();
+    limiter.forget_idle();
+    let keys = limiter.keys();
+    metrics.set_rate_limit_keys(keys);
+    keys
+}
+
+/// How often the rate limiter forgets callers whose limits have recovered.
+const FORGET_IDLE_RATE_LIMITS_EVERY: Duration = Duration::from_secs(10);
+
+/// Drop the rate-limit state of quiet callers every [`FORGET_IDLE_RATE_LIMITS_EVERY`] and
+/// report how many are kept (`streamgate_rate_limit_keys`), until `stop`.
 fn forget_idle_rate_limits(
     live: Arc<Live<Snapshot>>,
+    metrics: Arc<Metrics>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -412,8 +435,13 @@ fn forget_idle_rate_limits(
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                () = tokio::time::sleep(Duration::from_secs(60)) => {
-                    live.current().authz.limiter().forget_idle();
+                () = tokio::time::sleep(FORGET_IDLE_RATE_LIMITS_EVERY) => {
+                    let (live, metrics) = (Arc::clone(&live), Arc::clone(&metrics));
+                    // Sweeping walks every key: keep it off the runtime's workers.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        sweep_rate_limits(&live, &metrics)
+                    })
+                    .await;
                 }
             }
         }

@@ -151,11 +151,28 @@ impl Default for RawLog {
 }
 
 /// Token-minting rate limits (off unless set).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     pub per_subject: Option<RawRate>,
     pub per_address: Option<RawRate>,
+    /// Callers tracked at once per limit.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self {
+            per_subject: None,
+            per_address: None,
+            max_keys: default_max_keys(),
+        }
+    }
+}
+
+fn default_max_keys() -> usize {
+    crate::authz::ratelimit::MAX_KEYS
 }
 
 /// A sustained rate with a burst allowance.

@@ -114,9 +114,13 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
     );
     let upstream = validate_upstream(&raw.upstream, check, base_dir);
     let limits = validate_limits(&raw.limits, check);
+    if raw.rate_limit.max_keys == 0 {
+        check.error(&[key("rate_limit"), key("max_keys")], "must be at least 1");
+    }
     let rate_limit = RateLimitSettings {
         per_subject: validate_rate(raw.rate_limit.per_subject, "per_subject", check),
         per_address: validate_rate(raw.rate_limit.per_address, "per_address", check),
+        max_keys: raw.rate_limit.max_keys,
     };
     if check.errors.is_empty() {
         warnings.extend(lint(&policy, &catalogue));
