@@ -309,6 +309,7 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
         demo_page: _,
         cors: _,
         token_api: _,
+        allow_empty_policy: _,
         warnings: _,
         // Fixed at start: listeners and what each connection is served with.
         listen,

@@ -61,6 +61,10 @@ pub struct RawConfig {
     pub cors: RawCors,
     #[serde(default)]
     pub token_api: RawTokenApi,
+    /// Let a live reload apply a file with no rules or no videos (refused otherwise, as the
+    /// likely sign of a truncated or half-written file).
+    #[serde(default)]
+    pub allow_empty_policy: bool,
 }
 
 fn default_true() -> bool {

@@ -159,6 +159,7 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
         demo_page: raw.demo_page,
         cors,
         token_api,
+        allow_empty_policy: raw.allow_empty_policy,
         warnings,
     }
 }
