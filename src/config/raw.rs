@@ -206,6 +206,9 @@ pub struct RawUpstream {
     pub response_timeout: HumanDuration,
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
+    /// Bytes per second a proxied body must bring, averaged over each `idle_timeout`.
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: u64,
     pub ca_file: Option<PathBuf>,
 }
 
@@ -215,6 +218,7 @@ impl Default for RawUpstream {
             connect_timeout: default_connect_timeout(),
             response_timeout: default_response_timeout(),
             idle_timeout: default_idle_timeout(),
+            min_body_rate: default_min_body_rate(),
             ca_file: None,
         }
     }
@@ -226,6 +230,10 @@ fn default_connect_timeout() -> HumanDuration {
 
 fn default_response_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(15))
+}
+
+fn default_min_body_rate() -> u64 {
+    1024
 }
 
 fn default_idle_timeout() -> HumanDuration {

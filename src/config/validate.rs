@@ -380,6 +380,7 @@ pub(super) fn validate_upstream(
         connect_timeout: raw.connect_timeout.0,
         response_timeout: raw.response_timeout.0,
         idle_timeout: raw.idle_timeout.0,
+        min_body_rate: raw.min_body_rate,
         ca_file: raw.ca_file.as_ref().map(|file| base_dir.join(file)),
     }
 }
