@@ -454,7 +454,10 @@ impl<H: Handler> ConnectionTask<H> {
                             .headers_mut()
                             .insert(CONNECTION, HeaderValue::from_static("close"));
                     }
-                    Ok::<_, Infallible>(response.map(|body| InFlightBody { body, in_flight }))
+                    Ok::<_, Infallible>(response.map(|body| InFlightBody {
+                        body,
+                        _in_flight: in_flight,
+                    }))
                 }
             })
         };
@@ -518,8 +521,8 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// A response body that keeps its connection busy until it is finished or dropped.
 struct InFlightBody {
     body: Body,
-    #[allow(dead_code)] // held for its Drop
-    in_flight: InFlight,
+    /// Held for its `Drop`.
+    _in_flight: InFlight,
 }
 
 impl hyper::body::Body for InFlightBody {
