@@ -285,9 +285,10 @@ impl Connection {
             return;
         }
         slot.flags.fetch_or(AWAITING_HEAD, Ordering::AcqRel);
-        let head_by = self
-            .table
-            .later(self.table.now(), self.table.header_read_timeout);
+        let now = self.table.now();
+        // Active again: not the first to be evicted while its request is on the way.
+        slot.idle_since.store(now, Ordering::Release);
+        let head_by = self.table.later(now, self.table.header_read_timeout);
         let _ = slot
             .deadline
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |deadline| {
@@ -475,6 +476,22 @@ mod tests {
         assert!(table.evict_oldest_idle());
         assert_eq!(young.close_reason(), Some(CloseReason::Evicted));
         assert!(!table.evict_oldest_idle(), "only the busy one is left");
+    }
+
+    #[test]
+    fn a_connection_starting_a_new_head_is_not_taken_for_the_oldest_idle_one() {
+        let table = table();
+        let older = table.open();
+        drop(older.request_started(false));
+        // Distinct instants, so that "oldest" is well defined.
+        std::thread::sleep(Duration::from_millis(2));
+        let newer = table.open();
+        drop(newer.request_started(false));
+        std::thread::sleep(Duration::from_millis(2));
+        older.bytes_read();
+        assert!(table.evict_oldest_idle());
+        assert_eq!(newer.close_reason(), Some(CloseReason::Evicted));
+        assert_eq!(older.close_reason(), None);
     }
 
     #[test]
