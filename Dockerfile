@@ -33,8 +33,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 
 # ── Runtime ─────────────────────────────────────────────────────────────────────────────
 # debian:bookworm-slim rather than gcr.io/distroless/cc-debian12: the same glibc as the build
-# stage, and it has /bin/sleep for the Kubernetes preStop hook and curl for HEALTHCHECK
-# (streamgate has no health subcommand, and distroless has neither). The price is a shell
+# stage, and it has curl for HEALTHCHECK (streamgate has no health subcommand, and
+# distroless has none). The price is a shell
 # and a few more packages in the image.
 FROM debian:bookworm-slim
 # ca-certificates: streamgate itself trusts its compiled-in webpki roots (plus `jwks_ca_file`

@@ -503,24 +503,31 @@ async fn fetch_location(
 // === the baseline server (c) ===
 
 /// Answer every request on `listener` with the gateway's redirect head and a fixed Location,
-/// served by hyper-util's auto builder: with its defaults for (c), with the gateway's own
-/// connection settings (`streamgate::http::server::ConnectionBuilder`) for (c').
+/// served by hyper-util's auto builder: with its defaults for (c), through the gateway's own
+/// accept loop and connection lifecycle (`streamgate::http::server::serve_with`) for (c').
 async fn serve_fixed_redirect(
     listener: TcpListener,
     location: HeaderValue,
     with_gateway_limits: bool,
 ) {
-    let gateway_limits = with_gateway_limits.then(ConnectionBuilder::new);
+    if with_gateway_limits {
+        let handler = Arc::new(FixedRedirect(location));
+        streamgate::http::server::serve_with(
+            listener,
+            handler,
+            ConnectionBuilder::new(),
+            std::future::pending(),
+        )
+        .await;
+        return;
+    }
     let defaults = auto::Builder::new(TokioExecutor::new());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let builder = match &gateway_limits {
-            Some(limits) => limits.for_connection(),
-            None => defaults.clone(),
-        };
+        let builder = defaults.clone();
         let location = location.clone();
         tokio::spawn(async move {
             let service = service_fn(move |_request| {
@@ -531,6 +538,19 @@ async fn serve_fixed_redirect(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// (c') as a gateway [`streamgate::http::server::Handler`].
+struct FixedRedirect(HeaderValue);
+
+impl streamgate::http::server::Handler for FixedRedirect {
+    async fn handle(
+        &self,
+        _req: http::Request<hyper::body::Incoming>,
+        _peer: SocketAddr,
+    ) -> Response<streamgate::Body> {
+        fixed_redirect(self.0.clone()).map(|_| streamgate::Body::empty())
     }
 }
 

@@ -35,6 +35,9 @@
 //! | `streamgate_connections_refused_total` | counter | |
 //! | `streamgate_rate_limited_total` | counter | |
 //! | `streamgate_log_lines_dropped_total` | counter | |
+//! | `streamgate_connections_closed_total` | counter | `reason` (`header_timeout`, `idle_timeout`, `evicted`) |
+//! | `streamgate_rate_limit_keys` | gauge | |
+//! | `streamgate_draining` | gauge | |
 //!
 //! Series labelled by request (`route`/`status`, and `rule` other than `""`) appear once they
 //! are first non-zero, as a prometheus-client `Family` would add them; the small fixed label
@@ -205,6 +208,36 @@ impl UpstreamErrorKind {
 }
 
 const UPSTREAM_KINDS: usize = UpstreamErrorKind::ALL.len();
+
+/// Why the server closed a client connection; the `reason` label of
+/// `streamgate_connections_closed_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectionClose {
+    /// No complete request head within `limits.header_read_timeout`.
+    HeaderTimeout,
+    /// Idle (nothing in flight) for `limits.idle_timeout`.
+    IdleTimeout,
+    /// Idle, and closed to admit a new connection at `limits.max_connections`.
+    Evicted,
+}
+
+impl ConnectionClose {
+    /// Every reason, in slot order.
+    pub const ALL: [ConnectionClose; 3] = [
+        ConnectionClose::HeaderTimeout,
+        ConnectionClose::IdleTimeout,
+        ConnectionClose::Evicted,
+    ];
+
+    /// The `reason` label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            ConnectionClose::HeaderTimeout => "header_timeout",
+            ConnectionClose::IdleTimeout => "idle_timeout",
+            ConnectionClose::Evicted => "evicted",
+        }
+    }
+}
 
 /// The token cache's figures, read at scrape time from [`Metrics::set_cache_source`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -403,6 +436,9 @@ struct Cold {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     config_generation: AtomicU64,
+    connections_closed: [AtomicU64; ConnectionClose::ALL.len()],
+    rate_limit_keys: AtomicU64,
+    draining: AtomicU64,
 }
 
 /// The gateway's metrics. See the [module documentation](self) for the names and design.
@@ -605,6 +641,24 @@ impl Metrics {
         self.shard().connections_refused.fetch_add(1, RELAXED);
     }
 
+    /// The server closed a client connection: `streamgate_connections_closed_total{reason}`.
+    pub fn connection_closed_by_server(&self, reason: ConnectionClose) {
+        self.cold.connections_closed[reason as usize].fetch_add(1, RELAXED);
+    }
+
+    /// How many callers the rate limiter keeps state for: `streamgate_rate_limit_keys`.
+    pub fn set_rate_limit_keys(&self, keys: usize) {
+        self.cold
+            .rate_limit_keys
+            .store(u64::try_from(keys).unwrap_or(u64::MAX), RELAXED);
+    }
+
+    /// Shutdown has begun (`streamgate_draining` 1): `/readyz` answers 503 and connections
+    /// are being closed.
+    pub fn set_draining(&self) {
+        self.cold.draining.store(1, RELAXED);
+    }
+
     /// A request refused by the rate limiter: `streamgate_rate_limited_total`.
     pub fn rate_limited(&self) {
         self.shard().rate_limited.fetch_add(1, RELAXED);
@@ -645,6 +699,11 @@ impl Metrics {
             open_connections: 0,
             connections_refused: 0,
             rate_limited: 0,
+            connections_closed: std::array::from_fn(|i| {
+                self.cold.connections_closed[i].load(RELAXED)
+            }),
+            rate_limit_keys: self.cold.rate_limit_keys.load(RELAXED),
+            draining: self.cold.draining.load(RELAXED),
         };
         for shard in &self.shards {
             add_all(
@@ -771,6 +830,9 @@ struct Snapshot {
     open_connections: i64,
     connections_refused: u64,
     rate_limited: u64,
+    connections_closed: [u64; ConnectionClose::ALL.len()],
+    rate_limit_keys: u64,
+    draining: u64,
 }
 
 fn counter(metric: &mut MetricEncoder, value: u64) -> fmt::Result {
@@ -946,6 +1008,30 @@ impl Collector for Snapshot {
             "streamgate_log_lines_dropped",
             "Log lines dropped because the log writer could not keep up.",
             crate::log_writer::dropped_lines(),
+        )?;
+        let mut metric = e.encode_descriptor(
+            "streamgate_connections_closed",
+            "Client connections the server closed, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, &value) in ConnectionClose::ALL.iter().zip(&self.connections_closed) {
+            counter(
+                &mut metric.encode_family(&[("reason", reason.label())])?,
+                value,
+            )?;
+        }
+        lone_gauge(
+            e,
+            "streamgate_rate_limit_keys",
+            "Callers (addresses and subjects) the rate limiter keeps state for.",
+            i64::try_from(self.rate_limit_keys).unwrap_or(i64::MAX),
+        )?;
+        lone_gauge(
+            e,
+            "streamgate_draining",
+            "1 once shutdown has begun.",
+            i64::try_from(self.draining).unwrap_or(i64::MAX),
         )
     }
 }

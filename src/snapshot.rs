@@ -81,7 +81,10 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<(Snapshot, Option<Emulator>), BuildError> {
         let keys = active_first(&settings, keys);
-        let auth = authenticator(&settings)?;
+        let mut auth = authenticator(&settings)?;
+        if let Some(old) = previous.and_then(|previous| previous.auth.basic.as_ref()) {
+            auth.basic = auth.basic.take().map(|basic| basic.reusing_memory_of(old));
+        }
         let cache = token_cache(&settings, keys, previous, fixed);
         let origin = fixed.origin.clone();
         let metrics = &fixed.metrics;
@@ -306,6 +309,7 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
         demo_page: _,
         cors: _,
         token_api: _,
+        allow_empty_policy: _,
         warnings: _,
         // Fixed at start: listeners and what each connection is served with.
         listen,
@@ -326,9 +330,11 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
     check(*metrics_listen != old.metrics_listen, "metrics_listen");
     let crate::http::server::Limits {
         header_read_timeout,
+        idle_timeout,
         max_header_bytes,
         h2_max_concurrent_streams,
         max_connections,
+        shutdown_drain,
         shutdown_deadline,
         tls_handshake_timeout,
     } = limits;
@@ -337,6 +343,7 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
         *header_read_timeout != was.header_read_timeout,
         "limits.header_read_timeout",
     );
+    check(*idle_timeout != was.idle_timeout, "limits.idle_timeout");
     check(
         *max_header_bytes != was.max_header_bytes,
         "limits.max_header_bytes",
@@ -348,6 +355,10 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
     check(
         *max_connections != was.max_connections,
         "limits.max_connections",
+    );
+    check(
+        *shutdown_drain != was.shutdown_drain,
+        "limits.shutdown_drain",
     );
     check(
         *shutdown_deadline != was.shutdown_deadline,

@@ -502,10 +502,15 @@ impl Running {
     }
 }
 
+/// [`gateway_config`] for a `serve` that stops at once on SIGTERM (no drain period).
+fn undrained_config() -> String {
+    format!("{}limits:\n  shutdown_drain: 0s\n", gateway_config())
+}
+
 #[tokio::test]
 async fn serve_prints_its_address_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), "config.yaml", &gateway_config());
+    let path = write_config(dir.path(), "config.yaml", &undrained_config());
     let args = ["--config", &path, "serve", "--listen", "127.0.0.1:0"];
     let serve = Running::spawn(&args, "warn", Stdio::null());
     let origin = serve.line_after("streamgate listening on ");
@@ -528,7 +533,7 @@ async fn serve_prints_its_address_serves_and_stops_on_sigterm() {
 #[tokio::test]
 async fn logs_never_contain_tokens_or_api_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), "config.yaml", &gateway_config());
+    let path = write_config(dir.path(), "config.yaml", &undrained_config());
     let log_path = dir.path().join("stderr.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let args = ["--config", &path, "serve", "--listen", "127.0.0.1:0"];
@@ -707,7 +712,7 @@ fn proxy_config_for(origin: &str, shutdown_deadline: &str) -> String {
     let config = gateway_config();
     assert!(config.contains(emulator), "the default config has changed");
     format!(
-        "{}mode: proxy\nlimits:\n  shutdown_deadline: {shutdown_deadline}\n",
+        "{}mode: proxy\nlimits:\n  shutdown_drain: 0s\n  shutdown_deadline: {shutdown_deadline}\n",
         config.replace(emulator, &format!("stream:\n  origin: {origin}\n"))
     )
 }
@@ -964,4 +969,132 @@ fn inspect_reports_valid_expired_tampered_and_malformed_tokens() {
         assert_eq!(code, Some(1));
         assert!(err.contains(reason), "{input}: {err}");
     }
+}
+
+// === draining on SIGTERM ===
+
+/// What one looping client saw.
+#[derive(Debug, Default)]
+struct Tally {
+    answered: u64,
+    /// Answers received after the test saw the drain begin.
+    after_drain: u64,
+    /// Answers carrying `Connection: close`.
+    told_to_close: u64,
+    failures: Vec<String>,
+}
+
+/// GET `url` through `client` in a loop until `stop` (bounded in count and time), tallying
+/// every answer and failure in `tally`.
+async fn keep_asking(
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    url: String,
+    drained: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    tally: std::sync::Arc<std::sync::Mutex<Tally>>,
+) {
+    let started = std::time::Instant::now();
+    for _ in 0..100_000 {
+        if *stop.borrow() || started.elapsed() > Duration::from_secs(60) {
+            return;
+        }
+        let answer = try_get(&client, &url).await;
+        let mut tally = tally.lock().unwrap();
+        match answer {
+            Ok(response) if response.status.as_u16() == 302 => {
+                tally.answered += 1;
+                if *drained.borrow() {
+                    tally.after_drain += 1;
+                }
+                if response.header("connection") == Some("close") {
+                    tally.told_to_close += 1;
+                }
+            }
+            Ok(response) => tally.failures.push(format!("status {}", response.status)),
+            Err(error) => tally.failures.push(error),
+        }
+    }
+}
+
+#[tokio::test]
+async fn on_sigterm_keep_alive_clients_lose_no_request_while_the_gateway_drains() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("{}limits:\n  shutdown_drain: 3s\n", gateway_config());
+    let path = write_config(dir.path(), "config.yaml", &yaml);
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let args = ["--config", &path, "serve", "--listen", "127.0.0.1:0"];
+    let serve = Running::spawn(&args, "warn", Stdio::from(log));
+    let origin = serve.line_after("streamgate listening on ");
+    let url = format!("{origin}/watch/intro");
+
+    // Three HTTP/1.1 clients and one HTTP/2 client, each reusing its connections.
+    let (drained_tx, drained) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut clients = Vec::new();
+    for http2 in [false, false, false, true] {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(http2)
+                .build_http();
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let task = tokio::spawn(keep_asking(
+            client,
+            url.clone(),
+            drained.clone(),
+            stop.clone(),
+            Arc::clone(&tally),
+        ));
+        clients.push((http2, tally, task));
+    }
+    let each = |done: fn(&Tally, bool) -> bool| {
+        clients
+            .iter()
+            .all(|(http2, tally, _)| done(&tally.lock().unwrap(), *http2))
+    };
+    wait_for("every client to be served", async || {
+        each(|tally, _| tally.answered >= 5)
+    })
+    .await;
+
+    serve.sigterm();
+    serve
+        .wait_for_line("draining for 3s", Duration::from_secs(10))
+        .await;
+    drained_tx.send(true).unwrap();
+    // Taken out of rotation at once, while still serving.
+    let ready = get(&format!("{origin}/readyz")).await;
+    assert_eq!(ready.status.as_u16(), 503, "{}", ready.text());
+    let detail: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(detail["draining"], true);
+    assert_eq!(get(&format!("{origin}/healthz")).await.status.as_u16(), 200);
+
+    // Clients keep going through the drain; HTTP/1.1 answers tell them to close, so they
+    // move to new connections (HTTP/2 ones get GOAWAY) without losing a request.
+    wait_for("every client to be served through the drain", async || {
+        each(|tally, http2| tally.after_drain >= 10 && (http2 || tally.told_to_close >= 1))
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    for (http2, tally, task) in clients {
+        tokio::time::timeout(REQUEST_TIMEOUT, task)
+            .await
+            .expect("the client loop ends")
+            .unwrap();
+        let tally = tally.lock().unwrap();
+        assert!(
+            tally.failures.is_empty(),
+            "HTTP/{} client lost requests: {:?} ({} answered)",
+            if http2 { "2" } else { "1.1" },
+            tally.failures,
+            tally.answered
+        );
+    }
+
+    let status = serve.exit_within(Duration::from_secs(15)).await;
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(status.success(), "{status}: {stderr}");
 }

@@ -332,61 +332,48 @@ async fn a_slow_request_head_is_cut_off_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
-async fn connections_over_the_cap_are_closed_on_accept_and_counted() {
+async fn at_the_cap_the_oldest_idle_connection_is_evicted_for_a_new_one() {
     let gateway = TestGateway::start_with(&config_with("limits:\n  max_connections: 2\n")).await;
     let addr = addr_of(&gateway);
 
-    // Two keep-alive connections, each served once so the gateway surely holds them.
+    // Two keep-alive connections, each served once so the gateway surely holds them; the
+    // first has been idle longer.
     let mut first = TcpStream::connect(addr).await.unwrap();
     let mut second = TcpStream::connect(addr).await.unwrap();
     assert_eq!(get_on(&mut first, "/healthz").await.status, 200);
     assert_eq!(get_on(&mut second, "/healthz").await.status, 200);
-    assert_eq!(gateway.app().refused_connections(), 0);
 
-    // A third is closed at once, without a response.
+    // A third is served, and the first is closed to make room for it.
     let mut third = TcpStream::connect(addr).await.unwrap();
-    let received = read_until_closed(&mut third, Duration::from_secs(5))
+    assert_eq!(get_on(&mut third, "/healthz").await.status, 200);
+    let received = read_until_closed(&mut first, Duration::from_secs(5))
         .await
-        .expect("a connection over the cap is closed at once");
+        .expect("the oldest idle connection is closed");
     assert!(
         received.is_empty(),
-        "no response over the cap: {}",
+        "{}",
         String::from_utf8_lossy(&received)
     );
-    assert_eq!(gateway.app().refused_connections(), 1);
+    assert_eq!(gateway.app().refused_connections(), 0);
 
-    // The held connections still work; the refusal is in the metrics.
-    let metrics = get_on(&mut first, "/metrics").await;
+    // The others still work; the eviction is in the metrics.
+    let metrics = get_on(&mut second, "/metrics").await;
     assert_eq!(metrics.status, 200);
     let scrape = Scrape::new(String::from_utf8(metrics.body).unwrap());
     assert_eq!(
-        scrape.value("streamgate_connections_refused_total", &[]),
+        scrape.value(
+            "streamgate_connections_closed_total",
+            &[("reason", "evicted")]
+        ),
         1.0
     );
-    assert_eq!(scrape.value("streamgate_open_connections", &[]), 2.0);
-
-    // Once one closes and the gateway has seen it (its slot is free before the close is
-    // counted), a new connection is served.
-    drop(second);
-    wait_for("the gateway to count the closed connection", async || {
-        open_connections(gateway.app().metrics()) == 1.0
-    })
-    .await;
-    let mut fresh = TcpStream::connect(addr).await.unwrap();
-    let request = b"GET /healthz HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n";
-    let _ = fresh.write_all(request).await;
-    let answer = read_until_closed(&mut fresh, REQUEST_TIMEOUT)
-        .await
-        .expect("an answer in time");
     assert_eq!(
-        raw_status(&answer),
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer)
+        scrape.value("streamgate_connections_refused_total", &[]),
+        0.0
     );
-    assert_eq!(gateway.app().refused_connections(), 1);
-    assert_eq!(get_on(&mut first, "/healthz").await.status, 200);
-    drop(first);
+    assert_eq!(scrape.value("streamgate_open_connections", &[]), 2.0);
+    assert_eq!(get_on(&mut third, "/healthz").await.status, 200);
+    drop((second, third));
     gateway.shutdown().await;
 }
 
@@ -506,6 +493,47 @@ async fn too_many_requests_from_one_address_get_429_with_retry_after() {
         scrape.value("streamgate_rate_limited_total", &[]),
         scrape.requests("watch", "429")
     );
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_state_after_a_flood_of_distinct_addresses_returns_to_the_base() {
+    // Viewer addresses come from X-Forwarded-For (the test is the trusted proxy); each
+    // address's one request recovers within a millisecond.
+    let gateway = TestGateway::start_with(&config_with(
+        "trusted_proxies: [127.0.0.1]\nrate_limit:\n  per_address: {per_second: 1000, burst: 1}\n  max_keys: 200\n",
+    ))
+    .await;
+    let app = gateway.app();
+    let limiter = app.snapshot().authz.limiter().clone();
+    assert_eq!(limiter.keys(), 0);
+    let client = pooled_client();
+    let mut statuses = BTreeMap::new();
+    for i in 0..600u32 {
+        let viewer = IpAddr::from(std::net::Ipv4Addr::from(0xC633_6400 + i)).to_string();
+        let request = http::Request::get(gateway.url("/watch/intro"))
+            .header("x-forwarded-for", &viewer)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        *statuses.entry(response.status().as_u16()).or_insert(0) += 1;
+        assert!(limiter.keys() <= 200, "{} keys", limiter.keys());
+    }
+    assert!(
+        statuses.get(&302).copied().unwrap_or(0) >= 200,
+        "{statuses:?}"
+    );
+
+    wait_for("the limiter to forget the flood", async || {
+        let kept = app.forget_idle_rate_limits();
+        (kept == 0).then_some(()).ok_or(format!("{kept} keys kept"))
+    })
+    .await;
+    let scrape = scrape(&gateway.url("/metrics")).await;
+    assert_eq!(scrape.value("streamgate_rate_limit_keys", &[]), 0.0);
     gateway.shutdown().await;
 }
 

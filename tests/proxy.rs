@@ -277,6 +277,7 @@ struct UpstreamState {
 /// | `stall` | 200, declares [`PROMISED_BYTES`], sends 4 KiB, then nothing |
 /// | `reset` | 200, declares [`PROMISED_BYTES`], sends 64 KiB, then drops the connection |
 /// | `reset-chunked` | the same, chunked: no length declared |
+/// | `drip` | 200, chunked, one byte every 100 ms (for at most a minute) |
 /// | `fail` | 500 |
 /// | `refuse-once` | 401 the first time, then 200 |
 /// | `refuse-always` | 403 `blocked by rule on 'ip.src'` |
@@ -451,6 +452,18 @@ impl ScriptedUpstream {
                     .expect("room for the error");
                 let declared = (file == "reset").then_some(PROMISED_BYTES as u64);
                 streamed(rx, declared)
+            }
+            "drip" => {
+                let (tx, rx) = mpsc::channel(1);
+                tokio::spawn(async move {
+                    for _ in 0..600 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if tx.send(Ok(Bytes::from_static(b"d"))).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                streamed(rx, None)
             }
             "fail" => plain(500, "upstream exploded"),
             "refuse-once" if attempt == 1 => plain(401, "token expired"),
@@ -1419,5 +1432,171 @@ async fn a_token_refused_twice_is_a_403_with_the_origin_reason() {
         "the refusal",
     );
     rig.assert_still_serving("a refused token").await;
+    rig.shutdown().await;
+}
+
+// === broken bodies are visible; the deadline model ===
+
+/// Every log line of this test binary, as JSON objects, from the first call on.
+fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    Arc::clone(LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || LogSink(Arc::clone(&sink)))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("nothing else in this binary sets a global subscriber");
+        buffer
+    }))
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured log lines (JSON) that mention request `id`.
+fn lines_for(logs: &Mutex<Vec<u8>>, id: &str) -> Vec<Value> {
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["request_id"] == id)
+        .collect()
+}
+
+fn upstream_body_errors(gateway: &TestGateway) -> f64 {
+    gateway
+        .app()
+        .metrics()
+        .encode()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("streamgate_upstream_errors_total{kind=\"body\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_broken_upstream_body_is_counted_logged_with_its_request_id_and_marked_truncated() {
+    let logs = capture_logs();
+    let rig = Rig::start(SHORT_TIMEOUTS).await;
+    let pid = std::process::id();
+    let mut ids = Vec::new();
+    for file in ["stall", "reset", "reset-chunked"] {
+        let id = format!("broken-{file}-{pid}");
+        let opened = open(
+            Method::GET,
+            &rig.gateway.url(&format!("/watch/intro/{file}")),
+            &[("x-request-id", &id)],
+        )
+        .await;
+        assert_eq!(opened.status.as_u16(), 200, "{file}: the response starts");
+        let drained = drain(opened.body, Duration::from_secs(30), |_| {}).await;
+        assert!(drained.error.is_some(), "{file}: {drained:?}");
+        ids.push((file, id));
+    }
+    let whole = format!("whole-{pid}");
+    let response = get_with(
+        &rig.gateway.url("/watch/intro/ok"),
+        &[("x-request-id", &whole)],
+    )
+    .await;
+    assert_eq!(response.text(), "ok");
+
+    wait_for("each broken body to be counted", async || {
+        upstream_body_errors(&rig.gateway) == 3.0
+    })
+    .await;
+    for (file, id) in &ids {
+        let lines = wait_for("the broken body's log lines", async || {
+            let lines = lines_for(&logs, id);
+            (lines.len() >= 2).then_some(lines)
+        })
+        .await;
+        let warning = lines
+            .iter()
+            .find(|line| line["level"] == "WARN")
+            .unwrap_or_else(|| panic!("{file}: no warning with the request id: {lines:?}"));
+        assert!(
+            warning["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("truncated")),
+            "{warning}"
+        );
+        let access = lines
+            .iter()
+            .find(|line| line["target"] == "streamgate::access")
+            .unwrap_or_else(|| panic!("{file}: no access line: {lines:?}"));
+        assert_eq!(access["fields"]["status"], 200, "{access}");
+        assert_eq!(access["fields"]["body"], "truncated", "{file}: {access}");
+        assert_eq!(access["fields"]["truncated"], true, "{access}");
+    }
+    let access = wait_for("the whole body's access line", async || {
+        lines_for(&logs, &whole)
+            .into_iter()
+            .find(|line| line["target"] == "streamgate::access")
+    })
+    .await;
+    assert_eq!(access["fields"]["body"], "complete", "{access}");
+    assert_eq!(access["fields"]["truncated"], false, "{access}");
+    assert_eq!(access["fields"]["body_bytes"], 2, "{access}");
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_proxied_request_slower_than_request_timeout_is_answered_at_request_timeout() {
+    // The upstream would be given 10 s for its head; the request as a whole has 1 s.
+    let rig =
+        Rig::start("upstream:\n  response_timeout: 10s\nlimits:\n  request_timeout: 1s\n").await;
+    let started = Instant::now();
+    let response = get(&rig.gateway.url("/watch/intro/silent")).await;
+    let elapsed = started.elapsed();
+    assert_error(&response, 503, "took longer than 1s");
+    assert!(response.header("retry-after").is_some());
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}"
+    );
+    rig.assert_still_serving("a slow upstream head").await;
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_drip_origin_is_cut_at_the_minimum_body_rate() {
+    // One byte every 100 ms is never idle for a second, but is under 100 bytes/s.
+    let rig = Rig::start("upstream:\n  idle_timeout: 1s\n  min_body_rate: 100\n").await;
+    let opened = open(Method::GET, &rig.gateway.url("/watch/intro/drip"), &[]).await;
+    assert_eq!(opened.status.as_u16(), 200, "the response starts");
+    let drained = drain(opened.body, Duration::from_secs(30), |_| {}).await;
+    assert!(drained.error.is_some(), "a cut body: {drained:?}");
+    assert!(drained.bytes < 100, "{drained:?}");
+    assert!(
+        drained.elapsed < Duration::from_secs(5),
+        "cut after {:?}",
+        drained.elapsed
+    );
+    wait_for("the cut body to be counted", async || {
+        upstream_body_errors(&rig.gateway) == 1.0
+    })
+    .await;
+    rig.assert_still_serving("a slow-drip upstream").await;
     rig.shutdown().await;
 }

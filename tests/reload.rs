@@ -982,10 +982,11 @@ async fn an_invalid_reload_is_visible_in_status_and_fixed_by_the_next_valid_writ
     assert_eq!(
         ReloadStatus {
             checks: status.checks,
+            writes_in_progress: status.writes_in_progress,
             ..now
         },
         status,
-        "only the look at the file is new"
+        "only the look at the file (and its write) is new"
     );
 
     let fixed = before.flipped();
@@ -1001,6 +1002,7 @@ async fn an_invalid_reload_is_visible_in_status_and_fixed_by_the_next_valid_writ
             last_error: None,
             needs_restart: Vec::new(),
             checks: status.checks,
+            writes_in_progress: status.writes_in_progress,
         }
     );
     assert!(status.checks >= 3, "each write was looked at: {status:?}");
@@ -1063,5 +1065,85 @@ async fn a_change_between_load_and_start_is_applied_by_the_next_save() {
             running.serves(&after).await
         })
         .await;
+    running.shutdown().await;
+}
+
+// === 6. half-written and emptied files ===
+
+#[tokio::test]
+async fn a_paused_in_place_write_is_applied_only_whole() {
+    use std::io::Write as _;
+    let before = Config::default();
+    let running = Running::start(&before).await;
+    let after = before.flipped();
+    let whole = after.yaml();
+    // Cut before the rule's `ttl:`: the first half is a valid file of its own (the rule with
+    // the default 1 h ttl), so applying it would be visible.
+    let cut = whole.find("    ttl: ").expect("the rule has a ttl");
+    let (first, rest) = whole.split_at(cut);
+    let seen = running.status();
+
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&running.path)
+        .expect("opening the configuration in place");
+    file.write_all(first.as_bytes()).unwrap();
+    file.flush().unwrap();
+    running
+        .wait("the watcher to see the write in progress", async || {
+            running.status().writes_in_progress > seen.writes_in_progress
+        })
+        .await;
+    // The writer pauses, as an editor did for 0.25–0.4 s, longer than the watcher's 200 ms
+    // debounce: the pause itself is what this test is about.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = running.status();
+    assert_eq!(status.generation, 1, "half a file was applied: {status:?}");
+    assert_eq!(status.checks, seen.checks, "{status:?}");
+    assert!(running.serves(&before).await);
+
+    file.write_all(rest.as_bytes()).unwrap();
+    drop(file);
+    running.wait_for_generation(2).await;
+    assert!(running.serves(&after).await);
+    assert_eq!(running.status().reloads_failed, 0);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_that_drops_every_rule_is_refused_unless_the_file_says_so() {
+    let before = Config::default();
+    let running = Running::start(&before).await;
+    let rules = before.yaml().find("rules:\n").expect("the file has rules");
+    let emptied = format!("{}rules: []\n", &before.yaml()[..rules]);
+
+    let checks = running.status().checks;
+    write_config(&running.path, &emptied, Style::Rename);
+    running.wait_for_check_after(checks).await;
+    let status = running.status();
+    assert_eq!(status.generation, 1, "{status:?}");
+    let error = status.last_error.expect("the refusal is reported");
+    assert!(
+        error.contains("no rules") && error.contains("allow_empty_policy: true"),
+        "{error}"
+    );
+    let ready: Value = serde_json::from_str(&get(&running.url("/readyz")).await.text()).unwrap();
+    assert!(
+        ready["reload"]["last_error"]
+            .as_str()
+            .is_some_and(|shown| shown.contains("no rules")),
+        "{ready}"
+    );
+    assert!(running.serves(&before).await, "the old rules keep serving");
+
+    // Said on purpose: applied, and viewers are refused.
+    write_config(
+        &running.path,
+        &format!("{emptied}allow_empty_policy: true\n"),
+        Style::Rename,
+    );
+    running.wait_for_generation(2).await;
+    assert_ne!(get(&running.url("/watch/intro")).await.status.as_u16(), 302);
     running.shutdown().await;
 }

@@ -68,7 +68,7 @@ async fn keep_alive_requests_each_get_a_fresh_header_deadline() {
     let connected = Instant::now();
     // A deadline armed when the connection opened would have fired by then, however late the
     // coarse header timer fires it.
-    let outlived = header_read_timeout + streamgate::http::header_timer::TICK;
+    let outlived = header_read_timeout + streamgate::http::connections::TICK;
     // The idle time between requests is what this test is about (not a wait for an event):
     // each pause is well within one deadline, and together they outlast one.
     let pause = Duration::from_millis(600);

@@ -15,7 +15,8 @@ use hyper::body::Incoming;
 use crate::Body;
 use crate::app::live::Live;
 use crate::app::reload::Reloader;
-use crate::error::json_response;
+use crate::body::BodyEnd;
+use crate::error::{Audience, RequestError, json_response, prefers_html};
 use crate::gateway;
 use crate::http::client_addr::client_address;
 use crate::http::server::Handler;
@@ -35,6 +36,8 @@ pub struct Edge {
     ids: RequestIds,
     /// Where the in-process emulator listens, checked by `/readyz`.
     emulator: Option<SocketAddr>,
+    /// True once shutdown has begun: `/readyz` answers 503.
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Edge {
@@ -44,6 +47,7 @@ impl Edge {
         serve_metrics: bool,
         reloader: Option<Arc<Reloader>>,
         emulator: Option<SocketAddr>,
+        draining: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             live,
@@ -52,11 +56,13 @@ impl Edge {
             reloader,
             ids: RequestIds::default(),
             emulator,
+            draining,
         }
     }
 
-    /// `/readyz`: 200 when the policy is loaded, a signing key is usable and the Stream
-    /// emulator (when in-process) answers; 503 otherwise. JSON detail either way.
+    /// `/readyz`: 200 when the policy is loaded, a signing key is usable, the Stream
+    /// emulator (when in-process) answers and shutdown has not begun; 503 otherwise. JSON
+    /// detail either way.
     async fn readiness(&self, snapshot: &Snapshot) -> Response<Body> {
         let settings = &snapshot.settings;
         let signer = snapshot.cache.signer();
@@ -70,9 +76,11 @@ impl Edge {
             ),
         };
         let status = self.reloader.as_ref().map(|r| r.status());
-        let ready = key_ok && emulator_ok != Some(false);
+        let draining = *self.draining.borrow();
+        let ready = key_ok && emulator_ok != Some(false) && !draining;
         let body = serde_json::json!({
             "ready": ready,
+            "draining": draining,
             "policy": {
                 "rules": settings.policy.rules().len(),
                 "videos": settings.catalogue.len(),
@@ -116,7 +124,22 @@ impl Handler for Edge {
         let mut response = match matched.route {
             Ok(Route::Ready) => self.readiness(&snapshot).await,
             Ok(Route::Metrics) if self.serve_metrics => metrics_response(&self.metrics),
-            route => gateway::serve(&snapshot, &mut ctx, route, &head, body).await,
+            route => {
+                // The deadline model: every route has `request_timeout` to produce its
+                // response head (proxied ones included: the upstream's own
+                // `response_timeout` can only be shorter); a proxied body is then bounded by
+                // the upstream's idle timeout and minimum rate (see `proxy::idle`).
+                let timeout = settings.request_timeout;
+                let served = gateway::serve(&snapshot, &mut ctx, route, &head, body);
+                match tokio::time::timeout(timeout, served).await {
+                    Ok(response) => response,
+                    Err(_) => RequestError::Timeout(timeout).render(&Audience {
+                        html: prefers_html(&head.headers),
+                        challenges: &snapshot.challenges,
+                        login: None,
+                    }),
+                }
+            }
         };
         let status = response.status().as_u16();
         let latency = started.elapsed();
@@ -125,37 +148,90 @@ impl Handler for Edge {
             self.metrics.decision(decision, ctx.verdict.rule_index);
         }
         if ctx.logged {
-            access_log(&snapshot, &ctx, &head, status, latency);
+            let line = AccessLine::new(&snapshot, &ctx, &head, status, latency);
+            if response.body().is_stream() {
+                // A streamed body may still break off: the line is written when it ends.
+                response = response.map(|body| {
+                    body.on_end(move |end, bytes| {
+                        line.write(end.label(), Some(bytes), started.elapsed());
+                    })
+                });
+            } else {
+                line.write(BodyEnd::Complete.label(), None, latency);
+            }
         }
         response.headers_mut().insert(REQUEST_ID, ctx.id);
         response
     }
 }
 
-/// One access-log line, from the context alone.
-fn access_log(snapshot: &Snapshot, ctx: &Context, head: &Parts, status: u16, latency: Duration) {
-    let rules = snapshot.authz.policy().rules();
-    let rule = ctx
-        .verdict
-        .rule_index
-        .and_then(|index| rules.get(index))
-        .map_or("", |rule| &*rule.name);
-    let subject = ctx.identity.principal().map(|p| p.label());
-    tracing::info!(
-        target: "streamgate::access",
-        request_id = ctx.id.to_str().unwrap_or(""),
-        method = %head.method,
-        path = %head.uri.path(),
-        status,
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        peer = %ctx.peer.ip(),
-        client = %ctx.client,
-        video = ctx.verdict.video.as_deref().unwrap_or(""),
-        subject = subject.as_deref().unwrap_or(""),
-        decision = ctx.verdict.decision.map_or("", |d| d.label()),
-        rule,
-        "request"
-    );
+/// One access-log line, from the context alone; written once the response has ended.
+struct AccessLine {
+    request_id: String,
+    method: http::Method,
+    path: String,
+    status: u16,
+    latency: Duration,
+    peer: std::net::IpAddr,
+    client: std::net::IpAddr,
+    video: Option<Arc<str>>,
+    subject: Option<String>,
+    decision: &'static str,
+    rule: Option<Arc<str>>,
+}
+
+impl AccessLine {
+    fn new(
+        snapshot: &Snapshot,
+        ctx: &Context,
+        head: &Parts,
+        status: u16,
+        latency: Duration,
+    ) -> Self {
+        let rules = snapshot.authz.policy().rules();
+        Self {
+            request_id: ctx.id.to_str().unwrap_or("").to_string(),
+            method: head.method.clone(),
+            path: head.uri.path().to_string(),
+            status,
+            latency,
+            peer: ctx.peer.ip(),
+            client: ctx.client,
+            video: ctx.verdict.video.clone(),
+            subject: ctx.identity.principal().map(|p| p.label()),
+            decision: ctx.verdict.decision.map_or("", |d| d.label()),
+            rule: ctx
+                .verdict
+                .rule_index
+                .and_then(|index| rules.get(index))
+                .map(|rule| Arc::clone(&rule.name)),
+        }
+    }
+
+    /// Write the line: `body` is how the body ended (`complete`, `truncated` when an upstream
+    /// body broke off, `abandoned` when the viewer went away), `body_bytes` what a streamed
+    /// body carried, `duration` until the body ended.
+    fn write(self, body: &'static str, body_bytes: Option<u64>, duration: Duration) {
+        tracing::info!(
+            target: "streamgate::access",
+            request_id = self.request_id,
+            method = %self.method,
+            path = self.path,
+            status = self.status,
+            latency_ms = self.latency.as_secs_f64() * 1000.0,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            body,
+            body_bytes,
+            truncated = body == "truncated",
+            peer = %self.peer,
+            client = %self.client,
+            video = self.video.as_deref().unwrap_or(""),
+            subject = self.subject.as_deref().unwrap_or(""),
+            decision = self.decision,
+            rule = self.rule.as_deref().unwrap_or(""),
+            "request"
+        );
+    }
 }
 
 /// `GET /metrics` in the Prometheus/OpenMetrics text format.

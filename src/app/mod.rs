@@ -54,6 +54,8 @@ pub struct App {
     gateway_addr: SocketAddr,
     emulator_addr: Option<SocketAddr>,
     https: Option<Https>,
+    /// Turns true when shutdown begins (see [`App::begin_drain`]).
+    drain: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -133,8 +135,10 @@ impl App {
             }
             _ => None,
         };
+        let (drain, draining) = watch::channel(false);
         let connections = server::ConnectionBuilder::with_limits(&settings.limits)
-            .observed_by(Arc::clone(&metrics));
+            .observed_by(Arc::clone(&metrics))
+            .draining_on(draining.clone());
         let refused_connections = connections.refused_counter();
         // Only a configuration that came from a file can be reloaded.
         let config_path = PathBuf::from(&settings.file);
@@ -176,9 +180,11 @@ impl App {
             metrics_addr.is_none(),
             reloader.clone(),
             emulator_addr,
+            draining,
         ));
         tasks.push(forget_idle_rate_limits(
             Arc::clone(&live),
+            Arc::clone(&metrics),
             until_stopped(stopped.clone()),
         ));
         let (listener, gateway_addr) = listeners.gateway;
@@ -212,6 +218,7 @@ impl App {
             gateway_addr,
             emulator_addr,
             https,
+            drain,
             stop,
             tasks,
         })
@@ -259,6 +266,12 @@ impl App {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Forget the rate-limit state of callers whose limits have recovered now, as the
+    /// gateway does every 10 s; returns how many callers are still tracked.
+    pub fn forget_idle_rate_limits(&self) -> usize {
+        sweep_rate_limits(&self.live, &self.metrics)
+    }
+
     /// The gateway's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -274,7 +287,40 @@ impl App {
         self.reloader.as_ref()
     }
 
-    /// Stop accepting, let in-flight requests finish (bounded), and wait for the servers.
+    /// Begin shutdown without stopping: `/readyz` answers 503 from now on, and the gateway
+    /// keeps serving while asking clients to leave (HTTP/1 responses carry
+    /// `Connection: close`, HTTP/2 connections are sent GOAWAY). [`App::shutdown`] then
+    /// stops; in between, load balancers have [`App::drain_period`] to stop sending traffic.
+    pub fn begin_drain(&self) {
+        if !self.drain.send_replace(true) {
+            self.metrics.set_draining();
+            tracing::info!(
+                drain = ?self.drain_period(),
+                "shutdown begun: /readyz answers 503, connections are asked to close"
+            );
+        }
+    }
+
+    /// Whether [`App::begin_drain`] has been called.
+    pub fn is_draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+
+    /// How long to keep serving between [`App::begin_drain`] and [`App::shutdown`]
+    /// (`limits.shutdown_drain`).
+    pub fn drain_period(&self) -> Duration {
+        self.live.current().settings.limits.shutdown_drain
+    }
+
+    /// [`App::begin_drain`], serve for [`App::drain_period`], then [`App::shutdown`].
+    pub async fn drain_and_shutdown(self) {
+        self.begin_drain();
+        tokio::time::sleep(self.drain_period()).await;
+        self.shutdown().await;
+    }
+
+    /// Stop accepting, close idle connections, let in-flight requests finish (bounded by
+    /// `limits.shutdown_deadline`), and wait for the servers.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
@@ -363,9 +409,25 @@ async fn bind_all(
     })
 }
 
-/// Drop the rate-limit state of quiet callers once a minute, until `stop`.
+/// Forget the rate-limit state of callers whose limits have recovered; how many are kept
+/// (also reported as `streamgate_rate_limit_keys`).
+fn sweep_rate_limits(live: &Live<Snapshot>, metrics: &Metrics) -> usize {
+    let snapshot = live.current();
+    let limiter = snapshot.authz.limiter();
+    limiter.forget_idle();
+    let keys = limiter.keys();
+    metrics.set_rate_limit_keys(keys);
+    keys
+}
+
+/// How often the rate limiter forgets callers whose limits have recovered.
+const FORGET_IDLE_RATE_LIMITS_EVERY: Duration = Duration::from_secs(10);
+
+/// Drop the rate-limit state of quiet callers every [`FORGET_IDLE_RATE_LIMITS_EVERY`] and
+/// report how many are kept (`streamgate_rate_limit_keys`), until `stop`.
 fn forget_idle_rate_limits(
     live: Arc<Live<Snapshot>>,
+    metrics: Arc<Metrics>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -373,8 +435,13 @@ fn forget_idle_rate_limits(
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                () = tokio::time::sleep(Duration::from_secs(60)) => {
-                    live.current().authz.limiter().forget_idle();
+                () = tokio::time::sleep(FORGET_IDLE_RATE_LIMITS_EVERY) => {
+                    let (live, metrics) = (Arc::clone(&live), Arc::clone(&metrics));
+                    // Sweeping walks every key: keep it off the runtime's workers.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        sweep_rate_limits(&live, &metrics)
+                    })
+                    .await;
                 }
             }
         }

@@ -5,12 +5,19 @@
 //! Editors save by writing a new file and renaming it over the old one, and Kubernetes swaps
 //! a ConfigMap's `..data` symlink: the watcher therefore watches the file's directory,
 //! debounces the burst of events one save makes, and skips content it has already tried.
+//!
+//! A file is read only once it is complete: after a rename or creation, or when a writer
+//! closes it (inotify's close-after-write), never on a bare modification, which may be half
+//! of a write that pauses. And a file that would drop every rule or every video (the usual
+//! look of a truncated write) is refused unless it says `allow_empty_policy: true`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lc_rs::digest;
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -41,6 +48,9 @@ pub struct ReloadStatus {
     /// applied, and counted together with that outcome. It moves when nothing else does, so
     /// it shows that the watcher is alive and has handled a change.
     pub checks: u64,
+    /// Events about the file that were not a reason to read it: modifications of a write
+    /// still in progress (it is read once the writer closes it).
+    pub writes_in_progress: u64,
 }
 
 /// Why a reload was refused; the running configuration is unchanged.
@@ -50,6 +60,17 @@ pub enum ReloadError {
     Config(#[from] ConfigErrors),
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The file would drop every rule or every video, and does not say it means to.
+    #[error(
+        "{file}: the new configuration has no {what} (the running one has {running}); not applied, \
+         since a truncated or half-written file looks like this. Set `allow_empty_policy: true` \
+         in the file to apply it on purpose"
+    )]
+    WouldEmpty {
+        file: String,
+        what: &'static str,
+        running: usize,
+    },
 }
 
 /// Rebuilds and swaps the snapshot (and the in-process emulator) from the configuration file.
@@ -60,6 +81,8 @@ pub struct Reloader {
     fixed: Fixed,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
+    /// See [`ReloadStatus::writes_in_progress`]; counted by the watcher's thread.
+    writes_in_progress: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -93,11 +116,14 @@ impl Reloader {
                 },
                 last_content,
             }),
+            writes_in_progress: Arc::default(),
         }
     }
 
     pub fn status(&self) -> ReloadStatus {
-        self.lock().status.clone()
+        let mut status = self.lock().status.clone();
+        status.writes_in_progress = self.writes_in_progress.load(Ordering::Acquire);
+        status
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -161,8 +187,9 @@ impl Reloader {
 
     fn try_reload(&self) -> Result<Vec<&'static str>, ReloadError> {
         let settings = Settings::load(&self.path)?;
-        let (keys, _) = load_signing_keys(&settings, MissingKeys::Fail)?;
         let current = self.live.current();
+        refuse_emptying(&current.settings, &settings)?;
+        let (keys, _) = load_signing_keys(&settings, MissingKeys::Fail)?;
         let needs_restart = restart_only_changes(&current.settings, &settings);
         if !needs_restart.is_empty() {
             tracing::warn!(
@@ -238,6 +265,7 @@ impl Reloader {
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let name = self.path.file_name().map(|n| n.to_os_string());
+        let writes_in_progress = Arc::clone(&self.writes_in_progress);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 let Ok(event) = event else { return };
@@ -245,13 +273,63 @@ impl Reloader {
                     let file = path.file_name();
                     file == name.as_deref() || file == Some(std::ffi::OsStr::new("..data"))
                 });
-                if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
-                    let _ = events.send(());
+                if !relevant {
+                    return;
+                }
+                match event.kind {
+                    kind if is_complete(kind, &event.paths) => {
+                        let _ = events.send(());
+                    }
+                    EventKind::Modify(_) => {
+                        writes_in_progress.fetch_add(1, Ordering::AcqRel);
+                    }
+                    _ => {}
                 }
             })?;
         watcher.watch(&directory, RecursiveMode::NonRecursive)?;
         Ok(watcher)
     }
+}
+
+/// Whether an event says the file is complete: a writer closed it, a whole file was renamed
+/// into place (an editor's save, a ConfigMap's `..data` swap), or a symbolic link was made.
+/// A regular file just created is not: its content follows, and its writer's close says when
+/// it is all there.
+fn is_complete(kind: EventKind, paths: &[PathBuf]) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Modify(ModifyKind::Name(_)) => true,
+        EventKind::Create(_) => paths.iter().any(|path| {
+            std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink())
+        }),
+        _ => false,
+    }
+}
+
+/// Refuse `new` when it drops every rule or every video that `running` has, unless it sets
+/// `allow_empty_policy`.
+fn refuse_emptying(running: &Settings, new: &Settings) -> Result<(), ReloadError> {
+    if new.allow_empty_policy {
+        return Ok(());
+    }
+    let checks = [
+        (
+            "rules",
+            running.policy.rules().len(),
+            new.policy.rules().len(),
+        ),
+        ("videos", running.catalogue.len(), new.catalogue.len()),
+    ];
+    for (what, running, new_count) in checks {
+        if running > 0 && new_count == 0 {
+            return Err(ReloadError::WouldEmpty {
+                file: new.file.clone(),
+                what,
+                running,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -284,4 +362,74 @@ async fn recv_signal(signal: &mut Hangup) -> Option<()> {
 #[cfg(not(unix))]
 async fn recv_signal(_signal: &mut Hangup) -> Option<()> {
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(videos: &str, rules: &str, extra: &str) -> Settings {
+        let yaml = format!(
+            "stream:\n  origin: https://customer-abc.cloudflarestream.com\nsigning_keys:\n  - id: 0123456789abcdef0123456789abcdef\n    file: key.pem\n{videos}{rules}{extra}"
+        );
+        Settings::from_yaml(&yaml, "config.yaml", Path::new(".")).unwrap()
+    }
+
+    const VIDEOS: &str = "videos:\n  intro:\n    uid: ce800be43a9772f4bb02f35b860fb516\n";
+    const RULES: &str = "rules:\n  - name: all\n    videos: [\"*\"]\n    subjects: [anyone]\n";
+
+    #[test]
+    fn dropping_every_rule_or_every_video_is_refused_unless_allowed() {
+        let running = settings(VIDEOS, RULES, "");
+        assert!(refuse_emptying(&running, &settings(VIDEOS, RULES, "")).is_ok());
+        let no_rules = refuse_emptying(&running, &settings(VIDEOS, "rules: []\n", ""));
+        assert!(
+            matches!(
+                no_rules,
+                Err(ReloadError::WouldEmpty {
+                    what: "rules",
+                    running: 1,
+                    ..
+                })
+            ),
+            "{no_rules:?}"
+        );
+        let no_videos = refuse_emptying(&running, &settings("videos: {}\n", RULES, ""));
+        assert!(
+            matches!(
+                no_videos,
+                Err(ReloadError::WouldEmpty { what: "videos", .. })
+            ),
+            "{no_videos:?}"
+        );
+        let allowed = settings("videos: {}\n", "rules: []\n", "allow_empty_policy: true\n");
+        assert!(refuse_emptying(&running, &allowed).is_ok());
+        // Nothing to lose: an empty file may stay empty.
+        let empty = settings("", "", "");
+        assert!(refuse_emptying(&empty, &settings("", "", "")).is_ok());
+    }
+
+    #[test]
+    fn only_a_closed_write_a_rename_or_a_new_link_means_the_file_is_complete() {
+        use notify::event::{CreateKind, DataChange, RenameMode};
+        let none: &[PathBuf] = &[];
+        assert!(is_complete(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            none
+        ));
+        assert!(is_complete(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            none
+        ));
+        assert!(!is_complete(
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            none
+        ));
+        assert!(!is_complete(EventKind::Modify(ModifyKind::Any), none));
+        assert!(!is_complete(EventKind::Create(CreateKind::File), none));
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("config.yaml");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere.yaml"), &link).unwrap();
+        assert!(is_complete(EventKind::Create(CreateKind::Any), &[link]));
+    }
 }

@@ -32,7 +32,7 @@ pub(super) fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()>
     ))?;
     let listen = listen.unwrap_or(options.listen);
     runtime()?.block_on(async move {
-        let shutdown = ShutdownSignal::install();
+        let mut shutdown = ShutdownSignal::install();
         let listener = app::bind(listen, "Stream emulator").await?;
         let addr = listener.local_addr()?;
         println!("Stream emulator listening on {}", app::origin_for(addr));

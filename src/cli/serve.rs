@@ -25,7 +25,7 @@ pub(super) fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()>
             .unwrap_or_else(|| "<account id>".into())
     });
     runtime()?.block_on(async move {
-        let shutdown = ShutdownSignal::install();
+        let mut shutdown = ShutdownSignal::install();
         let app = App::start(settings, keys, listen).await?;
         let gateway = app.gateway_origin();
         println!("streamgate listening on {gateway}");
@@ -59,6 +59,18 @@ pub(super) fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()>
             );
         }
         shutdown.recv().await;
+        // Keep serving while load balancers notice /readyz and the connections told to
+        // close go; a second signal cuts the drain short.
+        let drain = app.drain_period();
+        println!(
+            "draining for {}: /readyz answers 503, connections are asked to close (signal again to stop now)",
+            crate::config::human_duration(drain)
+        );
+        app.begin_drain();
+        tokio::select! {
+            () = tokio::time::sleep(drain) => {}
+            () = shutdown.recv() => {}
+        }
         println!("shutting down");
         app.shutdown().await;
         Ok(())
@@ -114,8 +126,8 @@ impl ShutdownSignal {
         Self {}
     }
 
-    /// Resolves on the first SIGTERM or SIGINT.
-    pub(super) async fn recv(mut self) {
+    /// Resolves on the next SIGTERM or SIGINT.
+    pub(super) async fn recv(&mut self) {
         #[cfg(unix)]
         {
             async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {

@@ -61,6 +61,10 @@ pub struct RawConfig {
     pub cors: RawCors,
     #[serde(default)]
     pub token_api: RawTokenApi,
+    /// Let a live reload apply a file with no rules or no videos (refused otherwise, as the
+    /// likely sign of a truncated or half-written file).
+    #[serde(default)]
+    pub allow_empty_policy: bool,
 }
 
 fn default_true() -> bool {
@@ -109,24 +113,29 @@ impl Default for RawTokenApi {
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     pub header_read_timeout: HumanDuration,
+    pub idle_timeout: HumanDuration,
     pub max_header_bytes: usize,
     pub request_timeout: HumanDuration,
     pub max_connections: usize,
     pub max_body_bytes: usize,
     pub h2_max_concurrent_streams: u32,
+    pub shutdown_drain: HumanDuration,
     pub shutdown_deadline: HumanDuration,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
+        use crate::http::server;
         Self {
-            header_read_timeout: HumanDuration(Duration::from_secs(10)),
-            max_header_bytes: 64 * 1024,
+            header_read_timeout: HumanDuration(server::HEADER_READ_TIMEOUT),
+            idle_timeout: HumanDuration(server::IDLE_TIMEOUT),
+            max_header_bytes: server::MAX_HEADER_BYTES,
             request_timeout: HumanDuration(Duration::from_secs(30)),
-            max_connections: 10_000,
+            max_connections: server::MAX_CONNECTIONS,
             max_body_bytes: 4 * 1024,
-            h2_max_concurrent_streams: 256,
-            shutdown_deadline: HumanDuration(Duration::from_secs(10)),
+            h2_max_concurrent_streams: server::H2_MAX_CONCURRENT_STREAMS,
+            shutdown_drain: HumanDuration(server::SHUTDOWN_DRAIN),
+            shutdown_deadline: HumanDuration(server::SHUTDOWN_GRACE),
         }
     }
 }
@@ -146,11 +155,28 @@ impl Default for RawLog {
 }
 
 /// Token-minting rate limits (off unless set).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     pub per_subject: Option<RawRate>,
     pub per_address: Option<RawRate>,
+    /// Callers tracked at once per limit.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self {
+            per_subject: None,
+            per_address: None,
+            max_keys: default_max_keys(),
+        }
+    }
+}
+
+fn default_max_keys() -> usize {
+    crate::authz::ratelimit::MAX_KEYS
 }
 
 /// A sustained rate with a burst allowance.
@@ -180,6 +206,9 @@ pub struct RawUpstream {
     pub response_timeout: HumanDuration,
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
+    /// Bytes per second a proxied body must bring, averaged over each `idle_timeout`.
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: u64,
     pub ca_file: Option<PathBuf>,
 }
 
@@ -189,6 +218,7 @@ impl Default for RawUpstream {
             connect_timeout: default_connect_timeout(),
             response_timeout: default_response_timeout(),
             idle_timeout: default_idle_timeout(),
+            min_body_rate: default_min_body_rate(),
             ca_file: None,
         }
     }
@@ -200,6 +230,10 @@ fn default_connect_timeout() -> HumanDuration {
 
 fn default_response_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(15))
+}
+
+fn default_min_body_rate() -> u64 {
+    1024
 }
 
 fn default_idle_timeout() -> HumanDuration {

@@ -131,6 +131,8 @@ pub struct Settings {
     pub cors: CorsSettings,
     /// The Stream-compatible token API.
     pub token_api: TokenApiSettings,
+    /// A live reload may apply a configuration with no rules or no videos.
+    pub allow_empty_policy: bool,
     /// Things that are allowed but probably mistakes.
     pub warnings: Vec<String>,
 }

@@ -114,9 +114,13 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
     );
     let upstream = validate_upstream(&raw.upstream, check, base_dir);
     let limits = validate_limits(&raw.limits, check);
+    if raw.rate_limit.max_keys == 0 {
+        check.error(&[key("rate_limit"), key("max_keys")], "must be at least 1");
+    }
     let rate_limit = RateLimitSettings {
         per_subject: validate_rate(raw.rate_limit.per_subject, "per_subject", check),
         per_address: validate_rate(raw.rate_limit.per_address, "per_address", check),
+        max_keys: raw.rate_limit.max_keys,
     };
     if check.errors.is_empty() {
         warnings.extend(lint(&policy, &catalogue));
@@ -155,6 +159,7 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
         demo_page: raw.demo_page,
         cors,
         token_api,
+        allow_empty_policy: raw.allow_empty_policy,
         warnings,
     }
 }
@@ -243,6 +248,7 @@ pub(super) fn validate_limits(
     let at = |field: &str| [key("limits"), key(field)];
     for (field, value) in [
         ("header_read_timeout", raw.header_read_timeout.0),
+        ("idle_timeout", raw.idle_timeout.0),
         ("request_timeout", raw.request_timeout.0),
     ] {
         if value < Duration::from_millis(100) {
@@ -269,9 +275,11 @@ pub(super) fn validate_limits(
     }
     crate::http::server::Limits {
         header_read_timeout: raw.header_read_timeout.0,
+        idle_timeout: raw.idle_timeout.0,
         max_header_bytes: raw.max_header_bytes,
         h2_max_concurrent_streams: raw.h2_max_concurrent_streams,
         max_connections: raw.max_connections,
+        shutdown_drain: raw.shutdown_drain.0,
         shutdown_deadline: raw.shutdown_deadline.0,
         ..crate::http::server::Limits::default()
     }
@@ -372,6 +380,7 @@ pub(super) fn validate_upstream(
         connect_timeout: raw.connect_timeout.0,
         response_timeout: raw.response_timeout.0,
         idle_timeout: raw.idle_timeout.0,
+        min_body_rate: raw.min_body_rate,
         ca_file: raw.ca_file.as_ref().map(|file| base_dir.join(file)),
     }
 }

@@ -3,6 +3,6 @@
 
 pub mod client;
 pub mod client_addr;
-pub mod header_timer;
+pub mod connections;
 pub mod server;
 pub mod tls;

@@ -1,55 +1,92 @@
 //! Listeners and connections: one accept loop shared by the gateway and the emulator.
 //!
 //! Each accepted connection is served by hyper-util's auto builder (HTTP/1.1 and HTTP/2 with
-//! prior knowledge), watched by a graceful-shutdown tracker so that in-flight requests finish
-//! when the server is asked to stop. [`serve_tls`] does the same after a TLS handshake (with
-//! its own deadline), speaking whichever protocol ALPN chose.
+//! prior knowledge), its life watched by [`crate::http::connections`]: a connection that has
+//! not sent a complete request head within `header_read_timeout` is closed, whatever it
+//! started as, and so is one idle for `idle_timeout`. At the connection cap the connection
+//! idle the longest is evicted to admit a new one; when every connection is busy the new one
+//! is refused and counted. [`serve_tls`] does the same after a TLS handshake (with its own
+//! deadline), speaking whichever protocol ALPN chose.
+//!
+//! Shutdown has two steps. Draining (see [`ConnectionBuilder::draining_on`]): the listener
+//! still accepts, HTTP/1 responses carry `Connection: close` and HTTP/2 connections are sent
+//! GOAWAY, so clients move to other replicas without losing a request. Stopping: the listener
+//! closes, idle connections close, and in-flight requests get [`Limits::shutdown_deadline`].
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http::header::CONNECTION;
+use http::{HeaderValue, Version};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::http::header_timer::HeaderTimers;
-
 use crate::Body;
+use crate::body::BoxError;
+use crate::http::connections::{Connection, ConnectionTable, InFlight, Phase};
+use crate::metrics::Metrics;
 
-/// How long a client may take to send a complete request head (slow-loris guard).
+/// How long a client may take to send a complete request head (slow-loris guard), counted
+/// from accept (or the end of the TLS handshake) for the first request and from its first
+/// byte for later ones on HTTP/1.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection with nothing in flight is kept open: longer than the idle timeout of
+/// the load balancers in front, so that they, not the gateway, close idle connections.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Largest request head accepted on HTTP/1.1, in bytes; larger heads get 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// How long in-flight requests may run after shutdown is requested.
+/// How long the listener keeps serving after SIGTERM, with `/readyz` at 503, so that load
+/// balancers stop sending new connections before it closes.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// How long in-flight requests may run once the listener has closed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a client may take to complete the TLS handshake, so that slow or silent
 /// handshakes cannot pin connections.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more are closed as soon as they are accepted.
+/// Connections served at once; beyond it the oldest idle one is evicted, or the new one is
+/// closed when none is idle.
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// HTTP/2 streams one connection may have open.
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// HTTP/2 keep-alive: a PING after this long without a frame from the client, and the
+/// connection is closed when its answer takes longer than the same again.
+pub const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// How long a connection the server decided to close (idle, silent, evicted) may take over
+/// it, e.g. an HTTP/2 GOAWAY exchange, before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a connection admitted by evicting an idle one waits for that one's slot.
+const ADMIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Connection-level limits, all configurable (`limits:` in the configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Slow-loris guard; also how long an idle keep-alive connection is kept.
+    /// Time to a complete request head (see [`HEADER_READ_TIMEOUT`]).
     pub header_read_timeout: Duration,
+    /// How long a connection with nothing in flight stays open.
+    pub idle_timeout: Duration,
     /// HTTP/1.1 request head size; larger gets 431.
     pub max_header_bytes: usize,
     pub h2_max_concurrent_streams: u32,
-    /// Connections served at once; the excess is closed on accept and counted.
+    /// Connections served at once.
     pub max_connections: usize,
-    /// How long in-flight requests may finish after SIGTERM.
+    /// How long the listener keeps serving after SIGTERM (`/readyz` 503, connections asked
+    /// to close).
+    pub shutdown_drain: Duration,
+    /// How long in-flight requests may finish once the listener has closed.
     pub shutdown_deadline: Duration,
     pub tls_handshake_timeout: Duration,
 }
@@ -58,9 +95,11 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
             max_header_bytes: MAX_HEADER_BYTES,
             h2_max_concurrent_streams: H2_MAX_CONCURRENT_STREAMS,
             max_connections: MAX_CONNECTIONS,
+            shutdown_drain: SHUTDOWN_DRAIN,
             shutdown_deadline: SHUTDOWN_GRACE,
             tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
         }
@@ -77,20 +116,21 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<Body>> + Send;
 }
 
-/// Per-connection HTTP settings shared by every listener: HTTP/1.1 with a header-read
-/// timeout (on a coarse per-connection timer, see [`crate::http::header_timer`]) and a head size
-/// limit; HTTP/2 (prior knowledge) with a stream limit; over TLS, a handshake deadline.
+/// Per-connection settings shared by every listener: the connection lifecycle (head and idle
+/// deadlines, the cap, draining), HTTP/1.1 head size, HTTP/2 stream limit and keep-alive
+/// pings, and over TLS a handshake deadline.
 ///
-/// Create it inside a tokio runtime: it runs the header-timeout ticker until dropped.
+/// Create it inside a tokio runtime: it runs the deadline ticker until dropped.
 pub struct ConnectionBuilder {
     template: auto::Builder<TokioExecutor>,
-    timers: Arc<HeaderTimers>,
+    table: Arc<ConnectionTable>,
     ticker: tokio::task::JoinHandle<()>,
     handshake_timeout: Duration,
-    connections: Arc<tokio::sync::Semaphore>,
-    refused: Arc<std::sync::atomic::AtomicU64>,
+    connections: Arc<Semaphore>,
+    refused: Arc<AtomicU64>,
     shutdown_deadline: Duration,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<Metrics>>,
+    drain: Option<watch::Receiver<bool>>,
 }
 
 impl ConnectionBuilder {
@@ -99,8 +139,8 @@ impl ConnectionBuilder {
         Self::with_limits(&Limits::default())
     }
 
-    /// Settings with a given header-read timeout (fires up to [`crate::http::header_timer::TICK`]
-    /// late).
+    /// Settings with a given header-read timeout (fires up to
+    /// [`crate::http::connections::TICK`] late).
     pub fn with_header_read_timeout(header_read_timeout: Duration) -> Self {
         Self::with_limits(&Limits {
             header_read_timeout,
@@ -111,38 +151,49 @@ impl ConnectionBuilder {
     /// Settings from `limits`.
     pub fn with_limits(limits: &Limits) -> Self {
         let mut template = auto::Builder::new(TokioExecutor::new());
+        // No hyper header timer: the connection table times heads, on every protocol, and
+        // lets an idle HTTP/1 connection wait for `idle_timeout` rather than for a head.
         template
             .http1()
-            .header_read_timeout(limits.header_read_timeout)
             // hyper's smallest buffer is 8 KiB.
             .max_buf_size(limits.max_header_bytes.max(8192));
         template
             .http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(limits.h2_max_concurrent_streams);
-        let timers = HeaderTimers::new();
-        let ticker = tokio::spawn(Arc::clone(&timers).run());
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .keep_alive_interval(H2_KEEP_ALIVE)
+            .keep_alive_timeout(H2_KEEP_ALIVE);
+        let table = ConnectionTable::new(limits.header_read_timeout, limits.idle_timeout);
+        let ticker = tokio::spawn(Arc::clone(&table).run());
         Self {
             template,
-            timers,
+            table,
             ticker,
             handshake_timeout: limits.tls_handshake_timeout,
-            connections: Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1))),
-            refused: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            refused: Arc::new(AtomicU64::new(0)),
             shutdown_deadline: limits.shutdown_deadline,
             metrics: None,
+            drain: None,
         }
     }
 
-    /// Count open and refused connections in `metrics`.
-    pub fn observed_by(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    /// Count open, refused and closed connections in `metrics`.
+    pub fn observed_by(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
 
+    /// Start draining once `drain` turns true: keep accepting, but answer HTTP/1 requests
+    /// with `Connection: close` and send HTTP/2 connections GOAWAY.
+    pub fn draining_on(mut self, drain: watch::Receiver<bool>) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
     /// A counter of connections closed on accept because [`Limits::max_connections`] were
-    /// already open.
-    pub fn refused_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+    /// already open and none was idle.
+    pub fn refused_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.refused)
     }
 
@@ -152,12 +203,17 @@ impl ConnectionBuilder {
         self
     }
 
-    /// The builder for one new connection, with that connection's header timer.
-    pub fn for_connection(&self) -> auto::Builder<TokioExecutor> {
-        let mut builder = self.template.clone();
-        builder.http1().timer(self.timers.connection_timer());
-        builder
+    fn refuse(&self, peer: SocketAddr) {
+        count_refused(&self.refused, self.metrics.as_deref(), peer);
     }
+}
+
+fn count_refused(refused: &AtomicU64, metrics: Option<&Metrics>, peer: SocketAddr) {
+    refused.fetch_add(1, Ordering::Relaxed);
+    if let Some(metrics) = metrics {
+        metrics.connection_refused();
+    }
+    tracing::debug!(%peer, "connection refused: too many open connections, none idle");
 }
 
 impl Default for ConnectionBuilder {
@@ -216,6 +272,13 @@ pub async fn serve_tls_with<H: Handler>(
     accept_loop(listener, Some(acceptor), handler, connections, shutdown).await;
 }
 
+/// How a connection accepted over the cap gets its slot: at once, or once the idle
+/// connection evicted for it has closed.
+enum Admission {
+    Now(tokio::sync::OwnedSemaphorePermit),
+    AfterEviction(Arc<Semaphore>),
+}
+
 async fn accept_loop<H: Handler>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -223,9 +286,11 @@ async fn accept_loop<H: Handler>(
     connections: ConnectionBuilder,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a sender: once all are gone, the receiver sees the end.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
     // Handshakes still in progress are abandoned at shutdown, not waited for.
     let (stopping, stop_handshakes) = watch::channel(false);
+    let mut drain = connections.drain.clone();
     tokio::pin!(shutdown);
 
     loop {
@@ -240,72 +305,48 @@ async fn accept_loop<H: Handler>(
                 }
             },
             () = &mut shutdown => break,
-        };
-        // Over the cap: close at once, before any TLS or HTTP work.
-        let Ok(permit) = Arc::clone(&connections.connections).try_acquire_owned() else {
-            connections
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Some(metrics) = &connections.metrics {
-                metrics.connection_refused();
+            () = drain_started(&mut drain) => {
+                drain = None;
+                connections.table.set_phase(Phase::Draining);
+                continue;
             }
-            tracing::debug!(%peer, "connection refused: too many open connections");
-            drop(stream);
-            continue;
         };
-        let permit = OpenConnection {
-            permit: Some(permit),
-            metrics: connections.metrics.clone(),
+        let admission = match Arc::clone(&connections.connections).try_acquire_owned() {
+            Ok(permit) => Admission::Now(permit),
+            Err(_) if connections.table.evict_oldest_idle() => {
+                Admission::AfterEviction(Arc::clone(&connections.connections))
+            }
+            // Every connection is busy: close at once, before any TLS or HTTP work.
+            Err(_) => {
+                connections.refuse(peer);
+                drop(stream);
+                continue;
+            }
         };
-        if let Some(metrics) = &permit.metrics {
-            metrics.connection_opened();
-        }
         // Small responses (redirects) should leave at once, not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let handler = Arc::clone(&handler);
-        let builder = connections.for_connection();
-        let watcher = graceful.watcher();
-        match &tls {
-            None => {
-                tokio::spawn(async move {
-                    serve_connection(builder, TokioIo::new(stream), handler, peer, watcher).await;
-                    drop(permit);
-                });
-            }
-            Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(connections.handshake_timeout, acceptor.accept(stream));
-                let mut stop = stop_handshakes.clone();
-                tokio::spawn(async move {
-                    let stream = tokio::select! {
-                        done = handshake => match done {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%peer, %error, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        },
-                        _ = stop.wait_for(|stop| *stop) => return,
-                    };
-                    let builder = match stream.get_ref().1.alpn_protocol() {
-                        Some(b"h2") => builder.http2_only(),
-                        Some(b"http/1.1") => builder.http1_only(),
-                        _ => builder,
-                    };
-                    serve_connection(builder, TokioIo::new(stream), handler, peer, watcher).await;
-                    drop(permit);
-                });
-            }
-        }
+        let task = ConnectionTask {
+            builder: connections.template.clone(),
+            table: Arc::clone(&connections.table),
+            metrics: connections.metrics.clone(),
+            refused: Arc::clone(&connections.refused),
+            handler: Arc::clone(&handler),
+            peer,
+            _alive: alive.clone(),
+        };
+        let tls = tls.clone().map(|acceptor| TlsStart {
+            acceptor,
+            timeout: connections.handshake_timeout,
+            stop: stop_handshakes.clone(),
+        });
+        tokio::spawn(task.run(stream, admission, tls));
     }
 
     drop(listener);
     let _ = stopping.send(true);
-    if tokio::time::timeout(connections.shutdown_deadline, graceful.shutdown())
+    connections.table.set_phase(Phase::Stopping);
+    drop(alive);
+    if tokio::time::timeout(connections.shutdown_deadline, all_closed.recv())
         .await
         .is_err()
     {
@@ -313,10 +354,213 @@ async fn accept_loop<H: Handler>(
     }
 }
 
+/// Resolves once `drain` turns true; never when there is none (or its sender is gone).
+async fn drain_started(drain: &mut Option<watch::Receiver<bool>>) {
+    if let Some(drain) = drain
+        && drain.wait_for(|draining| *draining).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+/// A TLS handshake to make before serving.
+struct TlsStart {
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+/// One accepted connection, from admission to close.
+struct ConnectionTask<H> {
+    builder: auto::Builder<TokioExecutor>,
+    table: Arc<ConnectionTable>,
+    metrics: Option<Arc<Metrics>>,
+    refused: Arc<AtomicU64>,
+    handler: Arc<H>,
+    peer: SocketAddr,
+    _alive: mpsc::Sender<()>,
+}
+
+impl<H: Handler> ConnectionTask<H> {
+    async fn run(self, stream: tokio::net::TcpStream, admission: Admission, tls: Option<TlsStart>) {
+        let peer = self.peer;
+        let permit = match admission {
+            Admission::Now(permit) => permit,
+            Admission::AfterEviction(slots) => {
+                match tokio::time::timeout(ADMIT_WAIT, slots.acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    // The evicted connection became busy again and kept its slot.
+                    _ => {
+                        count_refused(&self.refused, self.metrics.as_deref(), peer);
+                        return;
+                    }
+                }
+            }
+        };
+        let _open = OpenConnection::new(permit, self.metrics.clone());
+        let Some(tls) = tls else {
+            let connection = self.table.open();
+            self.serve(connection, stream, self.builder.clone()).await;
+            return;
+        };
+        let mut stop = tls.stop;
+        let handshake = tokio::time::timeout(tls.timeout, tls.acceptor.accept(stream));
+        let stream = tokio::select! {
+            done = handshake => match done {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let builder = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => self.builder.clone().http2_only(),
+            Some(b"http/1.1") => self.builder.clone().http1_only(),
+            _ => self.builder.clone(),
+        };
+        // The head deadline starts once the handshake (which has its own) is done.
+        let connection = self.table.open();
+        self.serve(connection, stream, builder).await;
+    }
+
+    /// Serve HTTP on one established connection until it closes, the server closes it (see
+    /// [`Connection::close_reason`]) or shutdown completes it.
+    async fn serve<I>(&self, connection: Connection, io: I, builder: auto::Builder<TokioExecutor>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = self.peer;
+        let service = {
+            let connection = connection.clone();
+            let handler = Arc::clone(&self.handler);
+            service_fn(move |req: Request<Incoming>| {
+                let http2 = req.version() == Version::HTTP_2;
+                let in_flight = connection.request_started(http2);
+                let connection = connection.clone();
+                let handler = Arc::clone(&handler);
+                async move {
+                    let mut response = handler.handle(req, peer).await;
+                    // Draining: this response is the connection's last (HTTP/2 is sent GOAWAY
+                    // by the connection's task instead).
+                    if !http2 && connection.phase() != Phase::Serving {
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response.map(|body| InFlightBody {
+                        body,
+                        _in_flight: in_flight,
+                    }))
+                }
+            })
+        };
+        let conn = builder.serve_connection(TokioIo::new(connection.watch(io)), service);
+        tokio::pin!(conn);
+        // Asked to close (GOAWAY sent, or HTTP/1 keep-alive off).
+        let mut shut_down = false;
+        // Closing on the server's own initiative: dropped if not closed by then.
+        let mut close_by: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(error) = ended {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = connection.changed() => {}
+                () = sleep_until(close_by) => {
+                    tracing::debug!(%peer, "connection dropped: it did not close in time");
+                    return;
+                }
+            }
+            if close_by.is_none()
+                && let Some(reason) = connection.close_reason()
+            {
+                tracing::debug!(%peer, reason = reason.label(), "closing connection");
+                if let Some(metrics) = &self.metrics {
+                    metrics.connection_closed_by_server(reason);
+                }
+                close_by = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                if !shut_down {
+                    shut_down = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                continue;
+            }
+            let phase = connection.phase();
+            let close_now = match phase {
+                Phase::Serving => false,
+                // HTTP/1 closes after its next response (`Connection: close`); closing an
+                // idle one now would race a request the client may be sending.
+                Phase::Draining => connection.is_http2(),
+                Phase::Stopping => true,
+            };
+            if close_now && !shut_down {
+                shut_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A response body that keeps its connection busy until it is finished or dropped.
+struct InFlightBody {
+    body: Body,
+    /// Held for its `Drop`.
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for InFlightBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// One open connection's slot under the cap; counted closed when dropped.
 struct OpenConnection {
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl OpenConnection {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, metrics: Option<Arc<Metrics>>) -> Self {
+        if let Some(metrics) = &metrics {
+            metrics.connection_opened();
+        }
+        Self {
+            permit: Some(permit),
+            metrics,
+        }
+    }
 }
 
 impl Drop for OpenConnection {
@@ -326,26 +570,5 @@ impl Drop for OpenConnection {
         if let Some(metrics) = &self.metrics {
             metrics.connection_closed();
         }
-    }
-}
-
-/// Serve HTTP on one established connection until it closes or shutdown completes it.
-async fn serve_connection<H, I>(
-    builder: auto::Builder<TokioExecutor>,
-    io: I,
-    handler: Arc<H>,
-    peer: SocketAddr,
-    watcher: Watcher,
-) where
-    H: Handler,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req| {
-        let handler = Arc::clone(&handler);
-        async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
-    });
-    let conn = builder.serve_connection(io, service);
-    if let Err(error) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(%peer, %error, "connection ended with an error");
     }
 }

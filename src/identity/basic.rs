@@ -2,7 +2,8 @@
 //!
 //! A password check is deliberately expensive (argon2id's default parameters use ~19 MiB and
 //! tens of milliseconds), so:
-//! - checks run on tokio's blocking pool, never on the reactor;
+//! - checks run on tokio's blocking pool, never on the reactor, in working memory that is
+//!   kept and reused ([`WorkingMemory`]), so that their memory is bounded by the permits;
 //! - at most `max_concurrent_checks` run at once, and when too many are already queued the
 //!   caller is told [`AuthError::Busy`] instead of queueing more;
 //! - a successful check is cached for `cache_ttl`, keyed by a keyed hash of the user and
@@ -17,13 +18,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, Salt, SaltString};
 use argon2::{Argon2, Params, Version};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
+use super::password_memory::WorkingMemory;
 use super::{AuthError, CredentialHasher, Principal, PrincipalKind};
 use crate::secret::Secret;
 
@@ -65,6 +67,8 @@ pub struct BasicUsers {
     max_waiting: usize,
     /// Full argon2 verifications run so far (dummy ones for unknown users included).
     verifications: Arc<AtomicU64>,
+    /// argon2's working memory: one buffer per permit at most.
+    memory: Arc<WorkingMemory>,
 }
 
 /// A hash with the default parameters of a password nobody knows, checked for unknown users
@@ -92,6 +96,11 @@ impl BasicUsers {
         max_concurrent_checks: usize,
     ) -> Self {
         let max_concurrent_checks = max_concurrent_checks.max(1);
+        let memory = Arc::new(WorkingMemory::for_hashes(
+            users
+                .iter()
+                .map(|user| user.password_hash.expose().as_str()),
+        ));
         let users = users
             .into_iter()
             .map(|user| {
@@ -122,7 +131,26 @@ impl BasicUsers {
             waiting: AtomicUsize::new(0),
             max_waiting: max_concurrent_checks.saturating_mul(WAITERS_PER_PERMIT),
             verifications: Arc::new(AtomicU64::new(0)),
+            memory,
         }
+    }
+
+    /// Check passwords in `previous`'s working memory when it fits these users' hashes, so
+    /// that a reload neither allocates nor frees it (freed memory is not returned to the
+    /// system either way).
+    pub fn reusing_memory_of(mut self, previous: &BasicUsers) -> Self {
+        if previous.memory.fits(&self.memory) {
+            previous
+                .memory
+                .keep_at_most(self.permits.available_permits());
+            self.memory = Arc::clone(&previous.memory);
+        }
+        self
+    }
+
+    /// The working memory password checks run in.
+    pub fn memory(&self) -> &WorkingMemory {
+        &self.memory
     }
 
     /// Verify `credentials_b64`, the part of `Authorization: Basic ...` after the scheme.
@@ -168,16 +196,17 @@ impl BasicUsers {
         let stored = user.map(|user| user.password_hash.expose().clone());
         let password = password.to_owned();
         let verifications = self.verifications.clone();
+        let memory = Arc::clone(&self.memory);
         // The permit moves into the task, so the bound holds even if this future is dropped
         // (the client went away) while argon2 is still running.
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             verifications.fetch_add(1, Ordering::Relaxed);
             match &stored {
-                Some(phc) => check_password(phc, &password),
+                Some(phc) => memory.verify(phc, password.as_bytes()),
                 None => {
                     // Same work as a real check, same answer as a wrong password.
-                    let _ = check_password(&DUMMY_HASH, &password);
+                    let _ = memory.verify(&DUMMY_HASH, password.as_bytes());
                     false
                 }
             }
@@ -240,18 +269,6 @@ impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Whether `password` matches the PHC string `phc` (blocking; argon2 reads its parameters
-/// from the string).
-fn check_password(phc: &str, password: &str) -> bool {
-    let Ok(hash) = PasswordHash::new(phc) else {
-        tracing::error!("a configured password hash is not a valid PHC string");
-        return false;
-    };
-    Argon2::default()
-        .verify_password(password.as_bytes(), &hash)
-        .is_ok()
 }
 
 /// Check that `phc` is an argon2id PHC string with usable parameters, a salt and a hash. The
@@ -324,6 +341,15 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use argon2::Algorithm;
+
+    /// Whether `password` matches `phc`, as the argon2 crate checks it on its own.
+    fn check_password(phc: &str, password: &str) -> bool {
+        use argon2::password_hash::PasswordVerifier;
+        let hash = PasswordHash::new(phc).unwrap();
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    }
 
     /// A cheap argon2id hash (8 MiB, 1 pass) so tests stay fast.
     fn cheap_hash(password: &str) -> String {
@@ -489,6 +515,46 @@ mod tests {
         assert_eq!(basic.waiting.load(Ordering::Acquire), 0);
         basic.verify(&encode("alice:wonderland")).await.unwrap();
         assert_eq!(basic.verifications(), WAITERS_PER_PERMIT as u64 + 1);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_wrong_passwords_uses_one_buffer_per_permit_at_most() {
+        let basic = Arc::new(BasicUsers::new(
+            vec![user("alice", "wonderland", &[])],
+            Duration::from_secs(60),
+            2,
+        ));
+        let flood: Vec<_> = (0..8)
+            .map(|i| {
+                let basic = Arc::clone(&basic);
+                // Distinct passwords, so the checks are not coalesced by the cache.
+                tokio::spawn(async move { basic.verify(&encode(format!("alice:wrong{i}"))).await })
+            })
+            .collect();
+        for check in flood {
+            let outcome = check.await.unwrap();
+            assert!(
+                matches!(outcome, Err(AuthError::InvalidPassword | AuthError::Busy)),
+                "{outcome:?}"
+            );
+        }
+        assert!(basic.verifications() >= 2);
+        assert!(
+            (1..=2).contains(&basic.memory().buffers()),
+            "{:?}",
+            basic.memory()
+        );
+        basic.verify(&encode("alice:wonderland")).await.unwrap();
+
+        // A reload with the same users keeps the same memory.
+        let reloaded = BasicUsers::new(
+            vec![user("alice", "wonderland", &[])],
+            Duration::from_secs(60),
+            1,
+        )
+        .reusing_memory_of(&basic);
+        assert!(std::ptr::eq(reloaded.memory(), basic.memory()));
+        assert!(reloaded.memory().buffers() <= 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod api_key;
 pub mod basic;
 pub mod jwt;
+pub mod password_memory;
 
 use std::sync::Arc;
 

@@ -30,6 +30,9 @@ pub struct UpstreamSettings {
     pub response_timeout: Duration,
     /// Longest gap allowed between two pieces of a response body.
     pub idle_timeout: Duration,
+    /// Bytes per second a response body must bring, averaged over each `idle_timeout`
+    /// (0: no minimum).
+    pub min_body_rate: u64,
     /// Extra CA certificates to trust (a private origin; tests).
     pub ca_file: Option<std::path::PathBuf>,
 }
@@ -129,7 +132,11 @@ impl Upstream {
                 headers.insert(LOCATION, value);
             }
         }
-        let body = IdleBody::new(body, self.settings.idle_timeout);
+        let body = IdleBody::new(
+            body,
+            self.settings.idle_timeout,
+            self.settings.min_body_rate,
+        );
         let text = rewrites || is_rewritable_type(&parts.headers);
         let rewritten = text && parts.status.is_success();
         if rewritten && (is_coded(&parts.headers) || parts.status == StatusCode::PARTIAL_CONTENT) {

@@ -11,6 +11,7 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::Body;
 use crate::authz::policy::Mode;
 use crate::authz::{Permit, file_in_redirect_mode};
+use crate::body::BodyEnd;
 use crate::error::RequestError;
 use crate::metrics::UpstreamErrorKind;
 use crate::proxy::{self, Forward, UpstreamError};
@@ -57,7 +58,8 @@ pub async fn watch(
                 video,
                 client_ip: ctx.client,
             };
-            Box::pin(proxied(snapshot, request, &permit)).await
+            let request_id = ctx.id.clone();
+            Box::pin(proxied(snapshot, request, &permit, request_id)).await
         }
     }
 }
@@ -68,10 +70,11 @@ async fn proxied(
     snapshot: &Snapshot,
     mut request: Forward<'_>,
     permit: &Permit<'_>,
+    request_id: HeaderValue,
 ) -> Result<Response<Body>, RequestError> {
     let response = forward(snapshot, &request).await?;
     if !proxy::refused_token(response.status()) {
-        return upstream_status(snapshot, response);
+        return upstream_status(snapshot, response).map(|r| watch_body(snapshot, r, request_id));
     }
     tracing::warn!(
         video = %permit.video().uid,
@@ -83,7 +86,7 @@ async fn proxied(
     request.token = fresh.token.expose();
     let response = forward(snapshot, &request).await?;
     if !proxy::refused_token(response.status()) {
-        return upstream_status(snapshot, response);
+        return upstream_status(snapshot, response).map(|r| watch_body(snapshot, r, request_id));
     }
     snapshot.metrics.upstream_error(UpstreamErrorKind::Refused);
     let reason = proxy::short_reason(response, 1024, Duration::from_secs(2)).await;
@@ -112,6 +115,30 @@ async fn forward(
             Err(RequestError::Upstream(error))
         }
     }
+}
+
+/// `response` with its body watched: a body that breaks off once the head has gone (stalled,
+/// too slow, reset) is counted (`streamgate_upstream_errors_total{kind="body"}`) and logged
+/// with the request id. The viewer sees the response end early.
+fn watch_body(
+    snapshot: &Snapshot,
+    response: Response<Body>,
+    request_id: HeaderValue,
+) -> Response<Body> {
+    let metrics = std::sync::Arc::clone(&snapshot.metrics);
+    response.map(|body| {
+        body.on_end(move |end, bytes| {
+            if let BodyEnd::Failed(error) = end {
+                metrics.upstream_error(UpstreamErrorKind::Body);
+                tracing::warn!(
+                    request_id = request_id.to_str().unwrap_or(""),
+                    bytes,
+                    %error,
+                    "the Stream origin's body broke off; the viewer's response is truncated"
+                );
+            }
+        })
+    })
 }
 
 /// Stream's own failures are reported as a bad gateway, not passed on as our 5xx.
