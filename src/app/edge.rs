@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use crate::Body;
 use crate::app::live::Live;
 use crate::app::reload::Reloader;
+use crate::authz::policy::rfc3339;
 use crate::error::json_response;
 use crate::gateway;
 use crate::http::client_addr::client_address;
@@ -84,10 +85,13 @@ impl Edge {
                 "configured": signer.keys().len(),
             },
             "emulator_reachable": emulator_ok,
+            // Only that the last reload failed, and when: the reason names fields of the
+            // configuration, which is the operator's business (it is in the log).
             "reload": status.map(|s| serde_json::json!({
                 "ok": s.reloads_ok,
                 "failed": s.reloads_failed,
-                "last_error": s.last_error,
+                "last_failed": s.last_failed_at.is_some(),
+                "last_failed_at": s.last_failed_at.map(rfc3339),
                 "needs_restart": s.needs_restart,
             })),
         });

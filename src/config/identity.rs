@@ -74,13 +74,13 @@ pub(super) fn validate_identity(
     let users = build_users(raw.users, &mut groups, check);
     let mut issuers = Vec::new();
     let mut issuer_fields = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = std::collections::HashMap::new();
     for (i, entry) in raw.issuers.into_iter().enumerate() {
         let path = [key("jwt_issuers"), Seg::Index(i)];
-        if !seen.insert(entry.issuer.clone()) {
+        if let Some(first) = seen.insert(entry.issuer.clone(), i) {
             check.error(
                 &[key("jwt_issuers"), Seg::Index(i), key("issuer")],
-                format!("issuer `{}` is listed twice", entry.issuer),
+                format!("this issuer is already listed at jwt_issuers[{first}]"),
             );
             continue;
         }
@@ -95,7 +95,7 @@ pub(super) fn validate_identity(
         if !ok {
             check.error(
                 &[key("auth"), key("login_url")],
-                format!("`{url}` must be a path (/login) or an http(s) URL"),
+                "must be a path (/login) or an http(s) URL",
             );
         }
         ok.then_some(url)
@@ -187,7 +187,10 @@ fn check_groups(
         } else {
             let mut path = path.to_vec();
             path.push(Seg::Index(j));
-            check.error(&path, format!("`{group}` is not a usable group name"));
+            check.error(
+                &path,
+                "not a usable group name (no spaces, control characters, `:` or `,`)",
+            );
         }
     }
     out
@@ -205,10 +208,7 @@ fn build_api_keys(
         if !is_valid_name(&entry.name) || !names.insert(entry.name.clone()) {
             check.error(
                 &at("name"),
-                format!(
-                    "API key name `{}` is empty, unusable or listed twice",
-                    entry.name
-                ),
+                "the name is empty, unusable (spaces, control characters, `:` or `,`) or listed twice",
             );
             continue;
         }
@@ -231,7 +231,7 @@ fn build_users(
         if !is_valid_name(&name) {
             check.error(
                 &[key("users"), key(&name)],
-                format!("`{name}` is not a usable user name (no spaces, `:` or `,`)"),
+                "not a usable user name (no spaces, control characters, `:` or `,`)",
             );
             continue;
         }
@@ -300,9 +300,7 @@ fn build_issuer(
             Ok(alg) => algorithms.push(alg),
             Err(_) => check.error(
                 &path,
-                format!(
-                    "`{name}` is not an algorithm; use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA"
-                ),
+                "not an algorithm; use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA",
             ),
         }
     }
@@ -392,10 +390,7 @@ fn build_issuer(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !valid {
-            check.error(
-                &at("cookie"),
-                format!("`{cookie}` is not a valid cookie name"),
-            );
+            check.error(&at("cookie"), "not a valid cookie name");
         }
     }
     if raw.subject_claim.is_empty() {
@@ -428,7 +423,7 @@ fn build_issuer(
 
 /// `https://...`, or `http://` to a loopback host (a development identity provider).
 fn check_jwks_url(url: &str) -> Result<http::Uri, String> {
-    let uri = parse_url_with_path(url).ok_or_else(|| format!("`{url}` is not an http(s) URL"))?;
+    let uri = parse_url_with_path(url).ok_or_else(|| "not an http(s) URL".to_string())?;
     let host = uri
         .host()
         .unwrap_or_default()
@@ -439,9 +434,9 @@ fn check_jwks_url(url: &str) -> Result<http::Uri, String> {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     if uri.scheme_str() == Some("http") && !loopback {
-        return Err(format!(
-            "`{url}`: keys must be fetched over https (plain http only to a loopback address)"
-        ));
+        return Err(
+            "keys must be fetched over https (plain http only to a loopback address)".to_string(),
+        );
     }
     Ok(uri)
 }

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use super::identity::IdentitySettings;
 use super::raw::{RawAction, RawCountries, RawMode, RawRule, RawToken};
-use super::{Checker, Seg, check_access_rules, display_path, human_duration, key};
+use super::{Checker, Seg, check_access_rules, display_path, key};
 use crate::FastSet;
 use crate::authz::catalogue::Catalogue;
 use crate::authz::policy::{
-    Action, Mode, Policy, Rule, Subject, TokenGrant, VideoSelector, Window, rfc3339,
+    Action, Mode, Policy, Rule, Subject, TokenGrant, VideoSelector, Window,
 };
 use crate::token::TokenSettings;
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES, RuleAction};
@@ -62,14 +62,16 @@ pub(super) fn build_policy(
         jwt: !identity.issuers.is_empty(),
         groups_from_tokens: identity.groups_from_tokens(),
     };
-    let mut names = HashSet::new();
+    let mut names = std::collections::HashMap::new();
     let mut rules = Vec::with_capacity(raw.len());
     for (i, rule) in raw.into_iter().enumerate() {
         let at = |field: &str| vec![key("rules"), Seg::Index(i), key(field)];
-        if rule.name.is_empty() || !names.insert(rule.name.clone()) {
+        if rule.name.is_empty() {
+            check.error(&at("name"), "a rule needs a name");
+        } else if let Some(first) = names.insert(rule.name.clone(), i) {
             check.error(
                 &at("name"),
-                format!("rule name `{}` is empty or used twice", rule.name),
+                format!("this name is already used by rules[{first}]"),
             );
         }
         let videos = rule_videos(
@@ -88,14 +90,7 @@ pub(super) fn build_policy(
         if let (Some(start), Some(end)) = (window.not_before, window.not_after)
             && start >= end
         {
-            check.error(
-                &at("not_after"),
-                format!(
-                    "not_after ({}) must be later than not_before ({})",
-                    rfc3339(end),
-                    rfc3339(start)
-                ),
-            );
+            check.error(&at("not_after"), "must be later than not_before");
         }
         let token = rule_token(&rule, &at, defaults, window.not_after, check);
         let rule_mode = rule.mode.map_or(mode, mode_of);
@@ -174,16 +169,13 @@ fn rule_videos(
             all = true;
         } else if let Some(tag) = entry.strip_prefix("tag:") {
             if !known_tags.contains(tag) {
-                warnings.push(format!("{}: no video has tag `{tag}`", display_path(&path)));
+                warnings.push(format!("{}: no video has this tag", display_path(&path)));
             }
             tags.insert(Arc::from(tag));
         } else if let Some(video) = catalogue.resolve(entry) {
             uids.insert(video.uid);
         } else {
-            check.error(
-                &path,
-                format!("`{entry}` is not a video alias or uid in `videos`"),
-            );
+            check.error(&path, "not a video alias or uid listed in `videos`");
         }
     }
     if all {
@@ -220,16 +212,16 @@ fn rule_subjects(
         };
         match &subject {
             Subject::User(name) if !context.jwt && !context.users.contains(&**name) => {
-                check.error(&path, format!("no user `{name}` in `users`"));
+                check.error(&path, "no user by this name in `users`");
             }
             Subject::ApiKey(name) if !context.api_keys.contains(&**name) => {
-                check.error(&path, format!("no API key named `{name}` in `api_keys`"));
+                check.error(&path, "no API key by this name in `api_keys`");
             }
             Subject::Group(name)
                 if !context.groups.contains(&**name) && !context.groups_from_tokens =>
             {
                 warnings.push(format!(
-                    "{}: no user or API key is in group `{name}`, and no JWT issuer supplies groups",
+                    "{}: no user or API key is in this group, and no JWT issuer supplies groups",
                     display_path(&path)
                 ));
             }
@@ -244,7 +236,7 @@ fn rule_subjects(
 }
 
 fn parse_subject(entry: &str) -> Result<Subject, String> {
-    let invalid = || format!("`{entry}` is not a subject: use {SUBJECT_FORMS}");
+    let invalid = || format!("not a subject: use {SUBJECT_FORMS}");
     match entry {
         "anyone" => return Ok(Subject::Anyone),
         "authenticated" => return Ok(Subject::Authenticated),
@@ -263,7 +255,7 @@ fn parse_subject(entry: &str) -> Result<Subject, String> {
                 name: name.into(),
                 value: value.into(),
             }),
-            _ => Err(format!("`{entry}`: write claim:<name>=<value>")),
+            _ => Err("write claim:<name>=<value>".to_string()),
         },
         _ => Err(invalid()),
     }
@@ -282,11 +274,7 @@ fn rule_token(
     if rule.ttl.is_some() && defaults.min_remaining >= ttl {
         check.error(
             &at("ttl"),
-            format!(
-                "ttl {} must be more than token.min_remaining ({})",
-                human_duration(ttl),
-                human_duration(defaults.min_remaining)
-            ),
+            "must be more than token.min_remaining, or no token could ever be reused",
         );
     }
     let raw_rules = match &rule.access_rules {

@@ -79,7 +79,8 @@ fn ttl_over_24h_is_rejected_with_its_line() {
 #[test]
 fn human_durations_are_required() {
     let error = single_error(&GOOD.replace("ttl: 1h", "ttl: soon"));
-    assert!(error.message.contains("not a duration"), "{error}");
+    assert!(error.message.contains("expected a duration"), "{error}");
+    assert!(!error.message.contains("soon"), "{error}");
 }
 
 #[test]
@@ -89,15 +90,16 @@ fn duplicate_alias_is_rejected() {
         "  intro:\n    uid: 11111111111111111111111111111111\n  keynote:\n",
     );
     let error = single_error(&doubled);
-    assert!(error.message.contains("duplicate entry `intro`"), "{error}");
-    assert!(error.position.is_some());
+    assert!(error.message.contains("duplicate entry"), "{error}");
+    assert_eq!(error.position.map(|p| p.0), Some(11));
 }
 
 #[test]
 fn bad_uid_is_rejected_at_its_line() {
     let error = single_error(&GOOD.replace("0123456789abcdef0123456789abcdef", "not-a-uid"));
     assert_eq!(error.position.map(|p| p.0), Some(12));
-    assert!(error.message.contains("not a video uid"), "{error}");
+    assert!(error.message.contains("expected a video uid"), "{error}");
+    assert!(!error.message.contains("not-a-uid"), "{error}");
 }
 
 #[test]
@@ -105,7 +107,11 @@ fn unknown_alias_in_a_rule_points_at_the_rule() {
     let error = single_error(&GOOD.replace("videos: [keynote]", "videos: [keynot]"));
     assert_eq!(error.field, "rules[1].videos[0]");
     assert_eq!(error.position.map(|p| p.0), Some(24));
-    assert!(error.message.contains("`keynot`"), "{error}");
+    assert!(
+        error.message.contains("not a video alias or uid"),
+        "{error}"
+    );
+    assert!(!error.message.contains("keynot"), "{error}");
 }
 
 #[test]
@@ -182,7 +188,7 @@ fn emulator_leeway_is_capped_at_a_minute() {
     );
     let error = single_error(&source);
     assert_eq!(error.field, "stream.emulator.leeway");
-    assert!(error.message.contains("5m"), "{error}");
+    assert!(error.message.contains("at most 1m"), "{error}");
 }
 
 #[test]

