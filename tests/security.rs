@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use common::*;
+use http::Method;
 use serde_json::Value;
 use streamgate::app::App;
 use streamgate::app::keys::{MissingKeys, load_signing_keys};
@@ -239,4 +240,89 @@ async fn check_names_the_field_of_an_inline_secret_without_echoing_it() {
         assert!(all.contains("config.yaml:"), "{all}");
         assert!(!all.contains(SECRET) && !all.contains(PEM_BODY), "{all}");
     }
+}
+
+// === 11. where the gateway disagreed with its README ===
+
+/// `POST <url>` with a JSON body and `headers`.
+async fn post_json(url: &str, body: &str, headers: &[(&str, &str)]) -> TestResponse {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    send(Method::POST, url, &all, Some(body.as_bytes().to_vec())).await
+}
+
+/// An account id for the token API's path.
+const ACCOUNT_ID: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+
+#[tokio::test]
+async fn dot_segments_anywhere_in_a_watch_path_are_bad_requests() {
+    let gateway = TestGateway::start().await;
+    for path in [
+        "/watch/intro/../intro",
+        "/watch/intro/manifest/../iframe",
+        "/watch/intro/./iframe",
+        "/watch/intro/..",
+    ] {
+        let response = get(&gateway.url(path)).await;
+        assert_error(&response, 400, "`..` segments are not allowed");
+    }
+    // In the video's place, `..` is not a video id.
+    assert_error(&get(&gateway.url("/watch/../intro")).await, 400, "`..`");
+    // Other odd files below the player are still unknown resources.
+    assert_error(
+        &get(&gateway.url("/watch/intro/.env")).await,
+        404,
+        "unknown resource",
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_malformed_video_id_is_a_bad_request_on_every_route_before_credentials() {
+    let gateway = TestGateway::start().await;
+    let api = gateway.url("/api/getSignedURL");
+    let token_api =
+        |video: &str| gateway.url(&format!("/accounts/{ACCOUNT_ID}/stream/{video}/token"));
+    for credentials in [&[][..], &[("authorization", "Bearer not-a-key")][..]] {
+        for video in ["-bad", "a b", "x/../y", &"a".repeat(65)] {
+            let body = serde_json::json!({ "video_id": video }).to_string();
+            let response = post_json(&api, &body, credentials).await;
+            assert_error(&response, 400, "is not a video uid");
+        }
+        assert_error(
+            &get_with(&gateway.url("/watch/-bad"), credentials).await,
+            400,
+            "is not a video uid",
+        );
+        let response = post_json(&token_api("-bad"), "", credentials).await;
+        assert_eq!(response.status.as_u16(), 400, "{}", response.text());
+        assert!(response.text().contains("is not a video uid"));
+    }
+    // A well-formed id that is not in the catalogue is still a 404.
+    let body = serde_json::json!({ "video_id": UNKNOWN_VIDEO_UID }).to_string();
+    assert_error(&post_json(&api, &body, &[]).await, 404, "no video");
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_token_apis_401_challenges_in_the_configured_realm() {
+    let config = format!("{}auth:\n  realm: videos.example\n", gateway_config());
+    let gateway = TestGateway::start_with(&config).await;
+    let url = gateway.url(&format!("/accounts/{ACCOUNT_ID}/stream/intro/token"));
+    for credentials in [&[][..], &[("authorization", "Bearer not-a-key")][..]] {
+        let response = post_json(&url, "", credentials).await;
+        assert_eq!(response.status.as_u16(), 401, "{}", response.text());
+        assert_eq!(
+            response.header("www-authenticate"),
+            Some("Bearer realm=\"videos.example\""),
+        );
+    }
+    // /watch uses the same realm.
+    let watch = get(&gateway.url("/watch/keynote")).await;
+    assert_eq!(watch.status.as_u16(), 401);
+    assert_eq!(
+        watch.header("www-authenticate"),
+        Some("Bearer realm=\"videos.example\"")
+    );
+    gateway.shutdown().await;
 }
