@@ -326,3 +326,64 @@ async fn the_token_apis_401_challenges_in_the_configured_realm() {
     );
     gateway.shutdown().await;
 }
+
+// === 7. a present session cookie is a credential ===
+
+/// The HS256 secret of the `https://idp.test` issuer the identity tests configure.
+const IDP_SECRET: &[u8] = b"security-test-only-hs256-secret-0123456789";
+const IDP_ISSUER: &str = "https://idp.test";
+
+/// [`gateway_config`] plus the `https://idp.test` issuer (secret in `secret_file`), reading
+/// the `session` cookie and taking groups from `groups`, with `issuer_extra` lines appended
+/// to its entry.
+fn with_idp(secret_file: &std::path::Path, issuer_extra: &str) -> String {
+    format!(
+        "{}jwt_issuers:\n  - issuer: {IDP_ISSUER}\n    audience: streamgate\n    algorithms: [HS256]\n    secret:\n      file: {}\n    cookie: session\n    groups_claim: groups\n{issuer_extra}",
+        gateway_config(),
+        secret_file.display()
+    )
+}
+
+/// An `https://idp.test` token with `claims` (iss, aud and exp added).
+fn idp_token(secret: &[u8], issuer: &str, claims: Value) -> String {
+    let mut claims = claims;
+    claims["iss"] = issuer.into();
+    claims["aud"] = "streamgate".into();
+    claims["exp"] = (unix_now() + 3600).into();
+    mint_hs256(secret, &claims)
+}
+
+#[tokio::test]
+async fn an_empty_or_undecodable_session_cookie_is_a_401_not_anonymous() {
+    let secret = temp_file_with(IDP_SECRET);
+    let gateway = TestGateway::start_with(&with_idp(secret.path(), "")).await;
+    let public = gateway.url("/watch/intro");
+    for cookie in [
+        "session=",
+        "session=\"\"",
+        "session=é",
+        "theme=dark; session=",
+        "session=not-a-token",
+    ] {
+        let response = get_with(&public, &[("cookie", cookie)]).await;
+        assert_eq!(
+            response.status.as_u16(),
+            401,
+            "{cookie:?}: {}",
+            response.text()
+        );
+        assert!(response.header("www-authenticate").is_some(), "{cookie:?}");
+    }
+    // Anonymous, another site's cookie (unreadable or not), and a good session still play.
+    for cookie in ["theme=dark", "theme=é", "sessionid=abc"] {
+        let response = get_with(&public, &[("cookie", cookie)]).await;
+        redirect_location(&response, cookie);
+    }
+    let token = idp_token(IDP_SECRET, IDP_ISSUER, serde_json::json!({"sub": "carol"}));
+    let cookie = format!("theme=é; session={token}");
+    redirect_location(
+        &get_with(&public, &[("cookie", cookie.as_str())]).await,
+        "a valid session",
+    );
+    gateway.shutdown().await;
+}

@@ -312,19 +312,17 @@ impl Authenticator {
             return Ok(Some(Credential::ApiKey(key)));
         }
         if !self.jwt_cookies.is_empty() {
+            // Read as bytes: a header with another site's non-ASCII cookie in it must not
+            // hide ours, and ours must not be skipped for being unreadable.
             for header in headers.get_all(http::header::COOKIE) {
-                let Ok(header) = header.to_str() else {
-                    continue;
-                };
-                for pair in header.split(';') {
-                    let Some((name, value)) = pair.trim().split_once('=') else {
+                for pair in header.as_bytes().split(|&b| b == b';') {
+                    let Some((name, value)) = split_cookie(pair) else {
                         continue;
                     };
-                    if self.jwt_cookies.iter().any(|c| c == name.trim()) {
-                        let value = value.trim().trim_matches('"');
-                        if !value.is_empty() {
-                            return Ok(Some(Credential::Jwt(value)));
-                        }
+                    if self.jwt_cookies.iter().any(|c| c.as_bytes() == name) {
+                        // Present counts: an empty or unreadable value is a refused
+                        // credential, never anonymous.
+                        return session_token(value).map(|token| Some(Credential::Jwt(token)));
                     }
                 }
             }
@@ -342,6 +340,34 @@ impl Authenticator {
             accepted: accepted.join(" or "),
         }
     }
+}
+
+/// `name=value` of one `Cookie` pair, both trimmed of spaces.
+fn split_cookie(pair: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = pair.iter().position(|&b| b == b'=')?;
+    Some((pair[..at].trim_ascii(), pair[at + 1..].trim_ascii()))
+}
+
+/// A session cookie's token: the value, without the quotes a cookie value may carry. `Err`
+/// when it is empty or not visible ASCII (a JWT never is).
+fn session_token(value: &[u8]) -> Result<&str, AuthError> {
+    let unquoted = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value);
+    if unquoted.is_empty() {
+        return Err(AuthError::InvalidToken(
+            "the session cookie is empty".into(),
+        ));
+    }
+    if !unquoted.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(AuthError::InvalidToken(
+            "the session cookie is not a token".into(),
+        ));
+    }
+    // Visible ASCII is UTF-8.
+    std::str::from_utf8(unquoted)
+        .map_err(|_| AuthError::InvalidToken("the session cookie is not a token".into()))
 }
 
 #[cfg(test)]
@@ -423,6 +449,42 @@ mod tests {
             auth.credential(&cookie).unwrap(),
             Some(Credential::Jwt("abc.def.ghi"))
         );
+    }
+
+    #[test]
+    fn a_present_session_cookie_that_is_empty_or_unreadable_is_refused() {
+        let mut auth = authenticator();
+        auth.jwt_cookies.push("session".into());
+        for value in [
+            &b"session="[..],
+            b"session=\"\"",
+            b"session=  ",
+            "session=é".as_bytes(),
+        ] {
+            let mut map = HeaderMap::new();
+            map.append("cookie", HeaderValue::from_bytes(value).unwrap());
+            assert!(
+                matches!(auth.credential(&map), Err(AuthError::InvalidToken(_))),
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        // Another site's unreadable cookie does not hide ours, nor refuse the request.
+        let mut map = HeaderMap::new();
+        map.append(
+            "cookie",
+            HeaderValue::from_bytes("theme=é; session=\"abc.def.ghi\"".as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            auth.credential(&map).unwrap(),
+            Some(Credential::Jwt("abc.def.ghi"))
+        );
+        let mut map = HeaderMap::new();
+        map.append(
+            "cookie",
+            HeaderValue::from_bytes("theme=é".as_bytes()).unwrap(),
+        );
+        assert_eq!(auth.credential(&map).unwrap(), None);
     }
 
     #[test]
