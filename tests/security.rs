@@ -387,3 +387,122 @@ async fn an_empty_or_undecodable_session_cookie_is_a_401_not_anonymous() {
     );
     gateway.shutdown().await;
 }
+
+// === 2. proxy-mode rules hand out no token ===
+
+/// True when `text` holds something shaped like a JWT (three base64url parts, the first a
+/// JSON header).
+fn holds_a_token(text: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .any(|word| word.starts_with("eyJ") && word.split('.').count() == 3)
+}
+
+#[tokio::test]
+async fn no_endpoint_returns_a_token_for_a_proxy_mode_rule() {
+    let gateway = TestGateway::start_with(&format!("{}mode: proxy\n", gateway_config())).await;
+    let key = format!("Bearer {TEST_API_KEY}");
+    let signatures = gateway.signatures();
+
+    let api = post_json(
+        &gateway.url("/api/getSignedURL"),
+        r#"{"video_id": "intro"}"#,
+        &[],
+    )
+    .await;
+    assert_error(&api, 403, "proxy mode");
+    assert!(api.text().contains("rule `public`"), "{}", api.text());
+    assert!(api.text().contains("/watch/intro"), "{}", api.text());
+    assert!(!holds_a_token(&api.text()), "{}", api.text());
+
+    let token_api = post_json(
+        &gateway.url(&format!("/accounts/{ACCOUNT_ID}/stream/intro/token")),
+        "{}",
+        &[("authorization", key.as_str())],
+    )
+    .await;
+    assert_eq!(token_api.status.as_u16(), 403, "{}", token_api.text());
+    let body: Value = serde_json::from_str(&token_api.text()).expect("Stream's envelope");
+    assert_eq!(body["success"], false);
+    assert_eq!(body["result"], Value::Null);
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("rule `ci-intro`") && message.contains("proxy mode"),
+        "{body}"
+    );
+    assert_eq!(
+        gateway.signatures(),
+        signatures,
+        "nothing was signed for them"
+    );
+
+    // The video still plays, through the gateway, with no token in sight.
+    let to_player = get(&gateway.url("/watch/intro")).await;
+    assert_eq!(
+        redirect_location(&to_player, "proxied player"),
+        "/watch/intro/iframe"
+    );
+    let player = get(&gateway.url("/watch/intro/iframe")).await;
+    assert_eq!(player.status.as_u16(), 200, "{}", player.text());
+    assert!(
+        !holds_a_token(&player.text()),
+        "the player page shows a token"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn redirect_mode_rules_still_hand_out_tokens_next_to_proxy_mode_ones() {
+    // The members rule proxies; the public one redirects.
+    let config = gateway_config().replace(
+        "    subjects: [authenticated]\n",
+        "    subjects: [authenticated]\n    mode: proxy\n",
+    );
+    let gateway = TestGateway::start_with(&config).await;
+    let key = format!("Bearer {TEST_API_KEY}");
+    let public = post_json(
+        &gateway.url("/api/getSignedURL"),
+        r#"{"video_id": "intro"}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(public.status.as_u16(), 200, "{}", public.text());
+    assert!(holds_a_token(&public.text()));
+    let members = post_json(
+        &gateway.url("/api/getSignedURL"),
+        r#"{"video_id": "keynote"}"#,
+        &[("authorization", key.as_str())],
+    )
+    .await;
+    assert_error(
+        &members,
+        403,
+        "rule `members` serves this video in proxy mode",
+    );
+    gateway.shutdown().await;
+}
+
+#[test]
+fn explain_says_a_proxy_mode_rule_hands_out_no_token() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, format!("{}mode: proxy\n", gateway_config())).expect("writing");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["--config", &path.display().to_string()])
+        .args(["explain", "--video", "intro", "--anonymous"])
+        .output()
+        .expect("streamgate runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("decision ALLOW by rule `public`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mode     proxy: watched through the gateway at /watch/intro"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/api/getSignedURL and the token API answer 403"),
+        "{stdout}"
+    );
+}

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::authz::policy::{Action, Rule, Subject, Verdict, rfc3339};
+use crate::authz::policy::{Action, Mode, Rule, Subject, Verdict, rfc3339};
 use crate::config::{Settings, human_duration};
 use crate::identity::{Identity, Principal, PrincipalKind};
 use crate::token::claims::Claims;
@@ -173,6 +173,14 @@ pub fn explain(
         }
         Ok(permit) => {
             let _ = writeln!(out, "decision ALLOW by rule `{}`", permit.rule());
+            let proxied = permit.mode() == Mode::Proxy;
+            if proxied {
+                let _ = writeln!(
+                    out,
+                    "mode     proxy: watched through the gateway at /watch/{}; the token never leaves it\n         (/api/getSignedURL and the token API answer 403 for this rule)",
+                    video.alias
+                );
+            }
             write_claims(
                 &mut out,
                 permit.grant(),
@@ -180,6 +188,7 @@ pub fn explain(
                 question,
                 key_id,
                 nbf_backdate,
+                proxied,
             );
         }
     }
@@ -193,6 +202,7 @@ fn write_claims(
     question: &Question,
     key_id: Option<&str>,
     nbf_backdate: Duration,
+    proxied: bool,
 ) {
     // A bound token needs the viewer's address; TEST-NET-1 stands in when none was given.
     let placeholder: IpAddr = IpAddr::from([192, 0, 2, 1]);
@@ -225,7 +235,12 @@ fn write_claims(
     }
     let pretty = serde_json::to_string_pretty(&json).unwrap_or_default();
     let _ = writeln!(out, "claims   {}", pretty.replace('\n', "\n         "));
-    if question.ip.is_some() || question.country.is_some() {
+    if proxied && (question.ip.is_some() || question.country.is_some()) {
+        let _ = writeln!(
+            out,
+            "stream   judges the gateway's address in proxy mode, not the viewer's"
+        );
+    } else if question.ip.is_some() || question.country.is_some() {
         let empty = serde_json::Value::Array(vec![]);
         let rules = json.get("accessRules").unwrap_or(&empty);
         let verdict = crate::emulator::judge_access_rules(rules, ip, question.country.as_deref());
@@ -290,7 +305,7 @@ pub fn describe_rule(rule: &Rule) -> String {
     if rule.token.bind_client_ip {
         extras.push("bound to the viewer's address".into());
     }
-    if rule.mode == crate::authz::policy::Mode::Proxy {
+    if rule.mode == Mode::Proxy {
         extras.push("proxied".into());
     }
     if let Some(start) = rule.window.not_before {
