@@ -506,3 +506,170 @@ fn explain_says_a_proxy_mode_rule_hands_out_no_token() {
         "{stdout}"
     );
 }
+
+// === 3. the viewer's address comes from one configured header ===
+
+/// [`gateway_config`] with the public rule binding tokens to the viewer's address, the peer
+/// (127.0.0.1) and 10.0.0.0/8 trusted as proxies, and `header` as `client_address.header`.
+fn bound_behind_proxies(header: Option<&str>) -> String {
+    let config = gateway_config().replace(
+        "    subjects: [anyone]\n",
+        "    subjects: [anyone]\n    bind_client_ip: true\n",
+    );
+    let header = header.map_or(String::new(), |h| {
+        format!("client_address:\n  header: {h}\n")
+    });
+    format!("{config}trusted_proxies: [127.0.0.1/32, 10.0.0.0/8]\n{header}")
+}
+
+/// The address the token for `/watch/intro` is bound to, for a request with `headers`.
+async fn bound_address(gateway: &TestGateway, headers: &[(&str, &str)]) -> String {
+    let response = get_with(&gateway.url("/watch/intro"), headers).await;
+    let location = redirect_location(&response, &format!("{headers:?}"));
+    let claims =
+        decode_claims_unverified(&token_in_location(&location, &gateway.emulator_origin()));
+    let rules = claims["accessRules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rules.len(), 2, "bound: ip.src allow, any block: {claims}");
+    rules[0]["ip"][0].as_str().unwrap_or_default().to_string()
+}
+
+/// Every forwarding header at once, each naming a different client.
+const MIXED: [(&str, &str); 4] = [
+    ("x-forwarded-for", "203.0.113.9"),
+    ("forwarded", "for=198.51.100.7"),
+    ("x-real-ip", "198.51.100.8"),
+    ("cf-connecting-ip", "198.51.100.9"),
+];
+
+#[tokio::test]
+async fn only_the_configured_client_address_header_is_believed() {
+    for (header, client) in [
+        (None, "203.0.113.9"),
+        (Some("X-Forwarded-For"), "203.0.113.9"),
+        (Some("Forwarded"), "198.51.100.7"),
+        (Some("x-real-ip"), "198.51.100.8"),
+        (Some("CF-Connecting-IP"), "198.51.100.9"),
+    ] {
+        let gateway = TestGateway::start_with(&bound_behind_proxies(header)).await;
+        assert_eq!(bound_address(&gateway, &MIXED).await, client, "{header:?}");
+        // The others alone are ignored: the peer is the viewer.
+        for other in MIXED {
+            let is_configured = header
+                .unwrap_or("x-forwarded-for")
+                .eq_ignore_ascii_case(other.0);
+            if !is_configured {
+                assert_eq!(
+                    bound_address(&gateway, &[other]).await,
+                    "127.0.0.1",
+                    "{header:?} configured, {other:?} sent"
+                );
+            }
+        }
+        gateway.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn the_configured_header_is_walked_right_to_left_past_trusted_proxies() {
+    let gateway = TestGateway::start_with(&bound_behind_proxies(None)).await;
+    for (headers, client) in [
+        // The client's own left-most entry is never preferred over what a proxy appended.
+        (
+            &[("x-forwarded-for", "198.51.100.1, 203.0.113.7")][..],
+            "203.0.113.7",
+        ),
+        (
+            &[("x-forwarded-for", "203.0.113.7, 10.1.1.1, 10.2.2.2")][..],
+            "203.0.113.7",
+        ),
+        // Several header lines are one list, in order.
+        (
+            &[
+                ("x-forwarded-for", "198.51.100.1, 203.0.113.7"),
+                ("x-forwarded-for", "10.1.1.1"),
+            ][..],
+            "203.0.113.7",
+        ),
+        (
+            &[
+                ("x-forwarded-for", "10.1.1.1"),
+                ("x-forwarded-for", "203.0.113.8"),
+            ][..],
+            "203.0.113.8",
+        ),
+        // IPv6: bare, bracketed, bracketed with a port; IPv4 with a port.
+        (&[("x-forwarded-for", "2001:db8::5")][..], "2001:db8::5"),
+        (&[("x-forwarded-for", "[2001:db8::6]")][..], "2001:db8::6"),
+        (
+            &[("x-forwarded-for", "[2001:db8::7]:4711, 10.1.1.1")][..],
+            "2001:db8::7",
+        ),
+        (
+            &[("x-forwarded-for", "203.0.113.10:5678")][..],
+            "203.0.113.10",
+        ),
+        (
+            &[("x-forwarded-for", "::ffff:203.0.113.11")][..],
+            "203.0.113.11",
+        ),
+        // Malformed: the peer.
+        (
+            &[("x-forwarded-for", "203.0.113.7, garbage")][..],
+            "127.0.0.1",
+        ),
+        (&[("x-forwarded-for", "unknown")][..], "127.0.0.1"),
+        (&[("x-forwarded-for", "203.0.113.7:99999")][..], "127.0.0.1"),
+        (
+            &[("x-forwarded-for", "203.0.113.7, _hidden, 10.1.1.1")][..],
+            "127.0.0.1",
+        ),
+    ] {
+        assert_eq!(
+            bound_address(&gateway, headers).await,
+            client,
+            "{headers:?}"
+        );
+    }
+    gateway.shutdown().await;
+
+    let gateway = TestGateway::start_with(&bound_behind_proxies(Some("Forwarded"))).await;
+    for (headers, client) in [
+        (
+            &[("forwarded", r#"for="[2001:db8:cafe::17]:4711";proto=https"#)][..],
+            "2001:db8:cafe::17",
+        ),
+        (
+            &[
+                ("forwarded", "for=198.51.100.1, for=203.0.113.7"),
+                ("forwarded", "for=10.1.1.1;proto=https"),
+            ][..],
+            "203.0.113.7",
+        ),
+        (
+            &[("forwarded", "for=203.0.113.7, for=unknown")][..],
+            "127.0.0.1",
+        ),
+        (&[("forwarded", "proto=https")][..], "127.0.0.1"),
+    ] {
+        assert_eq!(
+            bound_address(&gateway, headers).await,
+            client,
+            "{headers:?}"
+        );
+    }
+    gateway.shutdown().await;
+}
+
+#[test]
+fn an_unknown_client_address_header_is_a_config_error_without_the_value() {
+    let yaml = bound_behind_proxies(Some("True-Client-IP"));
+    let errors =
+        Settings::from_yaml(&yaml, "test.yaml", std::path::Path::new("/")).expect_err("refused");
+    let shown = errors.to_string();
+    assert!(shown.contains("client_address.header"), "{shown}");
+    assert!(shown.contains("X-Forwarded-For, Forwarded, X-Real-IP, CF-Connecting-IP"));
+    assert!(!shown.contains("True-Client-IP"), "{shown}");
+}

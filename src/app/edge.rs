@@ -18,7 +18,6 @@ use crate::app::reload::Reloader;
 use crate::authz::policy::rfc3339;
 use crate::error::json_response;
 use crate::gateway;
-use crate::http::client_addr::client_address;
 use crate::http::server::Handler;
 use crate::metrics::{self, Metrics};
 use crate::request::Context;
@@ -112,7 +111,10 @@ impl Handler for Edge {
         let id = self.ids.for_request(req.headers());
         let (head, body) = req.into_parts();
         let matched = route::route(&head.method, head.uri.path(), head.uri.query());
-        let client = client_address(peer.ip(), &head.headers, &settings.identity.trusted_proxies);
+        let client = settings
+            .identity
+            .client_address
+            .resolve(peer.ip(), &head.headers);
         let mut ctx = Context::new(id, peer, client, matched.label);
         // Nothing is collected when no subscriber would record the line.
         ctx.logged = settings.access_log

@@ -66,14 +66,19 @@ pub(super) fn run(path: &Path) -> anyhow::Result<()> {
         let algorithms: Vec<String> = issuer.algorithms.iter().map(|a| format!("{a:?}")).collect();
         println!("  issuer   {} ({})", issuer.issuer, algorithms.join(", "));
     }
-    if !identity.trusted_proxies.is_empty() {
-        let nets: Vec<String> = identity
-            .trusted_proxies
+    let client_address = &identity.client_address;
+    if !client_address.trusted.is_empty() {
+        let nets: Vec<String> = client_address
+            .trusted
             .nets()
             .iter()
             .map(|n| n.to_string())
             .collect();
-        println!("  proxies  {}", nets.join(", "));
+        println!(
+            "  proxies  {}; the viewer's address from {} only",
+            nets.join(", "),
+            client_address.header.name()
+        );
     }
     let origins = &settings.cors.allowed_origins;
     println!(

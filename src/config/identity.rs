@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use super::raw::{RawApiKey, RawAuth, RawIssuer, RawNet, RawUser};
+use super::raw::{RawApiKey, RawAuth, RawClientAddress, RawIssuer, RawNet, RawUser};
 use super::{Checker, KeyLocation, Seg, key, parse_origin};
-use crate::http::client_addr::TrustedProxies;
+use crate::http::client_addr::{ClientAddress, ForwardedHeader, TrustedProxies};
 use crate::identity::ApiKeys;
 use crate::identity::basic::{UserSettings, validate_phc};
 use crate::identity::jwt::{IssuerKeys, IssuerSettings};
@@ -33,7 +33,8 @@ pub struct IdentitySettings {
     pub public_url: Option<String>,
     pub basic_cache_ttl: Duration,
     pub max_password_checks: usize,
-    pub trusted_proxies: TrustedProxies,
+    /// The trusted proxies and the one header they state the viewer's address in.
+    pub client_address: ClientAddress,
 }
 
 impl IdentitySettings {
@@ -62,6 +63,7 @@ pub(super) struct RawIdentity {
     pub issuers: Vec<RawIssuer>,
     pub auth: RawAuth,
     pub trusted_proxies: Vec<RawNet>,
+    pub client_address: RawClientAddress,
 }
 
 pub(super) fn validate_identity(
@@ -135,10 +137,26 @@ pub(super) fn validate_identity(
         public_url,
         basic_cache_ttl: raw.auth.basic_cache_ttl.0,
         max_password_checks: raw.auth.max_password_checks.max(1),
-        trusted_proxies: TrustedProxies::new(
-            raw.trusted_proxies.into_iter().map(|n| n.0).collect(),
-        ),
+        client_address: ClientAddress {
+            trusted: TrustedProxies::new(raw.trusted_proxies.into_iter().map(|n| n.0).collect()),
+            header: client_address_header(raw.client_address, check),
+        },
     }
+}
+
+/// `client_address.header`: one of the four headers proxies state the client in.
+fn client_address_header(raw: RawClientAddress, check: &mut Checker<'_>) -> ForwardedHeader {
+    let Some(name) = raw.header else {
+        return ForwardedHeader::default();
+    };
+    ForwardedHeader::from_name(name.trim()).unwrap_or_else(|| {
+        let names: Vec<&str> = ForwardedHeader::ALL.iter().map(|h| h.name()).collect();
+        check.error(
+            &[key("client_address"), key("header")],
+            format!("expected one of {}", names.join(", ")),
+        );
+        ForwardedHeader::default()
+    })
 }
 
 fn parse_url_with_path(url: &str) -> Option<http::Uri> {

@@ -40,6 +40,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub trusted_proxies: Vec<RawNet>,
     #[serde(default)]
+    pub client_address: RawClientAddress,
+    #[serde(default)]
     pub rules: Vec<RawRule>,
     pub tls: Option<RawTls>,
     pub http_redirect_listen: Option<SocketAddr>,
@@ -212,6 +214,14 @@ fn default_idle_timeout() -> HumanDuration {
 pub struct RawTls {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Where the viewer's address is read when the peer is a trusted proxy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAddress {
+    /// `X-Forwarded-For` (default), `Forwarded`, `X-Real-IP` or `CF-Connecting-IP`.
+    pub header: Option<String>,
 }
 
 /// How unauthenticated browsers are sent to sign in.

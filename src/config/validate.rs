@@ -86,6 +86,7 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
             issuers: raw.jwt_issuers,
             auth: raw.auth,
             trusted_proxies: raw.trusted_proxies,
+            client_address: raw.client_address,
         },
         check,
         base_dir,
