@@ -673,3 +673,166 @@ fn an_unknown_client_address_header_is_a_config_error_without_the_value() {
     assert!(shown.contains("X-Forwarded-For, Forwarded, X-Real-IP, CF-Connecting-IP"));
     assert!(!shown.contains("True-Client-IP"), "{shown}");
 }
+
+// === 8. identities carry their source ===
+
+const PARTNER_ISSUER: &str = "https://partner.test";
+const ALICE_PASSWORD: &str = "alice-test-only-password";
+
+/// [`gateway_config`] with a local user `alice` in `staff`, the issuers `idp` (sharing local
+/// names when `idp_shares`) and `partner` (never), and one rule per kind of subject.
+fn two_sources(secret_file: &std::path::Path, idp_shares: bool) -> String {
+    let issuers = format!(
+        "jwt_issuers:\n  - issuer: {IDP_ISSUER}\n    name: idp\n    shares_local_names: {idp_shares}\n    audience: streamgate\n    algorithms: [HS256]\n    secret: {{file: {secret}}}\n    groups_claim: groups\n  - issuer: {PARTNER_ISSUER}\n    name: partner\n    audience: streamgate\n    algorithms: [HS256]\n    secret: {{file: {secret}}}\n    groups_claim: groups\n",
+        secret = secret_file.display()
+    );
+    let config = gateway_config().replace(
+        "api_keys:\n",
+        "  alice-clip:\n    uid: 44444444444444444444444444444444\n  staff-clip:\n    uid: 55555555555555555555555555555555\n  partner-clip:\n    uid: 66666666666666666666666666666666\napi_keys:\n",
+    );
+    format!(
+        "{config}  - name: alice-only\n    videos: [alice-clip]\n    subjects: [user:alice]\n  - name: staff\n    videos: [staff-clip]\n    subjects: [group:staff]\n  - name: partner-alice\n    videos: [partner-clip]\n    subjects: [\"user:partner:alice\", \"group:partner:reviewers\"]\nusers:\n  alice:\n    password: \"{}\"\n    groups: [staff]\n{issuers}",
+        argon2_phc(ALICE_PASSWORD)
+    )
+}
+
+/// The status of `/watch/<video>` with `headers`.
+async fn watch_status(gateway: &TestGateway, video: &str, headers: &[(&str, &str)]) -> u16 {
+    get_with(&gateway.url(&format!("/watch/{video}")), headers)
+        .await
+        .status
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_second_issuers_alice_and_staff_do_not_match_the_local_users_rules() {
+    let secret = temp_file_with(IDP_SECRET);
+    let gateway = TestGateway::start_with(&two_sources(secret.path(), false)).await;
+    let basic = basic_auth("alice", ALICE_PASSWORD);
+    let local = [("authorization", basic.as_str())];
+    let bearer =
+        |issuer: &str, claims: Value| format!("Bearer {}", idp_token(IDP_SECRET, issuer, claims));
+    let partner_alice = bearer(
+        PARTNER_ISSUER,
+        serde_json::json!({"sub": "alice", "groups": ["staff", "reviewers"]}),
+    );
+    let partner = [("authorization", partner_alice.as_str())];
+    let idp_alice = bearer(
+        IDP_ISSUER,
+        serde_json::json!({"sub": "alice", "groups": ["staff", "reviewers"]}),
+    );
+    let idp = [("authorization", idp_alice.as_str())];
+
+    // The local user's rules.
+    assert_eq!(watch_status(&gateway, "alice-clip", &local).await, 302);
+    assert_eq!(watch_status(&gateway, "staff-clip", &local).await, 302);
+    // The review's escalation: a token with sub alice and groups [staff] from other issuers.
+    for (who, headers) in [("partner", &partner), ("idp", &idp)] {
+        assert_eq!(
+            watch_status(&gateway, "alice-clip", headers).await,
+            403,
+            "{who}"
+        );
+        assert_eq!(
+            watch_status(&gateway, "staff-clip", headers).await,
+            403,
+            "{who}"
+        );
+    }
+    // The qualified forms name one issuer's alice and reviewers, and only them.
+    assert_eq!(watch_status(&gateway, "partner-clip", &partner).await, 302);
+    assert_eq!(watch_status(&gateway, "partner-clip", &idp).await, 403);
+    assert_eq!(watch_status(&gateway, "partner-clip", &local).await, 403);
+    let reviewer = bearer(
+        PARTNER_ISSUER,
+        serde_json::json!({"sub": "rita", "groups": ["reviewers"]}),
+    );
+    assert_eq!(
+        watch_status(
+            &gateway,
+            "partner-clip",
+            &[("authorization", reviewer.as_str())]
+        )
+        .await,
+        302
+    );
+    // `authenticated` still covers every source.
+    assert_eq!(watch_status(&gateway, "keynote", &partner).await, 302);
+    gateway.shutdown().await;
+
+    // An issuer that shares the local names (the organisation's own) matches them.
+    let gateway = TestGateway::start_with(&two_sources(secret.path(), true)).await;
+    assert_eq!(watch_status(&gateway, "alice-clip", &idp).await, 302);
+    assert_eq!(watch_status(&gateway, "staff-clip", &idp).await, 302);
+    assert_eq!(watch_status(&gateway, "alice-clip", &partner).await, 403);
+    assert_eq!(watch_status(&gateway, "staff-clip", &partner).await, 403);
+    gateway.shutdown().await;
+}
+
+#[test]
+fn check_warns_when_one_name_can_come_from_two_sources() {
+    let secret = temp_file_with(IDP_SECRET);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("config.yaml");
+    let run = |yaml: &str| {
+        std::fs::write(&path, yaml).expect("writing the configuration");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(["--config", &path.display().to_string(), "check"])
+            .output()
+            .expect("streamgate runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let shared = run(&two_sources(secret.path(), true));
+    assert!(
+        shared.contains(
+            "warning: rules[3].subjects[0]: this name may come from users and jwt_issuers[0]"
+        ),
+        "{shared}"
+    );
+    assert!(
+        shared.contains("warning: rules[4].subjects[0]: this group may come from users and api_keys and jwt_issuers[0]"),
+        "{shared}"
+    );
+    let apart = run(&two_sources(secret.path(), false));
+    assert!(!apart.contains("may come from"), "{apart}");
+}
+
+#[test]
+fn explain_tells_a_second_issuers_alice_from_the_local_one() {
+    let secret = temp_file_with(IDP_SECRET);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, two_sources(secret.path(), false)).expect("writing");
+    let explain = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(["--config", &path.display().to_string(), "explain"])
+            .args(["--video", "alice-clip", "--user", "alice"])
+            .args(extra)
+            .output()
+            .expect("streamgate runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let local = explain(&[]);
+    assert!(
+        local.contains("subject  user:alice groups: [staff]"),
+        "{local}"
+    );
+    assert!(
+        local.contains("decision ALLOW by rule `alice-only`"),
+        "{local}"
+    );
+    let partner = explain(&["--issuer", "partner", "--groups", "staff"]);
+    assert!(
+        partner.contains(&format!(
+            "subject  jwt:alice from {PARTNER_ISSUER} groups: [staff]"
+        )),
+        "{partner}"
+    );
+    assert!(
+        partner.contains("skipped: covers only user:alice"),
+        "{partner}"
+    );
+    assert!(partner.contains("decision DENY"), "{partner}");
+}

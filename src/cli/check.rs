@@ -64,7 +64,21 @@ pub(super) fn run(path: &Path) -> anyhow::Result<()> {
     println!("  users    {}", identity.users.len());
     for issuer in &identity.issuers {
         let algorithms: Vec<String> = issuer.algorithms.iter().map(|a| format!("{a:?}")).collect();
-        println!("  issuer   {} ({})", issuer.issuer, algorithms.join(", "));
+        let names = match (&issuer.name, issuer.shares_local_names) {
+            (Some(name), false) => format!("; rules name its subjects user:{name}:<sub>"),
+            (Some(name), true) => {
+                format!("; its subjects are also local names (user:<sub>, or user:{name}:<sub>)")
+            }
+            (None, false) => {
+                "; no `name`: only authenticated and claim: rules cover its tokens".to_string()
+            }
+            (None, true) => "; its subjects are also local names (user:<sub>)".to_string(),
+        };
+        println!(
+            "  issuer   {} ({}){names}",
+            issuer.issuer,
+            algorithms.join(", ")
+        );
     }
     let client_address = &identity.client_address;
     if !client_address.trusted.is_empty() {

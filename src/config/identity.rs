@@ -77,12 +77,22 @@ pub(super) fn validate_identity(
     let mut issuers = Vec::new();
     let mut issuer_fields = Vec::new();
     let mut seen = std::collections::HashMap::new();
+    let mut names = std::collections::HashMap::new();
     for (i, entry) in raw.issuers.into_iter().enumerate() {
         let path = [key("jwt_issuers"), Seg::Index(i)];
         if let Some(first) = seen.insert(entry.issuer.clone(), i) {
             check.error(
                 &[key("jwt_issuers"), Seg::Index(i), key("issuer")],
                 format!("this issuer is already listed at jwt_issuers[{first}]"),
+            );
+            continue;
+        }
+        if let Some(name) = &entry.name
+            && let Some(first) = names.insert(name.clone(), i)
+        {
+            check.error(
+                &[key("jwt_issuers"), Seg::Index(i), key("name")],
+                format!("this name is already used by jwt_issuers[{first}]"),
             );
             continue;
         }
@@ -175,6 +185,18 @@ fn is_valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| !c.is_control() && !c.is_whitespace() && c != ':' && c != ',')
+}
+
+/// The source named `local` in qualified subjects: the local users and API keys.
+pub(super) const LOCAL_SOURCE: &str = "local";
+
+/// A usable issuer `name`: short, plain, and not the local source's.
+fn is_issuer_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name != LOCAL_SOURCE
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// One shared string per group name, however many users are in it.
@@ -298,6 +320,14 @@ fn build_issuer(
     let errors_before = check.errors.len();
     if raw.issuer.is_empty() {
         check.error(&at("issuer"), "the issuer (`iss`) must not be empty");
+    }
+    if let Some(name) = &raw.name
+        && !is_issuer_name(name)
+    {
+        check.error(
+            &at("name"),
+            "an issuer's name is 1-64 letters, digits, `.`, `_` or `-`, and not `local` (which means the local users and API keys)",
+        );
     }
     let audiences = raw.audience.into_vec();
     if audiences.is_empty() || audiences.iter().any(String::is_empty) {
@@ -436,6 +466,8 @@ fn build_issuer(
         subject_claim: raw.subject_claim,
         groups_claim: raw.groups_claim.filter(|c| !c.is_empty()),
         cache_ttl: raw.cache_ttl.0,
+        name: raw.name,
+        shares_local_names: raw.shares_local_names,
     })
 }
 

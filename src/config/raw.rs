@@ -271,6 +271,11 @@ pub struct RawUser {
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
     pub issuer: String,
+    /// A short name for qualified rule subjects (`user:<name>:<subject>`).
+    pub name: Option<String>,
+    /// Its subjects and groups also match unqualified `user:` and `group:` subjects.
+    #[serde(default)]
+    pub shares_local_names: bool,
     pub audience: OneOrMany,
     pub algorithms: Vec<String>,
     pub secret: Option<RawSecretRef>,

@@ -225,3 +225,149 @@ fn upstream_timeouts_have_a_floor() {
     let error = single_error(&format!("upstream:\n  idle_timeout: 10ms\n{GOOD}"));
     assert_eq!(error.field, "upstream.idle_timeout");
 }
+
+/// [`GOOD`] with a local user `alice` (in `staff`), two JWT issuers (`corp`, sharing local
+/// names when `corp_shares`; `partner`, not) and `rules` appended to its rules.
+fn with_sources(corp_shares: bool, rules: &str) -> String {
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$hUYtGmcggkXryg9JZOq5Hw$F0+7Z8eajyoikCEqE8gWphRU5GDQ3Wn5rY1dtIgfSc8";
+    format!(
+        "{GOOD}{rules}users:\n  alice:\n    password: \"{hash}\"\n    groups: [staff]\njwt_issuers:\n  - issuer: https://corp.test\n    name: corp\n    shares_local_names: {corp_shares}\n    audience: a\n    algorithms: [HS256]\n    secret: {{file: corp.secret}}\n    groups_claim: groups\n  - issuer: https://partner.test\n    name: partner\n    audience: a\n    algorithms: [HS256]\n    secret: {{file: partner.secret}}\n    groups_claim: groups\n"
+    )
+}
+
+fn rule_with(subject: &str) -> String {
+    format!("  - name: extra\n    videos: [intro]\n    subjects: [\"{subject}\"]\n")
+}
+
+#[test]
+fn user_and_group_subjects_name_their_source() {
+    use crate::authz::policy::{Source, Subject};
+    for (written, expected) in [
+        (
+            "user:alice",
+            Subject::User {
+                source: Source::Unqualified,
+                name: "alice".into(),
+            },
+        ),
+        (
+            "user:local:alice",
+            Subject::User {
+                source: Source::Local,
+                name: "alice".into(),
+            },
+        ),
+        (
+            "user:partner:auth0|a:b",
+            Subject::User {
+                source: Source::Issuer("partner".into()),
+                name: "auth0|a:b".into(),
+            },
+        ),
+        (
+            "group:corp:staff",
+            Subject::Group {
+                source: Source::Issuer("corp".into()),
+                name: "staff".into(),
+            },
+        ),
+    ] {
+        let settings = parse(&with_sources(false, &rule_with(written))).unwrap();
+        let rule = settings.policy.rules().last().unwrap();
+        assert_eq!(rule.subjects, vec![expected], "{written}");
+        assert_eq!(rule.subjects[0].to_string(), written);
+    }
+}
+
+#[test]
+fn subjects_that_name_no_source_are_errors() {
+    for (subject, message) in [
+        ("user:nobody", "user:<issuer name>:<subject>"),
+        ("user:local:carol", "no user by this name"),
+        ("user:elsewhere:alice", "no JWT issuer has this `name`"),
+        ("group:elsewhere:staff", "no JWT issuer has this `name`"),
+        ("user::alice", "not a subject"),
+        ("group:corp:", "not a subject"),
+    ] {
+        let error = single_error(&with_sources(false, &rule_with(subject)));
+        assert_eq!(error.field, "rules[2].subjects[0]", "{subject}");
+        assert!(error.message.contains(message), "{subject}: {error}");
+        assert!(!error.message.contains(subject), "{subject}: echoed");
+    }
+    // With an issuer that shares local names, any unqualified name may be its subject.
+    parse(&with_sources(true, &rule_with("user:carol"))).unwrap();
+}
+
+#[test]
+fn check_warns_when_one_name_can_come_from_two_sources() {
+    let settings = parse(&with_sources(true, &rule_with("user:alice"))).unwrap();
+    assert!(
+        settings.warnings.iter().any(|w| w
+            .starts_with("rules[2].subjects[0]: this name may come from users and jwt_issuers[0]")),
+        "{:?}",
+        settings.warnings
+    );
+    let settings = parse(&with_sources(true, &rule_with("group:staff"))).unwrap();
+    assert!(
+        settings
+            .warnings
+            .iter()
+            .any(|w| w.contains("this group may come from users and api_keys and jwt_issuers[0]")),
+        "{:?}",
+        settings.warnings
+    );
+    // Qualified, or with no issuer sharing names: one source, no warning.
+    for (shares, subject) in [
+        (true, "user:local:alice"),
+        (true, "group:partner:staff"),
+        (false, "user:alice"),
+        (false, "group:staff"),
+    ] {
+        let settings = parse(&with_sources(shares, &rule_with(subject))).unwrap();
+        assert!(
+            !settings
+                .warnings
+                .iter()
+                .any(|w| w.contains("may come from")),
+            "{subject}: {:?}",
+            settings.warnings
+        );
+    }
+    // A local user and an API key with one name.
+    let source =
+        with_sources(false, "").replace("  - name: ci\n    sha256", "  - name: alice\n    sha256");
+    let source = source.replace("api_key:ci", "api_key:alice");
+    let settings = parse(&source).unwrap();
+    assert!(
+        settings
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("users.alice: an API key has the same name")),
+        "{:?}",
+        settings.warnings
+    );
+}
+
+#[test]
+fn issuer_names_are_plain_unique_and_never_local() {
+    for (from, to, field) in [
+        (
+            "    name: corp\n",
+            "    name: local\n",
+            "jwt_issuers[0].name",
+        ),
+        (
+            "    name: corp\n",
+            "    name: \"a b\"\n",
+            "jwt_issuers[0].name",
+        ),
+        (
+            "    name: partner\n",
+            "    name: corp\n",
+            "jwt_issuers[1].name",
+        ),
+    ] {
+        let error = single_error(&with_sources(false, "").replace(from, to));
+        assert_eq!(error.field, field, "{error}");
+    }
+}

@@ -16,11 +16,13 @@ use serde_json::Value;
 
 pub use api_key::{ApiKeys, hash_api_key};
 
-/// An authenticated caller: what rules can match on.
+/// An authenticated caller: what rules can match on. Its `kind` says where the identity came
+/// from, so a name from one source is never taken for the same name from another.
 #[derive(Debug)]
 pub struct Principal {
     pub kind: PrincipalKind,
-    /// The user name, API key name, or the JWT's subject claim. Never a secret.
+    /// The user name, API key name, or the JWT's subject claim (in its issuer's namespace).
+    /// Never a secret.
     pub name: Arc<str>,
     /// Group names, sorted and without duplicates.
     pub groups: Box<[Arc<str>]>,
@@ -28,16 +30,39 @@ pub struct Principal {
     pub claims: serde_json::Map<String, Value>,
 }
 
-/// How a [`Principal`] proved who it is.
+/// How a [`Principal`] proved who it is: its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrincipalKind {
+    /// A local API key (`api_keys`).
     ApiKey,
-    /// HTTP Basic, a user from the policy's `users`.
+    /// HTTP Basic, a local user (`users`).
     User,
-    /// A JWT from the named issuer (`iss`).
-    Jwt {
-        issuer: Arc<str>,
-    },
+    /// A JWT from this issuer.
+    Jwt { issuer: Arc<IssuerSource> },
+}
+
+/// A JWT issuer as rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerSource {
+    /// The exact `iss` its tokens carry.
+    pub iss: Arc<str>,
+    /// Its `name` in the configuration, which qualified subjects use
+    /// (`user:<name>:<subject>`, `group:<name>:<group>`); `None` when it has none.
+    pub name: Option<Arc<str>>,
+    /// Whether its subjects and groups also count as local names, matching the unqualified
+    /// `user:<name>` and `group:<name>` (the issuer's `shares_local_names`).
+    pub shares_local_names: bool,
+}
+
+impl IssuerSource {
+    /// A source with no name that shares no names (tests, `explain` without an issuer).
+    pub fn unnamed(iss: &str) -> Self {
+        Self {
+            iss: iss.into(),
+            name: None,
+            shares_local_names: false,
+        }
+    }
 }
 
 impl Principal {
@@ -507,7 +532,7 @@ mod tests {
         });
         let principal = Principal::new(
             PrincipalKind::Jwt {
-                issuer: "idp".into(),
+                issuer: Arc::new(IssuerSource::unnamed("idp")),
             },
             "alice".into(),
             [Arc::from("b"), Arc::from("a"), Arc::from("b")],
