@@ -264,8 +264,15 @@ pub(super) fn parse_jwks(body: &[u8], algorithms: &[Algorithm]) -> Result<KeySet
     struct Document {
         keys: Vec<Value>,
     }
-    let document: Document =
-        serde_json::from_slice(body).map_err(|error| format!("not a JWKS document ({error})"))?;
+    let document: Document = serde_json::from_slice(body).map_err(|error| {
+        // serde_json's own text may quote the document; only where it failed is shown.
+        format!(
+            "not a JWKS document ({:?} error at line {} column {})",
+            error.classify(),
+            error.line(),
+            error.column()
+        )
+    })?;
     let mut usable: Vec<(Option<String>, VerifyKey)> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     for (position, value) in document.keys.into_iter().enumerate() {
