@@ -448,7 +448,7 @@ fn bench_settings(max_in_flight: Option<usize>, secret_dir: &Path) -> Settings {
         yaml,
         "auth:\n  basic_cache_ttl: {AUTH_CACHE_TTL}\n\
          users:\n  {BASIC_USER}:\n    password: '{phc}'\n    groups: [{MEMBER_GROUP}]\n\
-         jwt_issuers:\n  - issuer: {JWT_ISSUER}\n    audience: {JWT_AUDIENCE}\n\
+         jwt_issuers:\n  - issuer: {JWT_ISSUER}\n    name: bench-idp\n    audience: {JWT_AUDIENCE}\n\
          \x20   algorithms: [HS256]\n    secret:\n      file: '{}'\n\
          \x20   cookie: {JWT_COOKIE}\n    groups_claim: groups\n    cache_ttl: {AUTH_CACHE_TTL}",
         secret_path.replace('\'', "''"),
@@ -458,7 +458,7 @@ fn bench_settings(max_in_flight: Option<usize>, secret_dir: &Path) -> Settings {
     // decided by `everyone` alone.
     writeln!(
         yaml,
-        "rules:\n  - name: members\n    videos: [{MEMBER_ALIAS}]\n    subjects: ['user:{BASIC_USER}', 'group:{MEMBER_GROUP}']\n\
+        "rules:\n  - name: members\n    videos: [{MEMBER_ALIAS}]\n    subjects: ['user:{BASIC_USER}', 'group:{MEMBER_GROUP}', 'group:bench-idp:{MEMBER_GROUP}']\n\
          \x20 - name: everyone\n    videos: ['*']\n    subjects: [anyone]"
     )
     .expect("writing to a String");

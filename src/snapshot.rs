@@ -234,7 +234,18 @@ pub fn authenticator(settings: &Settings) -> Result<Authenticator, ConfigErrors>
     })
 }
 
-/// The `WWW-Authenticate` challenges of a 401: Basic when users are configured, Bearer always.
+impl Snapshot {
+    /// The `Bearer` challenge alone, in the configured realm (the token API takes API keys
+    /// only).
+    pub fn bearer_challenge(&self) -> &[HeaderValue] {
+        // `challenges` ends with it.
+        let last = self.challenges.len().saturating_sub(1);
+        &self.challenges[last..]
+    }
+}
+
+/// The `WWW-Authenticate` challenges of a 401: Basic when users are configured, Bearer always
+/// and last.
 fn challenges(settings: &Settings, auth: &Authenticator) -> Vec<HeaderValue> {
     let realm = &settings.identity.realm;
     let mut challenges = vec![];

@@ -269,6 +269,11 @@ fn table(dir: &Path) -> Vec<Entry> {
             Shows("max_password_checks: 7"),
         ),
         append(
+            "client_address",
+            "client_address:\n  header: X-Real-IP\n",
+            Shows("XRealIp"),
+        ),
+        append(
             "trusted_proxies",
             "trusted_proxies: [192.0.2.77/32]\n",
             Shows("192.0.2.77"),

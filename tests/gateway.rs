@@ -133,10 +133,11 @@ async fn bad_input_on_watch_gets_the_right_4xx_with_a_reason() {
         ("/watch/intro%2Fiframe".into(), 400, "percent-encoded"),
         ("/watch/".into(), 400, "missing video"),
         ("/watch/intro/secret.txt".into(), 404, "unknown resource"),
+        // The README's error table: `..` is a 400 wherever it appears.
         (
             "/watch/intro/iframe/../../x".into(),
-            404,
-            "unknown resource",
+            400,
+            "`..` segments are not allowed",
         ),
         (
             "/watch/intro/thumbnails/thumbnail.jpg?token=x".into(),
@@ -215,10 +216,11 @@ async fn get_signed_url_refuses_bad_requests_with_reasons() {
         400,
         "malformed JSON",
     );
+    // Malformed, as on /watch: a 400 (a well-formed unknown id is a 404).
     assert_error(
         &post_get_signed_url(&gateway, r#"{"video_id": "../x"}"#, &[]).await,
-        404,
-        "no video",
+        400,
+        "not a video uid",
     );
     assert_error(
         &post_get_signed_url(&gateway, r#"{"video_id": "keynote"}"#, &[]).await,

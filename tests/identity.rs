@@ -75,10 +75,12 @@ rules:
 }
 
 /// The HS256 issuer (secret in `secret_file`, token also read from [`SESSION_COOKIE`]) and
-/// the RS256 issuer (public key PEM of the second fixture key, groups at a dotted path).
+/// the RS256 issuer (public key PEM of the second fixture key, groups at a dotted path). Both
+/// share the local names, so the plain `group:staff` rule covers their staff.
 fn two_issuers(secret_file: &tempfile::NamedTempFile) -> String {
     format!(
         "  - issuer: {HS_ISSUER}
+    shares_local_names: true
     audience: {AUDIENCE}
     algorithms: [HS256]
     secret:
@@ -86,6 +88,7 @@ fn two_issuers(secret_file: &tempfile::NamedTempFile) -> String {
     cookie: {SESSION_COOKIE}
     groups_claim: groups
   - issuer: {RS_ISSUER}
+    shares_local_names: true
     audience: [other-app, {AUDIENCE}]
     algorithms: [RS256]
     public_key_file: test-only-second-key.pub.pem
@@ -653,6 +656,7 @@ fn rsa_jwk(kid: &str, pkcs1_der: &[u8]) -> Value {
 fn jwks_issuer(url: &str) -> String {
     format!(
         "  - issuer: {RS_ISSUER}
+    shares_local_names: true
     audience: {AUDIENCE}
     algorithms: [RS256]
     jwks_url: {url}

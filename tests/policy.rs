@@ -133,9 +133,10 @@ fn credentials(case: &Case) -> Vec<(String, String)> {
     if who == "anonymous" {
         return vec![];
     }
-    if who == "jwt" {
+    if who == "jwt" || who.starts_with("jwt:") {
+        let issuer = who.strip_prefix("jwt:").unwrap_or(MATRIX_ISSUER);
         let mut claims = case.claims.clone();
-        claims.insert("iss".into(), json!(MATRIX_ISSUER));
+        claims.insert("iss".into(), json!(issuer));
         claims.insert("aud".into(), json!(MATRIX_AUDIENCE));
         claims.insert("iat".into(), json!(unix_now()));
         claims.insert("exp".into(), json!(unix_now() + 3600));

@@ -23,7 +23,6 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{Value, json};
 use streamgate::Body;
 use streamgate::body::BoxError;
 use streamgate::emulator::{DOWNLOAD_LEN_BYTES, RENDITIONS, SEGMENTS_PER_RENDITION};
@@ -81,23 +80,41 @@ const API_KEY_HEADER: (&str, &str) = ("x-api-key", TEST_API_KEY);
 
 // === small helpers ===
 
-/// The token the gateway uses for `video` for this caller: `/api/getSignedURL` shares the
-/// token cache (and the policy) with `/watch`, so it returns the very token proxied requests
-/// carry upstream.
+/// The token the gateway uses upstream for `video` for this caller. No endpoint hands out a
+/// proxy-mode token, so it is asked of the running snapshot the way `/watch` asks: identify,
+/// authorize, then the permit's upstream token (from the same cache proxied requests use).
 async fn current_token(gateway: &TestGateway, video: &str, headers: &[(&str, &str)]) -> String {
-    let mut all = vec![("content-type", "application/json")];
-    all.extend_from_slice(headers);
-    let body = json!({ "video_id": video }).to_string().into_bytes();
-    let response = send(
-        Method::POST,
-        &gateway.url("/api/getSignedURL"),
-        &all,
-        Some(body),
-    )
-    .await;
-    assert_eq!(response.status.as_u16(), 200, "{}", response.text());
-    let body: Value = serde_json::from_slice(&response.body).expect("JSON");
-    body["token"].as_str().expect("a token").to_owned()
+    let snapshot = gateway.app().snapshot();
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            http::HeaderValue::from_str(value).expect("a header value"),
+        );
+    }
+    let peer: std::net::SocketAddr = "127.0.0.1:1".parse().expect("an address");
+    let mut ctx = streamgate::request::Context::new(
+        http::HeaderValue::from_static("test"),
+        peer,
+        peer.ip(),
+        streamgate::metrics::Route::Watch,
+    );
+    ctx.identity = snapshot
+        .auth
+        .identify(&map)
+        .await
+        .expect("the credentials are valid");
+    let permit = snapshot
+        .authz
+        .authorize(&mut ctx, video, streamgate::request::route::Target::Player)
+        .unwrap_or_else(|error| panic!("{video} is permitted: {error}"));
+    permit
+        .upstream_token(&snapshot.cache)
+        .await
+        .expect("a token is signed")
+        .token
+        .expose()
+        .to_owned()
 }
 
 /// Panics if any of `secrets` appears in the body or any header value of `response`.
@@ -1472,10 +1489,10 @@ impl std::io::Write for LogSink {
 }
 
 /// The captured log lines (JSON) that mention request `id`.
-fn lines_for(logs: &Mutex<Vec<u8>>, id: &str) -> Vec<Value> {
+fn lines_for(logs: &Mutex<Vec<u8>>, id: &str) -> Vec<serde_json::Value> {
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     text.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|line| line["fields"]["request_id"] == id)
         .collect()
 }

@@ -201,7 +201,7 @@ fn bad_reference(valid: &Config) -> Invalid {
     Invalid {
         line: line_of(&yaml, "nosuch"),
         yaml,
-        names: "rules[0].videos[1]: `nosuch` is not a video alias or uid",
+        names: "rules[0].videos[1]: not a video alias or uid",
     }
 }
 
@@ -1000,6 +1000,7 @@ async fn an_invalid_reload_is_visible_in_status_and_fixed_by_the_next_valid_writ
             reloads_ok: 1,
             reloads_failed: 1,
             last_error: None,
+            last_failed_at: None,
             needs_restart: Vec::new(),
             checks: status.checks,
             writes_in_progress: status.writes_in_progress,

@@ -309,6 +309,8 @@ async fn a_bad_certificate_or_key_fails_start_with_file_line_and_field() {
     let key_line = line_of(&yaml, "key: key.pem");
     let tls_line = line_of(&yaml, "tls:");
 
+    // The configured paths are values: the field and line name the file instead.
+    let configured = dir.path().display().to_string();
     let expect = async |needles: &[String]| {
         let error = match start_app(dir.path(), &yaml).await {
             Ok(_) => panic!("the gateway must not start"),
@@ -319,13 +321,12 @@ async fn a_bad_certificate_or_key_fails_start_with_file_line_and_field() {
         for needle in needles {
             assert!(text.contains(needle.as_str()), "{needle:?} in:\n{text}");
         }
+        assert!(!text.contains(&configured), "a path is echoed:\n{text}");
     };
-    let cert_path = dir.path().join("cert.pem").display().to_string();
-    let key_path = dir.path().join("key.pem").display().to_string();
 
     expect(&[
         format!("test.yaml:{cert_line}:3: tls.cert:"),
-        format!("cannot read the certificate file {cert_path}"),
+        "cannot read the certificate file: ".to_string(),
     ])
     .await;
 
@@ -333,14 +334,14 @@ async fn a_bad_certificate_or_key_fails_start_with_file_line_and_field() {
     std::fs::write(dir.path().join("key.pem"), &cert.chain_pem).unwrap();
     expect(&[
         format!("test.yaml:{key_line}:3: tls.key:"),
-        format!("private key file {key_path} holds no private key"),
+        "private key file holds no private key".to_string(),
     ])
     .await;
 
     std::fs::write(dir.path().join("key.pem"), ca.issue().key_pem).unwrap();
     expect(&[
         format!("test.yaml:{tls_line}:1: tls:"),
-        format!("the private key in {key_path} does not match the certificate in {cert_path}"),
+        "the private key file does not match the certificate file".to_string(),
     ])
     .await;
 
@@ -579,7 +580,7 @@ async fn check_and_serve_report_tls() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("tls.key: the private key file") && stderr.contains("key.pem"),
+        stderr.contains("tls.key: the private key file") && !stderr.contains("key.pem"),
         "{stderr}"
     );
 

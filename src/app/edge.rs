@@ -15,10 +15,10 @@ use hyper::body::Incoming;
 use crate::Body;
 use crate::app::live::Live;
 use crate::app::reload::Reloader;
+use crate::authz::policy::rfc3339;
 use crate::body::BodyEnd;
 use crate::error::{Audience, RequestError, json_response, prefers_html};
 use crate::gateway;
-use crate::http::client_addr::client_address;
 use crate::http::server::Handler;
 use crate::metrics::{self, Metrics};
 use crate::request::Context;
@@ -92,10 +92,13 @@ impl Edge {
                 "configured": signer.keys().len(),
             },
             "emulator_reachable": emulator_ok,
+            // Only that the last reload failed, and when: the reason names fields of the
+            // configuration, which is the operator's business (it is in the log).
             "reload": status.map(|s| serde_json::json!({
                 "ok": s.reloads_ok,
                 "failed": s.reloads_failed,
-                "last_error": s.last_error,
+                "last_failed": s.last_failed_at.is_some(),
+                "last_failed_at": s.last_failed_at.map(rfc3339),
                 "needs_restart": s.needs_restart,
             })),
         });
@@ -116,7 +119,10 @@ impl Handler for Edge {
         let id = self.ids.for_request(req.headers());
         let (head, body) = req.into_parts();
         let matched = route::route(&head.method, head.uri.path(), head.uri.query());
-        let client = client_address(peer.ip(), &head.headers, &settings.identity.trusted_proxies);
+        let client = settings
+            .identity
+            .client_address
+            .resolve(peer.ip(), &head.headers);
         let mut ctx = Context::new(id, peer, client, matched.label);
         // Nothing is collected when no subscriber would record the line.
         ctx.logged = settings.access_log

@@ -1,7 +1,7 @@
 //! Signing keys: read every configured key from its file or environment variable (creating
 //! development keys when asked), for [`crate::snapshot::Snapshot::build`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{ConfigError, ConfigErrors, KeyLocation, Settings};
@@ -44,9 +44,9 @@ pub fn load_signing_keys(
             KeyLocation::Env(var) => match std::env::var(var) {
                 Ok(value) => value,
                 Err(_) => {
-                    errors.push(fail(format!(
-                        "environment variable {var} is not set or not UTF-8"
-                    )));
+                    errors.push(fail(
+                        "the environment variable named by `env` is not set or not UTF-8".into(),
+                    ));
                     continue;
                 }
             },
@@ -65,9 +65,10 @@ pub fn load_signing_keys(
                 match std::fs::read_to_string(path) {
                     Ok(text) => text,
                     Err(error) => {
+                        // io::Error's text names no path; the path (a configured value)
+                        // is not repeated either.
                         errors.push(fail(format!(
-                            "cannot read key file {}: {error}",
-                            path.display()
+                            "cannot read the file named by `file`: {error}"
                         )));
                         continue;
                     }
@@ -79,14 +80,14 @@ pub fn load_signing_keys(
             Err(error) => errors.push(fail(error.to_string())),
         }
     }
-    let mut seen = HashSet::new();
+    let mut seen = HashMap::new();
     for (key, source) in keys.iter().zip(&settings.signing_keys) {
-        if !seen.insert(key.id().to_string()) {
+        if let Some(first) = seen.insert(key.id().to_string(), &source.field) {
             errors.push(ConfigError {
                 file: settings.file.clone(),
                 position: source.position,
                 field: source.field.clone(),
-                message: format!("key id {} is configured twice", key.id()),
+                message: format!("holds the same key id as {first}"),
             });
         }
     }
@@ -101,10 +102,10 @@ fn write_generated_key(path: &Path) -> Result<(), String> {
     let generated = crate::token::keys::generate().map_err(|e| e.to_string())?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            .map_err(|e| format!("cannot create the key file's directory: {e}"))?;
     }
     write_private_file(path, generated.cloudflare_json.expose())
-        .map_err(|e| format!("cannot write key file {}: {e}", path.display()))
+        .map_err(|e| format!("cannot write the key file: {e}"))
 }
 
 /// Create `path` readable by its owner only, failing if it exists.

@@ -38,8 +38,11 @@ pub struct ReloadStatus {
     pub generation: u64,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
-    /// The last failure, when the last attempt failed (file, line, field and message).
+    /// The last failure, when the last attempt failed (file, line, field and message, never
+    /// a configured value). Logged, and kept here for the process; `/readyz` does not show it.
     pub last_error: Option<String>,
+    /// When the last attempt failed (unix seconds); `None` once an attempt applies.
+    pub last_failed_at: Option<u64>,
     /// Settings that changed in the file but only take effect after a restart (see
     /// [`restart_only_changes`]).
     pub needs_restart: Vec<&'static str>,
@@ -161,6 +164,7 @@ impl Reloader {
                 self.metrics.set_config_generation(state.status.generation);
                 state.status.reloads_ok += 1;
                 state.status.last_error = None;
+                state.status.last_failed_at = None;
                 state.status.needs_restart = needs_restart;
                 tracing::info!(
                     generation = state.status.generation,
@@ -174,6 +178,7 @@ impl Reloader {
                 self.metrics.reload(false);
                 state.status.reloads_failed += 1;
                 state.status.last_error = Some(message.clone());
+                state.status.last_failed_at = Some(crate::token::signer::unix_now());
                 let cause = std::error::Error::source(&error)
                     .map(|cause| format!(" ({cause})"))
                     .unwrap_or_default();

@@ -5,6 +5,7 @@
 //!
 //! A [`Permit`] is the only way to the token settings: handlers ask it for a token (shared,
 //! bound to the viewer, or narrowed for the token API) and never build settings themselves.
+//! It also decides who may see the token: under a proxy-mode rule no token is handed out.
 
 pub mod catalogue;
 pub mod narrow;
@@ -209,10 +210,40 @@ impl<'a> Permit<'a> {
         &self.settings
     }
 
-    /// The cached (or a new) token: a rule's shared settings may use the cache's hot slots,
-    /// settings made for one viewer do not. `Err` is a signing failure (500, or 503 when
-    /// signing timed out).
+    /// A token the caller will see (a redirect's `Location`, `/api/getSignedURL`): the cached
+    /// or a new one. `Err` is a 403 under a proxy-mode rule (see [`Permit::hand_out`]), or a
+    /// signing failure (500, or 503 when signing timed out).
     pub async fn token(&self, cache: &TokenCache) -> Result<Arc<IssuedToken>, RequestError> {
+        self.hand_out()?;
+        self.cached_token(cache).await
+    }
+
+    /// The token for proxy mode's own request to Stream; the viewer never sees it. `Err` is a
+    /// signing failure.
+    pub async fn upstream_token(
+        &self,
+        cache: &TokenCache,
+    ) -> Result<Arc<IssuedToken>, RequestError> {
+        self.cached_token(cache).await
+    }
+
+    /// `Ok` when a token under this permit may leave the gateway. Under a proxy-mode rule it
+    /// may not: one token serves every viewer of the rule and is bound to nothing (Stream sees
+    /// the gateway's address), so a copy would play anywhere for its whole life.
+    fn hand_out(&self) -> Result<(), RequestError> {
+        match self.mode() {
+            Mode::Redirect => Ok(()),
+            Mode::Proxy => Err(RequestError::Forbidden(format!(
+                "rule `{}` serves this video in proxy mode: its token never leaves the gateway; watch it at /watch/{}",
+                self.rule(),
+                self.video.alias
+            ))),
+        }
+    }
+
+    /// The cached (or a new) token: a rule's shared settings may use the cache's hot slots,
+    /// settings made for one viewer do not.
+    async fn cached_token(&self, cache: &TokenCache) -> Result<Arc<IssuedToken>, RequestError> {
         let uid = self.video.uid;
         match &self.settings {
             Cow::Borrowed(shared) => cache.token(uid, shared).await,
@@ -221,19 +252,22 @@ impl<'a> Permit<'a> {
         .map_err(RequestError::Signing)
     }
 
-    /// Drop the cached token (the origin refused it) and sign a new one.
+    /// Drop the cached token (the origin refused it) and sign a new one, for proxy mode's
+    /// request to Stream.
     pub async fn fresh_token(&self, cache: &TokenCache) -> Result<Arc<IssuedToken>, RequestError> {
         cache.invalidate(self.video.uid, &self.settings).await;
-        self.token(cache).await
+        self.cached_token(cache).await
     }
 
     /// A token of its own for a caller of the token API: what `requested` asks for, within
-    /// what this permit grants (see [`narrow::narrow`]), never cached.
+    /// what this permit grants (see [`narrow::narrow`]), never cached. `Err` 403 under a
+    /// proxy-mode rule, as for [`Permit::token`].
     pub async fn narrowed_token(
         &self,
         cache: &TokenCache,
         requested: TokenRequest,
     ) -> Result<IssuedToken, RequestError> {
+        self.hand_out()?;
         let (settings, validity): (TokenSettings, Validity) =
             narrow::narrow(&self.settings, self.rule(), requested, unix_now())?;
         cache

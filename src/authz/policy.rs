@@ -46,14 +46,58 @@ pub enum Subject {
     Anyone,
     /// Any valid credential.
     Authenticated,
-    /// A Basic user, or a JWT whose subject claim is this name.
-    User(Arc<str>),
-    /// Members of a group (from `users`, `api_keys` or a JWT's groups claim).
-    Group(Arc<str>),
+    /// A user of `source` with this name: a Basic user, or a JWT whose subject claim is it.
+    User { source: Source, name: Arc<str> },
+    /// Members of a group of `source` (from `users` and `api_keys`, or a JWT's groups claim).
+    Group { source: Source, name: Arc<str> },
     /// The API key with this name.
     ApiKey(Arc<str>),
-    /// A JWT whose claim at `name` (a dotted path) equals `value`.
+    /// A JWT (from any issuer) whose claim at `name` (a dotted path) equals `value`.
     Claim { name: Arc<str>, value: Arc<str> },
+}
+
+/// Whose names a `user:` or `group:` subject means: a name from one source is never taken for
+/// the same name from another unless the operator said so (`shares_local_names`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// `user:alice`: the local users and API keys, and the JWT issuers that share local
+    /// names.
+    Unqualified,
+    /// `user:local:alice`: the local users and API keys only.
+    Local,
+    /// `user:<issuer name>:alice`: tokens of the issuer with that `name` only.
+    Issuer(Arc<str>),
+}
+
+impl Source {
+    /// Whether identities of `kind` are in this source.
+    fn covers(&self, kind: &PrincipalKind) -> bool {
+        match (self, kind) {
+            (Source::Issuer(_), PrincipalKind::ApiKey | PrincipalKind::User) => false,
+            (_, PrincipalKind::ApiKey | PrincipalKind::User) => true,
+            (Source::Unqualified, PrincipalKind::Jwt { issuer }) => issuer.shares_local_names,
+            (Source::Local, PrincipalKind::Jwt { .. }) => false,
+            (Source::Issuer(name), PrincipalKind::Jwt { issuer }) => {
+                issuer.name.as_deref() == Some(&**name)
+            }
+        }
+    }
+
+    /// Whether every identity of this source is also of `other`.
+    fn is_within(&self, other: &Source) -> bool {
+        self == other || (*self == Source::Local && *other == Source::Unqualified)
+    }
+}
+
+impl std::fmt::Display for Source {
+    /// The qualifier as written in a subject, with its `:`; nothing when unqualified.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Unqualified => Ok(()),
+            Source::Local => f.write_str("local:"),
+            Source::Issuer(name) => write!(f, "{name}:"),
+        }
+    }
 }
 
 impl Subject {
@@ -69,13 +113,15 @@ impl Subject {
     fn matches_principal(&self, principal: &Principal) -> bool {
         match self {
             Subject::Anyone | Subject::Authenticated => true,
-            Subject::User(name) => {
-                matches!(
-                    principal.kind,
-                    PrincipalKind::User | PrincipalKind::Jwt { .. }
-                ) && principal.name == *name
+            // API keys are never users, whatever their name.
+            Subject::User { source, name } => {
+                !matches!(principal.kind, PrincipalKind::ApiKey)
+                    && source.covers(&principal.kind)
+                    && principal.name == *name
             }
-            Subject::Group(group) => principal.in_group(group),
+            Subject::Group { source, name } => {
+                source.covers(&principal.kind) && principal.in_group(name)
+            }
             Subject::ApiKey(name) => {
                 principal.kind == PrincipalKind::ApiKey && principal.name == *name
             }
@@ -92,6 +138,20 @@ impl Subject {
             (_, Subject::Anyone) => true,
             (Subject::Anyone, _) => false,
             (_, Subject::Authenticated) => true,
+            (
+                Subject::User { source, name },
+                Subject::User {
+                    source: wider,
+                    name: same,
+                },
+            )
+            | (
+                Subject::Group { source, name },
+                Subject::Group {
+                    source: wider,
+                    name: same,
+                },
+            ) => name == same && source.is_within(wider),
             (a, b) => a == b,
         }
     }
@@ -102,8 +162,8 @@ impl std::fmt::Display for Subject {
         match self {
             Subject::Anyone => f.write_str("anyone"),
             Subject::Authenticated => f.write_str("authenticated"),
-            Subject::User(name) => write!(f, "user:{name}"),
-            Subject::Group(name) => write!(f, "group:{name}"),
+            Subject::User { source, name } => write!(f, "user:{source}{name}"),
+            Subject::Group { source, name } => write!(f, "group:{source}{name}"),
             Subject::ApiKey(name) => write!(f, "api_key:{name}"),
             Subject::Claim { name, value } => write!(f, "claim:{name}={value}"),
         }
@@ -514,6 +574,7 @@ fn merged<'a>(a: &'a [u32], b: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::IssuerSource;
     use std::time::Duration;
 
     const NOW: u64 = 1_800_000_000;
@@ -683,37 +744,106 @@ mod tests {
         );
     }
 
-    #[test]
-    fn subjects_match_users_groups_keys_and_claims() {
+    fn jwt(issuer: IssuerSource, name: &str, groups: &[&str]) -> Identity {
         let mut claims = serde_json::Map::new();
         claims.insert("plan".into(), "pro".into());
-        let jwt = Identity::Authenticated(Arc::new(Principal::new(
+        Identity::Authenticated(Arc::new(Principal::new(
             PrincipalKind::Jwt {
-                issuer: "idp".into(),
+                issuer: Arc::new(issuer),
             },
-            "alice".into(),
-            [Arc::from("staff")],
+            name.into(),
+            groups.iter().map(|g| Arc::from(*g)),
             claims,
-        )));
+        )))
+    }
+
+    fn issuer(name: &str, shares_local_names: bool) -> IssuerSource {
+        IssuerSource {
+            iss: format!("https://{name}.test").into(),
+            name: Some(name.into()),
+            shares_local_names,
+        }
+    }
+
+    fn user(source: Source, name: &str) -> Subject {
+        Subject::User {
+            source,
+            name: name.into(),
+        }
+    }
+
+    fn group(source: Source, name: &str) -> Subject {
+        Subject::Group {
+            source,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn subjects_match_users_groups_keys_and_claims() {
+        let sharing = jwt(issuer("corp", true), "alice", &["staff"]);
         let basic_alice = principal(PrincipalKind::User, "alice", &["editors"]);
         let key_alice = principal(PrincipalKind::ApiKey, "alice", &["staff"]);
 
-        let user = Subject::User("alice".into());
-        assert!(user.matches(&jwt) && user.matches(&basic_alice));
-        assert!(!user.matches(&key_alice), "an API key is not a user");
-        assert!(Subject::Group("staff".into()).matches(&key_alice));
-        assert!(!Subject::Group("staff".into()).matches(&basic_alice));
+        let alice = user(Source::Unqualified, "alice");
+        assert!(alice.matches(&sharing) && alice.matches(&basic_alice));
+        assert!(!alice.matches(&key_alice), "an API key is not a user");
+        let staff = group(Source::Unqualified, "staff");
+        assert!(staff.matches(&key_alice) && staff.matches(&sharing));
+        assert!(!staff.matches(&basic_alice));
         assert!(Subject::ApiKey("alice".into()).matches(&key_alice));
         assert!(!Subject::ApiKey("alice".into()).matches(&basic_alice));
         let pro = Subject::Claim {
             name: "plan".into(),
             value: "pro".into(),
         };
-        assert!(pro.matches(&jwt) && !pro.matches(&basic_alice));
-        for subject in [user, pro, Subject::Authenticated] {
+        assert!(pro.matches(&sharing) && !pro.matches(&basic_alice));
+        for subject in [alice, pro, Subject::Authenticated] {
             assert!(!subject.matches(&Identity::Anonymous));
         }
         assert!(Subject::Anyone.matches(&Identity::Anonymous));
+    }
+
+    #[test]
+    fn names_from_an_issuer_match_only_its_qualified_subjects_unless_it_shares_local_names() {
+        let other = jwt(issuer("partner", false), "alice", &["staff"]);
+        let unnamed = jwt(IssuerSource::unnamed("https://x.test"), "alice", &["staff"]);
+        let sharing = jwt(issuer("corp", true), "alice", &["staff"]);
+        let basic_alice = principal(PrincipalKind::User, "alice", &["staff"]);
+        let key = principal(PrincipalKind::ApiKey, "ci", &["staff"]);
+
+        for subject in [
+            user(Source::Unqualified, "alice"),
+            group(Source::Unqualified, "staff"),
+        ] {
+            assert!(!subject.matches(&other), "{subject}");
+            assert!(!subject.matches(&unnamed), "{subject}");
+            assert!(subject.matches(&sharing), "{subject}");
+            assert!(subject.matches(&basic_alice), "{subject}");
+        }
+        for subject in [
+            user(Source::Issuer("partner".into()), "alice"),
+            group(Source::Issuer("partner".into()), "staff"),
+        ] {
+            assert!(subject.matches(&other), "{subject}");
+            assert!(!subject.matches(&sharing), "{subject}");
+            assert!(!subject.matches(&basic_alice), "{subject}");
+            assert!(!subject.matches(&key), "{subject}");
+        }
+        for subject in [user(Source::Local, "alice"), group(Source::Local, "staff")] {
+            assert!(subject.matches(&basic_alice), "{subject}");
+            assert!(!subject.matches(&sharing), "{subject}");
+        }
+        assert!(group(Source::Local, "staff").matches(&key));
+        assert_eq!(
+            user(Source::Issuer("partner".into()), "alice").to_string(),
+            "user:partner:alice"
+        );
+        assert_eq!(
+            group(Source::Local, "staff").to_string(),
+            "group:local:staff"
+        );
+        assert_eq!(user(Source::Unqualified, "alice").to_string(), "user:alice");
     }
 
     #[test]

@@ -64,16 +64,35 @@ pub(super) fn run(path: &Path) -> anyhow::Result<()> {
     println!("  users    {}", identity.users.len());
     for issuer in &identity.issuers {
         let algorithms: Vec<String> = issuer.algorithms.iter().map(|a| format!("{a:?}")).collect();
-        println!("  issuer   {} ({})", issuer.issuer, algorithms.join(", "));
+        let names = match (&issuer.name, issuer.shares_local_names) {
+            (Some(name), false) => format!("; rules name its subjects user:{name}:<sub>"),
+            (Some(name), true) => {
+                format!("; its subjects are also local names (user:<sub>, or user:{name}:<sub>)")
+            }
+            (None, false) => {
+                "; no `name`: only authenticated and claim: rules cover its tokens".to_string()
+            }
+            (None, true) => "; its subjects are also local names (user:<sub>)".to_string(),
+        };
+        println!(
+            "  issuer   {} ({}){names}",
+            issuer.issuer,
+            algorithms.join(", ")
+        );
     }
-    if !identity.trusted_proxies.is_empty() {
-        let nets: Vec<String> = identity
-            .trusted_proxies
+    let client_address = &identity.client_address;
+    if !client_address.trusted.is_empty() {
+        let nets: Vec<String> = client_address
+            .trusted
             .nets()
             .iter()
             .map(|n| n.to_string())
             .collect();
-        println!("  proxies  {}", nets.join(", "));
+        println!(
+            "  proxies  {}; the viewer's address from {} only",
+            nets.join(", "),
+            client_address.header.name()
+        );
     }
     let origins = &settings.cors.allowed_origins;
     println!(

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::authz::policy::{Action, Rule, Subject, Verdict, rfc3339};
+use crate::authz::policy::{Action, Mode, Rule, Subject, Verdict, rfc3339};
 use crate::config::{Settings, human_duration};
-use crate::identity::{Identity, Principal, PrincipalKind};
+use crate::identity::{Identity, IssuerSource, Principal, PrincipalKind};
 use crate::token::claims::Claims;
 
 use std::path::Path;
@@ -25,6 +25,9 @@ pub struct Asker {
     pub groups: Vec<String>,
     /// `name=value` claims, as a JWT would carry them.
     pub claims: Vec<(String, String)>,
+    /// The JWT issuer (by its `name`) the subject's token comes from; the first issuer when
+    /// unset and the subject is not a local user.
+    pub issuer: Option<String>,
 }
 
 /// The question: who, which video, when, from where.
@@ -47,6 +50,8 @@ pub enum ExplainError {
     UnknownApiKey(String),
     #[error("no user `{0}` in `users`, and no JWT issuer whose subjects could be named so")]
     UnknownUser(String),
+    #[error("no JWT issuer named `{0}` (jwt_issuers[].name)")]
+    UnknownIssuer(String),
 }
 
 /// The identity the question describes, built as the gateway would see it.
@@ -72,42 +77,62 @@ pub fn identity(settings: &Settings, asker: &Asker) -> Result<Identity, ExplainE
         )
     } else if let Some(name) = &asker.user {
         match identity.users.iter().find(|u| &*u.name == name) {
-            Some(user) if asker.claims.is_empty() => Principal::new(
+            Some(user) if asker.claims.is_empty() && asker.issuer.is_none() => Principal::new(
                 PrincipalKind::User,
                 Arc::clone(&user.name),
                 user.groups.iter().cloned().chain(extra),
                 claims,
             ),
-            _ if !identity.issuers.is_empty() => jwt_principal(settings, name, extra, claims),
+            _ if !identity.issuers.is_empty() => {
+                jwt_principal(settings, asker.issuer.as_deref(), name, extra, claims)?
+            }
             _ => return Err(ExplainError::UnknownUser(name.clone())),
         }
-    } else if !asker.groups.is_empty() || !asker.claims.is_empty() {
-        jwt_principal(settings, "(token holder)", extra, claims)
+    } else if !asker.groups.is_empty() || !asker.claims.is_empty() || asker.issuer.is_some() {
+        jwt_principal(
+            settings,
+            asker.issuer.as_deref(),
+            "(token holder)",
+            extra,
+            claims,
+        )?
     } else {
         return Ok(Identity::Anonymous);
     };
     Ok(Identity::Authenticated(Arc::new(principal)))
 }
 
+/// A JWT holder named `name`, from the issuer named `issuer` (else the first one).
 fn jwt_principal(
     settings: &Settings,
+    issuer: Option<&str>,
     name: &str,
     groups: impl Iterator<Item = Arc<str>>,
     claims: serde_json::Map<String, serde_json::Value>,
-) -> Principal {
-    let issuer = settings
-        .identity
-        .issuers
-        .first()
-        .map_or("jwt", |i| i.issuer.as_str());
-    Principal::new(
+) -> Result<Principal, ExplainError> {
+    let issuers = &settings.identity.issuers;
+    let found = match issuer {
+        Some(wanted) => issuers
+            .iter()
+            .find(|i| i.name.as_deref() == Some(wanted))
+            .ok_or_else(|| ExplainError::UnknownIssuer(wanted.to_string()))?,
+        None => issuers
+            .first()
+            .ok_or_else(|| ExplainError::UnknownUser(name.to_string()))?,
+    };
+    let source = IssuerSource {
+        iss: found.issuer.as_str().into(),
+        name: found.name.as_deref().map(Arc::from),
+        shares_local_names: found.shares_local_names,
+    };
+    Ok(Principal::new(
         PrincipalKind::Jwt {
-            issuer: issuer.into(),
+            issuer: Arc::new(source),
         },
         name.into(),
         groups,
         claims,
-    )
+    ))
 }
 
 /// The report `explain` prints. `key_id` is the active signing key's id, when known.
@@ -173,6 +198,14 @@ pub fn explain(
         }
         Ok(permit) => {
             let _ = writeln!(out, "decision ALLOW by rule `{}`", permit.rule());
+            let proxied = permit.mode() == Mode::Proxy;
+            if proxied {
+                let _ = writeln!(
+                    out,
+                    "mode     proxy: watched through the gateway at /watch/{}; the token never leaves it\n         (/api/getSignedURL and the token API answer 403 for this rule)",
+                    video.alias
+                );
+            }
             write_claims(
                 &mut out,
                 permit.grant(),
@@ -180,6 +213,7 @@ pub fn explain(
                 question,
                 key_id,
                 nbf_backdate,
+                proxied,
             );
         }
     }
@@ -193,6 +227,7 @@ fn write_claims(
     question: &Question,
     key_id: Option<&str>,
     nbf_backdate: Duration,
+    proxied: bool,
 ) {
     // A bound token needs the viewer's address; TEST-NET-1 stands in when none was given.
     let placeholder: IpAddr = IpAddr::from([192, 0, 2, 1]);
@@ -225,7 +260,12 @@ fn write_claims(
     }
     let pretty = serde_json::to_string_pretty(&json).unwrap_or_default();
     let _ = writeln!(out, "claims   {}", pretty.replace('\n', "\n         "));
-    if question.ip.is_some() || question.country.is_some() {
+    if proxied && (question.ip.is_some() || question.country.is_some()) {
+        let _ = writeln!(
+            out,
+            "stream   judges the gateway's address in proxy mode, not the viewer's"
+        );
+    } else if question.ip.is_some() || question.country.is_some() {
         let empty = serde_json::Value::Array(vec![]);
         let rules = json.get("accessRules").unwrap_or(&empty);
         let verdict = crate::emulator::judge_access_rules(rules, ip, question.country.as_deref());
@@ -253,7 +293,19 @@ fn describe(identity: &Identity) -> String {
         Identity::Anonymous => "anonymous (no credential)".into(),
         Identity::Authenticated(p) => {
             let groups: Vec<&str> = p.groups.iter().map(|g| &**g).collect();
-            format!("{} groups: [{}]", p.label(), groups.join(", "))
+            let from = match &p.kind {
+                PrincipalKind::Jwt { issuer } => format!(
+                    " from {}{}",
+                    issuer.iss,
+                    if issuer.shares_local_names {
+                        " (shares local names)"
+                    } else {
+                        ""
+                    }
+                ),
+                _ => String::new(),
+            };
+            format!("{}{from} groups: [{}]", p.label(), groups.join(", "))
         }
     }
 }
@@ -290,7 +342,7 @@ pub fn describe_rule(rule: &Rule) -> String {
     if rule.token.bind_client_ip {
         extras.push("bound to the viewer's address".into());
     }
-    if rule.mode == crate::authz::policy::Mode::Proxy {
+    if rule.mode == Mode::Proxy {
         extras.push("proxied".into());
     }
     if let Some(start) = rule.window.not_before {
@@ -327,8 +379,12 @@ pub(super) struct ExplainArgs {
     /// A JWT claim, `name=value` (repeatable).
     #[arg(long, value_parser = parse_claim)]
     claim: Vec<(String, String)>,
+    /// The JWT issuer (its `name` in jwt_issuers) the subject's token comes from; default:
+    /// a local user of that name, else the first issuer.
+    #[arg(long, conflicts_with = "api_key_name")]
+    issuer: Option<String>,
     /// No credential at all (the default when no subject is given).
-    #[arg(long, conflicts_with_all = ["groups", "claim"])]
+    #[arg(long, conflicts_with_all = ["groups", "claim", "issuer"])]
     anonymous: bool,
     /// The viewer's address (for tokens bound to it, and to judge access rules).
     #[arg(long)]
@@ -351,6 +407,7 @@ pub(super) fn run(path: &Path, args: ExplainArgs) -> anyhow::Result<()> {
             api_key_name: args.api_key_name,
             groups: args.groups,
             claims: args.claim,
+            issuer: args.issuer,
         },
         video: args.video,
         at: args.at.unwrap_or_else(crate::token::signer::unix_now),

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use super::raw::{RawApiKey, RawAuth, RawIssuer, RawNet, RawUser};
+use super::raw::{RawApiKey, RawAuth, RawClientAddress, RawIssuer, RawNet, RawUser};
 use super::{Checker, KeyLocation, Seg, key, parse_origin};
-use crate::http::client_addr::TrustedProxies;
+use crate::http::client_addr::{ClientAddress, ForwardedHeader, TrustedProxies};
 use crate::identity::ApiKeys;
 use crate::identity::basic::{UserSettings, validate_phc};
 use crate::identity::jwt::{IssuerKeys, IssuerSettings};
@@ -33,7 +33,8 @@ pub struct IdentitySettings {
     pub public_url: Option<String>,
     pub basic_cache_ttl: Duration,
     pub max_password_checks: usize,
-    pub trusted_proxies: TrustedProxies,
+    /// The trusted proxies and the one header they state the viewer's address in.
+    pub client_address: ClientAddress,
 }
 
 impl IdentitySettings {
@@ -62,6 +63,7 @@ pub(super) struct RawIdentity {
     pub issuers: Vec<RawIssuer>,
     pub auth: RawAuth,
     pub trusted_proxies: Vec<RawNet>,
+    pub client_address: RawClientAddress,
 }
 
 pub(super) fn validate_identity(
@@ -74,13 +76,23 @@ pub(super) fn validate_identity(
     let users = build_users(raw.users, &mut groups, check);
     let mut issuers = Vec::new();
     let mut issuer_fields = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = std::collections::HashMap::new();
+    let mut names = std::collections::HashMap::new();
     for (i, entry) in raw.issuers.into_iter().enumerate() {
         let path = [key("jwt_issuers"), Seg::Index(i)];
-        if !seen.insert(entry.issuer.clone()) {
+        if let Some(first) = seen.insert(entry.issuer.clone(), i) {
             check.error(
                 &[key("jwt_issuers"), Seg::Index(i), key("issuer")],
-                format!("issuer `{}` is listed twice", entry.issuer),
+                format!("this issuer is already listed at jwt_issuers[{first}]"),
+            );
+            continue;
+        }
+        if let Some(name) = &entry.name
+            && let Some(first) = names.insert(name.clone(), i)
+        {
+            check.error(
+                &[key("jwt_issuers"), Seg::Index(i), key("name")],
+                format!("this name is already used by jwt_issuers[{first}]"),
             );
             continue;
         }
@@ -95,7 +107,7 @@ pub(super) fn validate_identity(
         if !ok {
             check.error(
                 &[key("auth"), key("login_url")],
-                format!("`{url}` must be a path (/login) or an http(s) URL"),
+                "must be a path (/login) or an http(s) URL",
             );
         }
         ok.then_some(url)
@@ -135,10 +147,26 @@ pub(super) fn validate_identity(
         public_url,
         basic_cache_ttl: raw.auth.basic_cache_ttl.0,
         max_password_checks: raw.auth.max_password_checks.max(1),
-        trusted_proxies: TrustedProxies::new(
-            raw.trusted_proxies.into_iter().map(|n| n.0).collect(),
-        ),
+        client_address: ClientAddress {
+            trusted: TrustedProxies::new(raw.trusted_proxies.into_iter().map(|n| n.0).collect()),
+            header: client_address_header(raw.client_address, check),
+        },
     }
+}
+
+/// `client_address.header`: one of the four headers proxies state the client in.
+fn client_address_header(raw: RawClientAddress, check: &mut Checker<'_>) -> ForwardedHeader {
+    let Some(name) = raw.header else {
+        return ForwardedHeader::default();
+    };
+    ForwardedHeader::from_name(name.trim()).unwrap_or_else(|| {
+        let names: Vec<&str> = ForwardedHeader::ALL.iter().map(|h| h.name()).collect();
+        check.error(
+            &[key("client_address"), key("header")],
+            format!("expected one of {}", names.join(", ")),
+        );
+        ForwardedHeader::default()
+    })
 }
 
 fn parse_url_with_path(url: &str) -> Option<http::Uri> {
@@ -157,6 +185,18 @@ fn is_valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| !c.is_control() && !c.is_whitespace() && c != ':' && c != ',')
+}
+
+/// The source named `local` in qualified subjects: the local users and API keys.
+pub(super) const LOCAL_SOURCE: &str = "local";
+
+/// A usable issuer `name`: short, plain, and not the local source's.
+fn is_issuer_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name != LOCAL_SOURCE
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// One shared string per group name, however many users are in it.
@@ -187,7 +227,10 @@ fn check_groups(
         } else {
             let mut path = path.to_vec();
             path.push(Seg::Index(j));
-            check.error(&path, format!("`{group}` is not a usable group name"));
+            check.error(
+                &path,
+                "not a usable group name (no spaces, control characters, `:` or `,`)",
+            );
         }
     }
     out
@@ -205,10 +248,7 @@ fn build_api_keys(
         if !is_valid_name(&entry.name) || !names.insert(entry.name.clone()) {
             check.error(
                 &at("name"),
-                format!(
-                    "API key name `{}` is empty, unusable or listed twice",
-                    entry.name
-                ),
+                "the name is empty, unusable (spaces, control characters, `:` or `,`) or listed twice",
             );
             continue;
         }
@@ -231,7 +271,7 @@ fn build_users(
         if !is_valid_name(&name) {
             check.error(
                 &[key("users"), key(&name)],
-                format!("`{name}` is not a usable user name (no spaces, `:` or `,`)"),
+                "not a usable user name (no spaces, control characters, `:` or `,`)",
             );
             continue;
         }
@@ -281,6 +321,14 @@ fn build_issuer(
     if raw.issuer.is_empty() {
         check.error(&at("issuer"), "the issuer (`iss`) must not be empty");
     }
+    if let Some(name) = &raw.name
+        && !is_issuer_name(name)
+    {
+        check.error(
+            &at("name"),
+            "an issuer's name is 1-64 letters, digits, `.`, `_` or `-`, and not `local` (which means the local users and API keys)",
+        );
+    }
     let audiences = raw.audience.into_vec();
     if audiences.is_empty() || audiences.iter().any(String::is_empty) {
         check.error(
@@ -300,9 +348,7 @@ fn build_issuer(
             Ok(alg) => algorithms.push(alg),
             Err(_) => check.error(
                 &path,
-                format!(
-                    "`{name}` is not an algorithm; use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA"
-                ),
+                "not an algorithm; use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA",
             ),
         }
     }
@@ -392,10 +438,7 @@ fn build_issuer(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !valid {
-            check.error(
-                &at("cookie"),
-                format!("`{cookie}` is not a valid cookie name"),
-            );
+            check.error(&at("cookie"), "not a valid cookie name");
         }
     }
     if raw.subject_claim.is_empty() {
@@ -423,12 +466,14 @@ fn build_issuer(
         subject_claim: raw.subject_claim,
         groups_claim: raw.groups_claim.filter(|c| !c.is_empty()),
         cache_ttl: raw.cache_ttl.0,
+        name: raw.name,
+        shares_local_names: raw.shares_local_names,
     })
 }
 
 /// `https://...`, or `http://` to a loopback host (a development identity provider).
 fn check_jwks_url(url: &str) -> Result<http::Uri, String> {
-    let uri = parse_url_with_path(url).ok_or_else(|| format!("`{url}` is not an http(s) URL"))?;
+    let uri = parse_url_with_path(url).ok_or_else(|| "not an http(s) URL".to_string())?;
     let host = uri
         .host()
         .unwrap_or_default()
@@ -439,9 +484,9 @@ fn check_jwks_url(url: &str) -> Result<http::Uri, String> {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     if uri.scheme_str() == Some("http") && !loopback {
-        return Err(format!(
-            "`{url}`: keys must be fetched over https (plain http only to a loopback address)"
-        ));
+        return Err(
+            "keys must be fetched over https (plain http only to a loopback address)".to_string(),
+        );
     }
     Ok(uri)
 }

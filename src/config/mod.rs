@@ -9,6 +9,7 @@
 
 mod identity;
 mod locate;
+mod parse_error;
 mod policy;
 mod raw;
 mod settings;
@@ -26,7 +27,7 @@ pub use crate::authz::ratelimit::{Rate, RateLimitSettings};
 pub use crate::proxy::UpstreamSettings;
 pub use crate::secret::KeyLocation;
 use raw::RawConfig;
-use validate::{Checker, check_access_rules, key, parse_origin, strip_location, validate};
+use validate::{Checker, check_access_rules, key, parse_origin, validate};
 
 impl Settings {
     /// Read and validate the file at `path`. Key material is not read here.
@@ -47,14 +48,8 @@ impl Settings {
     /// Parse and validate `source`; `file` names it in errors and relative key paths are
     /// resolved against `base_dir`.
     pub fn from_yaml(source: &str, file: &str, base_dir: &Path) -> Result<Settings, ConfigErrors> {
-        let raw: RawConfig = serde_yaml::from_str(source).map_err(|error| {
-            ConfigErrors(vec![ConfigError {
-                file: file.to_string(),
-                position: error.location().map(|l| (l.line(), l.column())),
-                field: String::new(),
-                message: strip_location(&error.to_string()),
-            }])
-        })?;
+        let raw: RawConfig = serde_yaml::from_str(source)
+            .map_err(|error| ConfigErrors(vec![parse_error::config_error(file, &error)]))?;
         let mut check = Checker {
             file,
             source,

@@ -5,13 +5,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::identity::IdentitySettings;
+use super::identity::{IdentitySettings, LOCAL_SOURCE};
 use super::raw::{RawAction, RawCountries, RawMode, RawRule, RawToken};
-use super::{Checker, Seg, check_access_rules, display_path, human_duration, key};
+use super::{Checker, Seg, check_access_rules, display_path, key};
 use crate::FastSet;
 use crate::authz::catalogue::Catalogue;
 use crate::authz::policy::{
-    Action, Mode, Policy, Rule, Subject, TokenGrant, VideoSelector, Window, rfc3339,
+    Action, Mode, Policy, Rule, Source, Subject, TokenGrant, VideoSelector, Window,
 };
 use crate::token::TokenSettings;
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES, RuleAction};
@@ -59,17 +59,32 @@ pub(super) fn build_policy(
         users: identity.users.iter().map(|u| &*u.name).collect(),
         api_keys: identity.api_keys.principals().map(|p| &*p.name).collect(),
         groups: identity.known_groups(),
-        jwt: !identity.issuers.is_empty(),
-        groups_from_tokens: identity.groups_from_tokens(),
+        issuers: identity
+            .issuers
+            .iter()
+            .enumerate()
+            .map(|(i, issuer)| IssuerNames {
+                field: identity
+                    .issuer_fields
+                    .get(i)
+                    .map_or_else(|| format!("jwt_issuers[{i}]"), |(field, _)| field.clone()),
+                name: issuer.name.as_deref(),
+                shares_local_names: issuer.shares_local_names,
+                supplies_groups: issuer.groups_claim.is_some(),
+            })
+            .collect(),
     };
-    let mut names = HashSet::new();
+    warnings.extend(users_named_like_keys(&context));
+    let mut names = std::collections::HashMap::new();
     let mut rules = Vec::with_capacity(raw.len());
     for (i, rule) in raw.into_iter().enumerate() {
         let at = |field: &str| vec![key("rules"), Seg::Index(i), key(field)];
-        if rule.name.is_empty() || !names.insert(rule.name.clone()) {
+        if rule.name.is_empty() {
+            check.error(&at("name"), "a rule needs a name");
+        } else if let Some(first) = names.insert(rule.name.clone(), i) {
             check.error(
                 &at("name"),
-                format!("rule name `{}` is empty or used twice", rule.name),
+                format!("this name is already used by rules[{first}]"),
             );
         }
         let videos = rule_videos(
@@ -88,14 +103,7 @@ pub(super) fn build_policy(
         if let (Some(start), Some(end)) = (window.not_before, window.not_after)
             && start >= end
         {
-            check.error(
-                &at("not_after"),
-                format!(
-                    "not_after ({}) must be later than not_before ({})",
-                    rfc3339(end),
-                    rfc3339(start)
-                ),
-            );
+            check.error(&at("not_after"), "must be later than not_before");
         }
         let token = rule_token(&rule, &at, defaults, window.not_after, check);
         let rule_mode = rule.mode.map_or(mode, mode_of);
@@ -144,12 +152,56 @@ pub(super) fn mode_of(raw: RawMode) -> Mode {
 
 /// What rule subjects may refer to.
 struct SubjectContext<'a> {
+    /// Local users, API keys, and the groups they are in.
     users: HashSet<&'a str>,
     api_keys: HashSet<&'a str>,
     groups: HashSet<&'a str>,
-    /// JWT subjects can be any name, so `user:` need not be a local user.
-    jwt: bool,
-    groups_from_tokens: bool,
+    issuers: Vec<IssuerNames<'a>>,
+}
+
+/// A JWT issuer, as far as rule subjects are concerned.
+struct IssuerNames<'a> {
+    /// `jwt_issuers[i]`, for messages.
+    field: String,
+    name: Option<&'a str>,
+    shares_local_names: bool,
+    supplies_groups: bool,
+}
+
+impl SubjectContext<'_> {
+    fn issuer_named(&self, name: &str) -> Option<&IssuerNames<'_>> {
+        self.issuers.iter().find(|issuer| issuer.name == Some(name))
+    }
+
+    /// The issuers whose names count as local names (for a group: that supply groups).
+    fn sharing(&self, for_groups: bool) -> Vec<&str> {
+        self.issuers
+            .iter()
+            .filter(|i| i.shares_local_names && (i.supplies_groups || !for_groups))
+            .map(|i| i.field.as_str())
+            .collect()
+    }
+}
+
+/// `check`'s warning for a local user and an API key of the same name: different subjects
+/// (`user:`, `api_key:`) that read alike in logs.
+fn users_named_like_keys(context: &SubjectContext<'_>) -> Vec<String> {
+    let mut shared: Vec<&str> = context
+        .users
+        .iter()
+        .filter(|name| context.api_keys.contains(*name))
+        .copied()
+        .collect();
+    shared.sort_unstable();
+    shared
+        .into_iter()
+        .map(|name| {
+            format!(
+                "{}: an API key has the same name; user:{name} and api_key:{name} are different callers",
+                display_path(&[key("users"), key(name)])
+            )
+        })
+        .collect()
 }
 
 /// A rule's `videos`: `*`, `tag:<name>`, aliases and uids (which must be in the catalogue).
@@ -174,16 +226,13 @@ fn rule_videos(
             all = true;
         } else if let Some(tag) = entry.strip_prefix("tag:") {
             if !known_tags.contains(tag) {
-                warnings.push(format!("{}: no video has tag `{tag}`", display_path(&path)));
+                warnings.push(format!("{}: no video has this tag", display_path(&path)));
             }
             tags.insert(Arc::from(tag));
         } else if let Some(video) = catalogue.resolve(entry) {
             uids.insert(video.uid);
         } else {
-            check.error(
-                &path,
-                format!("`{entry}` is not a video alias or uid in `videos`"),
-            );
+            check.error(&path, "not a video alias or uid listed in `videos`");
         }
     }
     if all {
@@ -193,10 +242,9 @@ fn rule_videos(
     }
 }
 
-const SUBJECT_FORMS: &str =
-    "anyone, authenticated, user:<name>, group:<name>, api_key:<name> or claim:<name>=<value>";
+const SUBJECT_FORMS: &str = "anyone, authenticated, user:<name>, group:<name>, user:<issuer name or local>:<name>, group:<issuer name or local>:<name>, api_key:<name> or claim:<name>=<value>";
 
-/// A rule's `subjects`, checked against the users, keys and groups that exist.
+/// A rule's `subjects`, checked against the users, keys, groups and issuers that exist.
 fn rule_subjects(
     entries: &[String],
     path: &[Seg],
@@ -218,22 +266,18 @@ fn rule_subjects(
                 continue;
             }
         };
+        let at = display_path(&path);
         match &subject {
-            Subject::User(name) if !context.jwt && !context.users.contains(&**name) => {
-                check.error(&path, format!("no user `{name}` in `users`"));
+            Subject::User { source, name } => {
+                check_user(source, name, context, &at, &path, check, warnings);
+            }
+            Subject::Group { source, name } => {
+                check_group(source, name, context, &at, &path, check, warnings);
             }
             Subject::ApiKey(name) if !context.api_keys.contains(&**name) => {
-                check.error(&path, format!("no API key named `{name}` in `api_keys`"));
+                check.error(&path, "no API key by this name in `api_keys`");
             }
-            Subject::Group(name)
-                if !context.groups.contains(&**name) && !context.groups_from_tokens =>
-            {
-                warnings.push(format!(
-                    "{}: no user or API key is in group `{name}`, and no JWT issuer supplies groups",
-                    display_path(&path)
-                ));
-            }
-            Subject::Claim { .. } if !context.jwt => {
+            Subject::Claim { .. } if context.issuers.is_empty() => {
                 check.error(&path, "claim subjects need a JWT issuer in `jwt_issuers`");
             }
             _ => {}
@@ -243,8 +287,98 @@ fn rule_subjects(
     subjects
 }
 
+/// The sources a `user:` subject can match, or why it cannot; and a warning when it would
+/// match one name from more than one source.
+fn check_user(
+    source: &Source,
+    name: &str,
+    context: &SubjectContext<'_>,
+    at: &str,
+    path: &[Seg],
+    check: &mut Checker<'_>,
+    warnings: &mut Vec<String>,
+) {
+    let local = context.users.contains(name);
+    match source {
+        Source::Unqualified => {
+            let sharing = context.sharing(false);
+            if !local && sharing.is_empty() {
+                check.error(
+                    path,
+                    "no user by this name in `users`; a JWT subject is written user:<issuer name>:<subject> (or its issuer is given `shares_local_names: true`)",
+                );
+            }
+            let sources: Vec<&str> = local
+                .then_some("users")
+                .into_iter()
+                .chain(sharing)
+                .collect();
+            if sources.len() > 1 {
+                warnings.push(format!(
+                    "{at}: this name may come from {}: each of them matches (qualify it as user:local:<name> or user:<issuer name>:<name>)",
+                    sources.join(" and ")
+                ));
+            }
+        }
+        Source::Local if !local => check.error(path, "no user by this name in `users`"),
+        Source::Local => {}
+        Source::Issuer(issuer) if context.issuer_named(issuer).is_none() => {
+            check.error(path, "no JWT issuer has this `name` in `jwt_issuers`");
+        }
+        Source::Issuer(_) => {}
+    }
+}
+
+/// As [`check_user`], for a `group:` subject.
+fn check_group(
+    source: &Source,
+    name: &str,
+    context: &SubjectContext<'_>,
+    at: &str,
+    path: &[Seg],
+    check: &mut Checker<'_>,
+    warnings: &mut Vec<String>,
+) {
+    let local = context.groups.contains(name);
+    match source {
+        Source::Unqualified => {
+            let sharing = context.sharing(true);
+            if !local && sharing.is_empty() {
+                warnings.push(format!(
+                    "{at}: no user or API key is in this group, and no JWT issuer that shares local names supplies groups (an issuer's group is written group:<issuer name>:<group>)"
+                ));
+            }
+            let sources: Vec<&str> = local
+                .then_some("users and api_keys")
+                .into_iter()
+                .chain(sharing)
+                .collect();
+            if sources.len() > 1 {
+                warnings.push(format!(
+                    "{at}: this group may come from {}: members of each match (qualify it as group:local:<name> or group:<issuer name>:<name>)",
+                    sources.join(" and ")
+                ));
+            }
+        }
+        Source::Local if !local => {
+            warnings.push(format!("{at}: no user or API key is in this group"))
+        }
+        Source::Local => {}
+        Source::Issuer(issuer) => match context.issuer_named(issuer) {
+            None => check.error(path, "no JWT issuer has this `name` in `jwt_issuers`"),
+            Some(found) if !found.supplies_groups => warnings.push(format!(
+                "{at}: {} has no `groups_claim`, so this subject never matches",
+                found.field
+            )),
+            Some(_) => {}
+        },
+    }
+}
+
+/// `anyone`, `authenticated`, `user:`/`group:` with an optional source (`local` or an
+/// issuer's `name`: `user:corp:alice`), `api_key:<name>`, `claim:<name>=<value>`.
 fn parse_subject(entry: &str) -> Result<Subject, String> {
-    let invalid = || format!("`{entry}` is not a subject: use {SUBJECT_FORMS}");
+    let invalid = || format!("not a subject: use {SUBJECT_FORMS}");
     match entry {
         "anyone" => return Ok(Subject::Anyone),
         "authenticated" => return Ok(Subject::Authenticated),
@@ -255,15 +389,31 @@ fn parse_subject(entry: &str) -> Result<Subject, String> {
         return Err(invalid());
     }
     match kind {
-        "user" => Ok(Subject::User(rest.into())),
-        "group" => Ok(Subject::Group(rest.into())),
+        "user" | "group" => {
+            // Local names never hold `:` (users, groups), so the first one ends a source;
+            // what follows may (a JWT subject such as `auth0|x:y`).
+            let (source, name) = match rest.split_once(':') {
+                None => (Source::Unqualified, rest),
+                Some((LOCAL_SOURCE, name)) => (Source::Local, name),
+                Some((issuer, name)) => (Source::Issuer(issuer.into()), name),
+            };
+            if name.is_empty() || matches!(&source, Source::Issuer(issuer) if issuer.is_empty()) {
+                return Err(invalid());
+            }
+            let name = name.into();
+            Ok(if kind == "user" {
+                Subject::User { source, name }
+            } else {
+                Subject::Group { source, name }
+            })
+        }
         "api_key" => Ok(Subject::ApiKey(rest.into())),
         "claim" => match rest.split_once('=') {
             Some((name, value)) if !name.is_empty() => Ok(Subject::Claim {
                 name: name.into(),
                 value: value.into(),
             }),
-            _ => Err(format!("`{entry}`: write claim:<name>=<value>")),
+            _ => Err("write claim:<name>=<value>".to_string()),
         },
         _ => Err(invalid()),
     }
@@ -282,11 +432,7 @@ fn rule_token(
     if rule.ttl.is_some() && defaults.min_remaining >= ttl {
         check.error(
             &at("ttl"),
-            format!(
-                "ttl {} must be more than token.min_remaining ({})",
-                human_duration(ttl),
-                human_duration(defaults.min_remaining)
-            ),
+            "must be more than token.min_remaining, or no token could ever be reused",
         );
     }
     let raw_rules = match &rule.access_rules {

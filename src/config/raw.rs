@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::token::claims::{AccessRule, CountryCode, MAX_TTL, VideoUid};
+use crate::token::claims::{AccessRule, CountryCode, MAX_TTL, VideoUid, parse_str};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub trusted_proxies: Vec<RawNet>,
+    #[serde(default)]
+    pub client_address: RawClientAddress,
     #[serde(default)]
     pub rules: Vec<RawRule>,
     pub tls: Option<RawTls>,
@@ -248,6 +250,14 @@ pub struct RawTls {
     pub key: PathBuf,
 }
 
+/// Where the viewer's address is read when the peer is a trusted proxy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAddress {
+    /// `X-Forwarded-For` (default), `Forwarded`, `X-Real-IP` or `CF-Connecting-IP`.
+    pub header: Option<String>,
+}
+
 /// How unauthenticated browsers are sent to sign in.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +305,11 @@ pub struct RawUser {
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
     pub issuer: String,
+    /// A short name for qualified rule subjects (`user:<name>:<subject>`).
+    pub name: Option<String>,
+    /// Its subjects and groups also match unqualified `user:` and `group:` subjects.
+    #[serde(default)]
+    pub shares_local_names: bool,
     pub audience: OneOrMany,
     pub algorithms: Vec<String>,
     pub secret: Option<RawSecretRef>,
@@ -367,13 +382,12 @@ pub struct RawNet(pub ipnet::IpNet);
 
 impl<'de> Deserialize<'de> for RawNet {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        if let Ok(net) = text.parse::<ipnet::IpNet>() {
-            return Ok(RawNet(net));
-        }
-        text.parse::<std::net::IpAddr>()
-            .map(|ip| RawNet(ip.into()))
-            .map_err(|_| de::Error::custom(format!("`{text}` is not an IP address or CIDR block")))
+        parse_str(deserializer, "an IP address or CIDR block", |text| {
+            text.parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| text.parse::<std::net::IpAddr>().ok().map(Into::into))
+                .map(RawNet)
+        })
     }
 }
 
@@ -383,12 +397,11 @@ pub struct Timestamp(pub u64);
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_rfc3339(&text).map(Timestamp).ok_or_else(|| {
-            de::Error::custom(format!(
-                "`{text}` is not an RFC 3339 time such as 2026-12-01T18:00:00Z"
-            ))
-        })
+        parse_str(
+            deserializer,
+            "an RFC 3339 time such as 2026-12-01T18:00:00Z",
+            |text| parse_rfc3339(text).map(Timestamp),
+        )
     }
 }
 
@@ -618,13 +631,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration such as 90s, 10m or 1h")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<HumanDuration, E> {
+                // humantime's own message quotes the text: not passed on.
                 humantime::parse_duration(text)
                     .map(HumanDuration)
-                    .map_err(|e| {
-                        E::custom(format!(
-                            "`{text}` is not a duration ({e}); use e.g. 90s, 10m, 1h"
-                        ))
-                    })
+                    .map_err(|_| E::invalid_value(de::Unexpected::Str(text), &self))
             }
         }
         deserializer.deserialize_str(DurationVisitor)
@@ -637,17 +647,16 @@ pub struct Ttl(pub Duration);
 
 impl<'de> Deserialize<'de> for Ttl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let HumanDuration(ttl) = HumanDuration::deserialize(deserializer)?;
-        if ttl > MAX_TTL {
-            return Err(de::Error::custom(format!(
-                "ttl {} is over Stream's limit of 24h",
-                super::human_duration(ttl)
-            )));
-        }
-        if ttl < Duration::from_secs(1) {
-            return Err(de::Error::custom("ttl must be at least 1s"));
-        }
-        Ok(Ttl(ttl))
+        parse_str(
+            deserializer,
+            "a duration from 1s to 24h (Stream's limit), such as 1h",
+            |text| {
+                humantime::parse_duration(text)
+                    .ok()
+                    .filter(|ttl| (Duration::from_secs(1)..=MAX_TTL).contains(ttl))
+                    .map(Ttl)
+            },
+        )
     }
 }
 
@@ -657,18 +666,25 @@ pub struct Sha256Hex(pub [u8; 32]);
 
 impl<'de> Deserialize<'de> for Sha256Hex {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let invalid = || de::Error::custom("expected the key's SHA-256 as 64 hex characters");
-        if text.len() != 64 || !text.is_ascii() {
-            return Err(invalid());
-        }
-        let mut digest = [0u8; 32];
-        for (i, byte) in digest.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
-        }
-        Ok(Sha256Hex(digest))
+        parse_str(
+            deserializer,
+            "the key's SHA-256 as 64 hex characters",
+            |text| {
+                if text.len() != 64 || !text.is_ascii() {
+                    return None;
+                }
+                let mut digest = [0u8; 32];
+                for (i, byte) in digest.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+                }
+                Some(Sha256Hex(digest))
+            },
+        )
     }
 }
+
+/// The error for a name listed twice in a [`UniqueMap`].
+pub const DUPLICATE_ENTRY: &str = "duplicate entry: this name is already listed above";
 
 /// A YAML mapping kept in document order that refuses duplicate keys.
 #[derive(Debug)]
@@ -704,7 +720,8 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
                         }
                     };
                     if duplicate {
-                        return Err(de::Error::custom(format!("duplicate entry `{key}`")));
+                        // The position names the entry; the name itself is not repeated.
+                        return Err(de::Error::custom(DUPLICATE_ENTRY));
                     }
                     seen.entry(hasher.hash_one(&key)).or_insert(entries.len());
                     let value = map.next_value()?;

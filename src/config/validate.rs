@@ -1,7 +1,7 @@
 //! Validation: from the raw YAML structures to [`Settings`], collecting every error with the
 //! file, line and field it concerns.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use http::HeaderName;
@@ -15,14 +15,6 @@ use crate::authz::catalogue::{Catalogue, Video, is_valid_alias};
 use crate::http::tls::TlsFiles;
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES};
 use crate::token::{TokenSettings, VideoUid};
-
-/// serde_yaml appends " at line L column C"; the position is reported separately.
-pub(super) fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message.to_string(),
-    }
-}
 
 pub(super) struct Checker<'a> {
     pub(super) file: &'a str,
@@ -60,11 +52,7 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
     if min_remaining >= ttl {
         check.error(
             &[key("token"), key("min_remaining")],
-            format!(
-                "min_remaining ({}) must be less than ttl ({}), or no token could ever be reused",
-                human_duration(min_remaining),
-                human_duration(ttl)
-            ),
+            "must be less than token.ttl, or no token could ever be reused",
         );
     }
     check_access_rules(
@@ -98,6 +86,7 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
             issuers: raw.jwt_issuers,
             auth: raw.auth,
             trusted_proxies: raw.trusted_proxies,
+            client_address: raw.client_address,
         },
         check,
         base_dir,
@@ -212,7 +201,7 @@ pub(super) fn validate_stream(
         Err(_) => {
             check.error(
                 &[key("stream"), key("emulator"), key(field)],
-                format!("`{name}` is not a valid header name"),
+                "not a valid header name",
             );
             None
         }
@@ -221,8 +210,7 @@ pub(super) fn validate_stream(
         check.error(
             &[key("stream"), key("emulator"), key("leeway")],
             format!(
-                "leeway {} is more than {}: Stream tolerates only a few seconds of clock skew",
-                human_duration(emulator.leeway.0),
+                "at most {}: Stream tolerates only a few seconds of clock skew",
                 human_duration(MAX_EMULATOR_LEEWAY)
             ),
         );
@@ -305,7 +293,7 @@ pub(super) fn validate_cors(raw: raw::RawCors, check: &mut Checker<'_>) -> CorsS
             }
             _ => check.error(
                 &path,
-                format!("`{origin}` is not an origin like https://www.example.com (scheme and host, optional port, no path)"),
+                "not an origin like https://www.example.com (scheme and host, optional port, no path)",
             ),
         }
     }
@@ -387,9 +375,7 @@ pub(super) fn validate_upstream(
 
 /// `scheme://host[:port]` with nothing after it; returned without a trailing slash.
 pub(super) fn parse_origin(origin: &str) -> Result<String, String> {
-    let uri: http::Uri = origin
-        .parse()
-        .map_err(|_| format!("`{origin}` is not a URL"))?;
+    let uri: http::Uri = origin.parse().map_err(|_| "not a URL".to_string())?;
     let scheme_ok = matches!(uri.scheme_str(), Some("https" | "http"));
     let bare = matches!(uri.path(), "" | "/") && uri.query().is_none();
     match uri.authority() {
@@ -398,9 +384,9 @@ pub(super) fn parse_origin(origin: &str) -> Result<String, String> {
             uri.scheme_str().unwrap_or("https"),
             authority
         )),
-        _ => Err(format!(
-            "`{origin}` must be an origin like https://customer-abc123.cloudflarestream.com (no path)"
-        )),
+        _ => Err(
+            "must be an origin like https://customer-abc123.cloudflarestream.com (no path)".into(),
+        ),
     }
 }
 
@@ -416,7 +402,7 @@ pub(super) fn validate_keys(
             "at least one signing key is required (Cloudflare's POST /stream/keys creates one)",
         );
     }
-    let mut ids = HashSet::new();
+    let mut ids: HashMap<String, usize> = HashMap::new();
     let mut sources: Vec<KeySource> = Vec::new();
     if raw.iter().filter(|k| k.active).count() > 1 {
         check.error(
@@ -432,10 +418,10 @@ pub(super) fn validate_keys(
                     &[key("signing_keys"), Seg::Index(i), key("id")],
                     "a key id is 32 hex characters",
                 );
-            } else if !ids.insert(id.to_ascii_lowercase()) {
+            } else if let Some(first) = ids.insert(id.to_ascii_lowercase(), i) {
                 check.error(
                     &[key("signing_keys"), Seg::Index(i), key("id")],
-                    format!("key id `{id}` is listed twice"),
+                    format!("this key id is already listed at signing_keys[{first}]"),
                 );
             }
         }
@@ -509,16 +495,14 @@ pub(super) fn build_catalogue(
         if !is_valid_alias(&alias) {
             check.error(
                 &path,
-                format!(
-                    "`{alias}` is not a usable alias: 1-64 letters, digits, `.`, `_` or `-`, starting with a letter or digit, and not shaped like a uid"
-                ),
+                "not a usable alias: 1-64 letters, digits, `.`, `_` or `-`, starting with a letter or digit, and not shaped like a uid",
             );
             continue;
         }
         if let Some(first) = aliases_by_uid.get(&video.uid) {
             check.error(
                 &[key("videos"), key(&alias), key("uid")],
-                format!("uid {} is already listed as `{first}`", video.uid),
+                format!("this uid is already listed, as videos.{first}"),
             );
             continue;
         }
@@ -555,7 +539,7 @@ pub(super) fn validate_tls(
     {
         check.error(
             &[key("http_redirect_listen")],
-            format!("{redirect} is also `listen`; the redirect needs its own port"),
+            "the same address as `listen`; the redirect needs its own port",
         );
     }
     for (name, path) in [("cert", &raw.cert), ("key", &raw.key)] {

@@ -1,9 +1,12 @@
 //! The viewer's address, for policy decisions and for binding tokens to an IP.
 //!
-//! The address is the socket peer, unless the peer is a trusted proxy: then the forwarded hop
-//! list (RFC 7239 `Forwarded`, else `X-Forwarded-For`) is walked from the nearest hop outwards
-//! and the first untrusted address is the client. Anything a client can write itself (the
-//! left-most entries) is never preferred over what a trusted proxy appended.
+//! The address is the socket peer, unless the peer is a trusted proxy: then the one header
+//! the operator named ([`ForwardedHeader`]: `X-Forwarded-For` by default, or `Forwarded`,
+//! `X-Real-IP`, `CF-Connecting-IP`) is walked from the nearest hop outwards, like nginx's
+//! `real_ip_recursive`, and the first untrusted address is the client. Every other such
+//! header is ignored: a proxy appends to its own header and passes the others through as the
+//! client wrote them. Anything a client can write itself (the left-most entries) is never
+//! preferred over what a trusted proxy appended, and a malformed value gives the peer.
 //!
 //! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are treated as the IPv4 address everywhere:
 //! in the peer, in header entries, in the trusted networks and in the returned address.
@@ -20,12 +23,14 @@ use ipnet::{IpNet, Ipv4Net};
 pub const MAX_HOPS: usize = 64;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
 
 /// Optional whitespace around list elements and parameters.
 const OWS: [char; 2] = [' ', '\t'];
 
 /// The networks whose connections may speak for someone else (reverse proxies, load balancers).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
 }
@@ -68,40 +73,104 @@ fn canonical_net(net: IpNet) -> IpNet {
     net
 }
 
-/// The viewer's address (IPv4-mapped IPv6 returned as IPv4).
-///
-/// * `peer` untrusted (or no trusted proxies): `peer`; the headers are ignored.
-/// * `peer` trusted: the hop list from `Forwarded` (its `for=` values) if that header is
-///   present, otherwise from `X-Forwarded-For`, walked right to left over at most
-///   [`MAX_HOPS`] entries. Trusted hops are skipped and the first untrusted one is the client.
-///   An entry that is not an IP (`unknown`, `_hidden`, garbage) stops the walk at the nearest
-///   trusted hop seen so far (or the peer). If every entry considered is trusted, the
-///   left-most of them. An empty or absent header, or one with a value that is not visible
-///   ASCII, yields the peer.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
-    let peer = peer.to_canonical();
-    if !trusted.is_trusted(peer) {
-        return peer;
-    }
-    if headers.contains_key(FORWARDED) {
-        match nearest_entries(headers, &FORWARDED, split_forwarded) {
-            Some(elements) => walk(
-                peer,
-                elements.iter().rev().map(|e| forwarded_for(e)),
-                trusted,
-            ),
-            None => peer,
+/// The header trusted proxies state the client's address in; the only one read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (each proxy appends the address it saw).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1` (its `for=` parameters).
+    Forwarded,
+    /// `X-Real-IP: client`, as nginx's `proxy_set_header X-Real-IP $remote_addr` sets it.
+    XRealIp,
+    /// `CF-Connecting-IP: client`, as Cloudflare's proxy sets it.
+    CfConnectingIp,
+}
+
+impl ForwardedHeader {
+    /// Every choice, by the name operators write (`client_address.header`).
+    pub const ALL: [ForwardedHeader; 4] = [
+        ForwardedHeader::XForwardedFor,
+        ForwardedHeader::Forwarded,
+        ForwardedHeader::XRealIp,
+        ForwardedHeader::CfConnectingIp,
+    ];
+
+    /// The header's usual spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "X-Forwarded-For",
+            ForwardedHeader::Forwarded => "Forwarded",
+            ForwardedHeader::XRealIp => "X-Real-IP",
+            ForwardedHeader::CfConnectingIp => "CF-Connecting-IP",
         }
-    } else {
-        match nearest_entries(headers, &X_FORWARDED_FOR, split_x_forwarded_for) {
-            Some(entries) => walk(peer, entries.iter().rev().map(|e| parse_node(e)), trusted),
-            None => peer,
+    }
+
+    /// The choice named `name` (any case).
+    pub fn from_name(name: &str) -> Option<ForwardedHeader> {
+        Self::ALL
+            .into_iter()
+            .find(|header| header.name().eq_ignore_ascii_case(name))
+    }
+
+    fn header_name(self) -> HeaderName {
+        match self {
+            ForwardedHeader::XForwardedFor => X_FORWARDED_FOR,
+            ForwardedHeader::Forwarded => FORWARDED,
+            ForwardedHeader::XRealIp => X_REAL_IP,
+            ForwardedHeader::CfConnectingIp => CF_CONNECTING_IP,
         }
     }
 }
 
-/// Walk hops nearest first: skip trusted ones, stop at the first untrusted one or at the first
-/// entry that is not an address.
+/// How the viewer's address is found: which peers are trusted proxies, and the one header
+/// they state it in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientAddress {
+    pub trusted: TrustedProxies,
+    pub header: ForwardedHeader,
+}
+
+impl ClientAddress {
+    /// The viewer's address (IPv4-mapped IPv6 returned as IPv4).
+    ///
+    /// * `peer` untrusted (or no trusted proxies): `peer`; the headers are ignored.
+    /// * `peer` trusted: the entries of the configured header (every line, in order; for
+    ///   `Forwarded` the `for=` of each element) walked right to left over at most
+    ///   [`MAX_HOPS`] of them. Trusted hops are skipped and the first untrusted one is the
+    ///   client; if every entry considered is trusted, the left-most of them.
+    /// * `peer`, when that header is absent or empty, a line is not visible ASCII, or an
+    ///   entry reached on the walk is not an address (`unknown`, `_hidden`, garbage).
+    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.trusted.is_trusted(peer) {
+            return peer;
+        }
+        let name = self.header.header_name();
+        let found = match self.header {
+            ForwardedHeader::Forwarded => {
+                nearest_entries(headers, &name, split_forwarded).map(|elements| {
+                    walk(
+                        peer,
+                        elements.iter().rev().map(|e| forwarded_for(e)),
+                        &self.trusted,
+                    )
+                })
+            }
+            _ => nearest_entries(headers, &name, split_list).map(|entries| {
+                walk(
+                    peer,
+                    entries.iter().rev().map(|e| parse_node(e)),
+                    &self.trusted,
+                )
+            }),
+        };
+        found.unwrap_or(peer)
+    }
+}
+
+/// Walk hops nearest first: skip trusted ones, stop at the first untrusted one. An entry that
+/// is not an address gives the peer: what lies beyond it cannot be trusted to be in order.
 fn walk(
     peer: IpAddr,
     hops: impl Iterator<Item = Option<IpAddr>>,
@@ -110,7 +179,7 @@ fn walk(
     let mut nearest = peer;
     for hop in hops {
         let Some(ip) = hop else {
-            return nearest;
+            return peer;
         };
         let ip = ip.to_canonical();
         if !trusted.is_trusted(ip) {
@@ -152,7 +221,7 @@ fn nearest_entries<'a>(
     Some(nearest.0)
 }
 
-fn split_x_forwarded_for<'a>(line: &'a str, out: &mut Nearest<'a>) {
+fn split_list<'a>(line: &'a str, out: &mut Nearest<'a>) {
     line.split(',').for_each(|entry| out.push(entry));
 }
 
@@ -294,28 +363,106 @@ mod tests {
         trusted(&["10.0.0.0/8", "fd00::/8"])
     }
 
+    /// The rule reading `header` behind [`proxies`].
+    fn reading(header: ForwardedHeader) -> ClientAddress {
+        ClientAddress {
+            trusted: proxies(),
+            header,
+        }
+    }
+
+    fn xff() -> ClientAddress {
+        reading(ForwardedHeader::XForwardedFor)
+    }
+
+    fn forwarded() -> ClientAddress {
+        reading(ForwardedHeader::Forwarded)
+    }
+
+    const PEER: &str = "10.0.0.1";
+
+    /// Every forwarding header at once, each naming a different client.
+    fn mixed() -> HeaderMap {
+        headers(&[
+            ("x-forwarded-for", "203.0.113.1"),
+            ("forwarded", "for=203.0.113.2"),
+            ("x-real-ip", "203.0.113.3"),
+            ("cf-connecting-ip", "203.0.113.4"),
+        ])
+    }
+
     #[test]
-    fn untrusted_peer_ignores_x_forwarded_for_and_forwarded() {
-        let h = headers(&[("x-forwarded-for", "1.1.1.1"), ("forwarded", "for=2.2.2.2")]);
+    fn only_the_configured_header_is_read_whatever_else_is_sent() {
+        let h = mixed();
+        for (header, client) in [
+            (ForwardedHeader::XForwardedFor, "203.0.113.1"),
+            (ForwardedHeader::Forwarded, "203.0.113.2"),
+            (ForwardedHeader::XRealIp, "203.0.113.3"),
+            (ForwardedHeader::CfConnectingIp, "203.0.113.4"),
+        ] {
+            assert_eq!(
+                reading(header).resolve(ip(PEER), &h),
+                ip(client),
+                "{header:?}"
+            );
+        }
+        // The review's case: X-Forwarded-For is configured (the default), Forwarded is the
+        // client's own and is ignored.
+        let h = headers(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("forwarded", "for=198.51.100.7"),
+        ]);
         assert_eq!(
-            client_address(ip("203.0.113.9"), &h, &proxies()),
-            ip("203.0.113.9")
+            ClientAddress::default().header,
+            ForwardedHeader::XForwardedFor
         );
+        assert_eq!(xff().resolve(ip(PEER), &h), ip("203.0.113.9"));
+        // Absent configured header: the peer, even when another one is present.
+        let h = headers(&[("forwarded", "for=198.51.100.7")]);
+        assert_eq!(xff().resolve(ip(PEER), &h), ip(PEER));
+    }
+
+    #[test]
+    fn header_names_are_chosen_from_four_in_any_case() {
+        assert_eq!(
+            ForwardedHeader::from_name("x-real-ip"),
+            Some(ForwardedHeader::XRealIp)
+        );
+        assert_eq!(
+            ForwardedHeader::from_name("CF-CONNECTING-IP"),
+            Some(ForwardedHeader::CfConnectingIp)
+        );
+        assert_eq!(ForwardedHeader::from_name("True-Client-IP"), None);
+        for header in ForwardedHeader::ALL {
+            assert_eq!(ForwardedHeader::from_name(header.name()), Some(header));
+        }
+    }
+
+    #[test]
+    fn untrusted_peer_ignores_every_forwarding_header() {
+        for header in ForwardedHeader::ALL {
+            assert_eq!(
+                reading(header).resolve(ip("203.0.113.9"), &mixed()),
+                ip("203.0.113.9")
+            );
+        }
     }
 
     #[test]
     fn no_trusted_proxies_means_the_peer_is_the_client() {
         let h = headers(&[("x-forwarded-for", "1.1.1.1")]);
-        let none = TrustedProxies::default();
-        assert!(none.is_empty());
-        assert_eq!(client_address(ip("10.0.0.1"), &h, &none), ip("10.0.0.1"));
+        let none = ClientAddress::default();
+        assert!(none.trusted.is_empty());
+        assert_eq!(none.resolve(ip("10.0.0.1"), &h), ip("10.0.0.1"));
     }
 
     #[test]
-    fn trusted_peer_takes_the_rightmost_untrusted_x_forwarded_for_entry() {
+    fn trusted_peer_takes_the_rightmost_untrusted_entry() {
         let h = headers(&[("x-forwarded-for", "198.51.100.1, 203.0.113.7")]);
+        assert_eq!(xff().resolve(ip(PEER), &h), ip("203.0.113.7"));
+        let h = headers(&[("x-real-ip", "198.51.100.1, 203.0.113.7")]);
         assert_eq!(
-            client_address(ip("10.0.0.1"), &h, &proxies()),
+            reading(ForwardedHeader::XRealIp).resolve(ip(PEER), &h),
             ip("203.0.113.7")
         );
     }
@@ -326,8 +473,10 @@ mod tests {
             "x-forwarded-for",
             "203.0.113.7, 10.1.1.1,10.2.2.2 , fd00::5",
         )]);
+        assert_eq!(xff().resolve(ip(PEER), &h), ip("203.0.113.7"));
+        let h = headers(&[("cf-connecting-ip", "203.0.113.7, 10.1.1.1")]);
         assert_eq!(
-            client_address(ip("10.0.0.1"), &h, &proxies()),
+            reading(ForwardedHeader::CfConnectingIp).resolve(ip(PEER), &h),
             ip("203.0.113.7")
         );
     }
@@ -338,56 +487,39 @@ mod tests {
             "x-forwarded-for",
             "10.9.9.9, 127.0.0.1, 203.0.113.7, 10.1.1.1",
         )]);
-        assert_eq!(
-            client_address(ip("10.0.0.1"), &h, &proxies()),
-            ip("203.0.113.7")
-        );
+        assert_eq!(xff().resolve(ip(PEER), &h), ip("203.0.113.7"));
     }
 
     #[test]
-    fn multiple_x_forwarded_for_lines_concatenate_in_order() {
+    fn several_header_lines_concatenate_in_order() {
         let h = headers(&[
             ("x-forwarded-for", "198.51.100.1, 203.0.113.7"),
             ("x-forwarded-for", "10.1.1.1"),
         ]);
-        assert_eq!(
-            client_address(ip("10.0.0.1"), &h, &proxies()),
-            ip("203.0.113.7")
-        );
+        assert_eq!(xff().resolve(ip(PEER), &h), ip("203.0.113.7"));
         let h = headers(&[
             ("x-forwarded-for", "10.1.1.1"),
             ("x-forwarded-for", "203.0.113.7"),
         ]);
+        assert_eq!(xff().resolve(ip(PEER), &h), ip("203.0.113.7"));
+        let h = headers(&[("x-real-ip", "198.51.100.1"), ("x-real-ip", "203.0.113.7")]);
         assert_eq!(
-            client_address(ip("10.0.0.1"), &h, &proxies()),
-            ip("203.0.113.7")
-        );
-    }
-
-    #[test]
-    fn forwarded_is_preferred_over_x_forwarded_for() {
-        let h = headers(&[
-            ("x-forwarded-for", "198.51.100.1"),
-            ("forwarded", "for=203.0.113.7"),
-        ]);
-        assert_eq!(
-            client_address(ip("10.0.0.1"), &h, &proxies()),
+            reading(ForwardedHeader::XRealIp).resolve(ip(PEER), &h),
             ip("203.0.113.7")
         );
     }
 
     #[test]
     fn forwarded_handles_quoted_ipv6_and_ports_with_case_insensitive_names() {
-        let p = proxies();
-        let peer = ip("10.0.0.1");
+        let peer = ip(PEER);
         let h = headers(&[("forwarded", r#"For="[2001:db8:cafe::17]:4711""#)]);
-        assert_eq!(client_address(peer, &h, &p), ip("2001:db8:cafe::17"));
+        assert_eq!(forwarded().resolve(peer, &h), ip("2001:db8:cafe::17"));
         let h = headers(&[("forwarded", r#"FOR="192.0.2.43:8080";proto=https"#)]);
-        assert_eq!(client_address(peer, &h, &p), ip("192.0.2.43"));
+        assert_eq!(forwarded().resolve(peer, &h), ip("192.0.2.43"));
         let h = headers(&[("forwarded", r#"for="[2001:db8::1]""#)]);
-        assert_eq!(client_address(peer, &h, &p), ip("2001:db8::1"));
+        assert_eq!(forwarded().resolve(peer, &h), ip("2001:db8::1"));
         let h = headers(&[("forwarded", r#"for="192.0.2.43:_obf""#)]);
-        assert_eq!(client_address(peer, &h, &p), ip("192.0.2.43"));
+        assert_eq!(forwarded().resolve(peer, &h), ip("192.0.2.43"));
     }
 
     #[test]
@@ -399,16 +531,12 @@ mod tests {
                 r#"by="a,b;c";for=10.1.1.1;host="x\"y", proto=https ; for="[fd00::2]""#,
             ),
         ]);
-        assert_eq!(
-            client_address(ip("10.0.0.1"), &h, &proxies()),
-            ip("203.0.113.7")
-        );
+        assert_eq!(forwarded().resolve(ip(PEER), &h), ip("203.0.113.7"));
     }
 
     #[test]
-    fn malformed_forwarded_elements_stop_the_walk() {
-        let p = proxies();
-        let peer = ip("10.0.0.1");
+    fn malformed_forwarded_elements_give_the_peer() {
+        let peer = ip(PEER);
         for element in [
             "proto=https",
             "for=1.2.3.4;for=5.6.7.8",
@@ -419,61 +547,66 @@ mod tests {
                 "forwarded",
                 &format!("for=198.51.100.1, for=10.1.1.1, {element}"),
             )]);
-            assert_eq!(client_address(peer, &h, &p), peer, "{element}");
+            assert_eq!(forwarded().resolve(peer, &h), peer, "{element}");
         }
     }
 
     #[test]
-    fn x_forwarded_for_entries_may_carry_ports_and_brackets() {
-        let p = proxies();
-        let peer = ip("10.0.0.1");
+    fn entries_may_carry_ports_and_brackets() {
+        let peer = ip(PEER);
         let h = headers(&[("x-forwarded-for", "203.0.113.7:5678, 10.1.1.1:443")]);
-        assert_eq!(client_address(peer, &h, &p), ip("203.0.113.7"));
+        assert_eq!(xff().resolve(peer, &h), ip("203.0.113.7"));
         let h = headers(&[("x-forwarded-for", "[2001:db8::1]:80, [fd00::1]")]);
-        assert_eq!(client_address(peer, &h, &p), ip("2001:db8::1"));
+        assert_eq!(xff().resolve(peer, &h), ip("2001:db8::1"));
         let h = headers(&[("x-forwarded-for", "2001:db8::2")]);
-        assert_eq!(client_address(peer, &h, &p), ip("2001:db8::2"));
-        let h = headers(&[("x-forwarded-for", "203.0.113.7:99999")]);
-        assert_eq!(client_address(peer, &h, &p), peer);
+        assert_eq!(xff().resolve(peer, &h), ip("2001:db8::2"));
+        let h = headers(&[("x-real-ip", "[2001:db8::3]")]);
+        assert_eq!(
+            reading(ForwardedHeader::XRealIp).resolve(peer, &h),
+            ip("2001:db8::3")
+        );
+        // An unbracketed IPv6 address with a port is ambiguous: not an address.
+        for bad in ["203.0.113.7:99999", "2001:db8::1:80:", "[2001:db8::1]:x"] {
+            let h = headers(&[("x-forwarded-for", bad)]);
+            assert_eq!(xff().resolve(peer, &h), peer, "{bad}");
+        }
     }
 
     #[test]
-    fn unknown_entry_stops_the_walk_at_the_nearest_trusted_hop() {
-        let p = proxies();
-        let peer = ip("10.0.0.1");
+    fn a_malformed_entry_on_the_walk_gives_the_peer() {
+        let peer = ip(PEER);
         let h = headers(&[(
             "x-forwarded-for",
             "203.0.113.7, unknown, 10.1.1.1, 10.2.2.2",
         )]);
-        assert_eq!(client_address(peer, &h, &p), ip("10.1.1.1"));
+        assert_eq!(xff().resolve(peer, &h), peer);
         let h = headers(&[("forwarded", "for=203.0.113.7, for=_hidden, for=10.1.1.1")]);
-        assert_eq!(client_address(peer, &h, &p), ip("10.1.1.1"));
+        assert_eq!(forwarded().resolve(peer, &h), peer);
         let h = headers(&[("x-forwarded-for", "203.0.113.7, garbage")]);
-        assert_eq!(client_address(peer, &h, &p), peer);
+        assert_eq!(xff().resolve(peer, &h), peer);
         let h = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(client_address(peer, &h, &p), peer);
+        assert_eq!(forwarded().resolve(peer, &h), peer);
+        // Beyond the client, the walk never looks.
+        let h = headers(&[("x-forwarded-for", "garbage, 203.0.113.7, 10.1.1.1")]);
+        assert_eq!(xff().resolve(peer, &h), ip("203.0.113.7"));
     }
 
     #[test]
     fn all_trusted_entries_return_the_leftmost() {
         let h = headers(&[("x-forwarded-for", "10.3.3.3, 10.2.2.2, 10.1.1.1")]);
-        assert_eq!(
-            client_address(ip("10.0.0.1"), &h, &proxies()),
-            ip("10.3.3.3")
-        );
+        assert_eq!(xff().resolve(ip(PEER), &h), ip("10.3.3.3"));
     }
 
     #[test]
     fn empty_or_absent_headers_return_the_peer() {
-        let p = proxies();
-        let peer = ip("10.0.0.1");
-        assert_eq!(client_address(peer, &HeaderMap::new(), &p), peer);
+        let peer = ip(PEER);
+        assert_eq!(xff().resolve(peer, &HeaderMap::new()), peer);
         let h = headers(&[("x-forwarded-for", "")]);
-        assert_eq!(client_address(peer, &h, &p), peer);
+        assert_eq!(xff().resolve(peer, &h), peer);
         let h = headers(&[("x-forwarded-for", " , ,")]);
-        assert_eq!(client_address(peer, &h, &p), peer);
+        assert_eq!(xff().resolve(peer, &h), peer);
         let h = headers(&[("forwarded", ""), ("x-forwarded-for", "203.0.113.7")]);
-        assert_eq!(client_address(peer, &h, &p), peer);
+        assert_eq!(forwarded().resolve(peer, &h), peer);
     }
 
     #[test]
@@ -484,10 +617,7 @@ mod tests {
             X_FORWARDED_FOR,
             HeaderValue::from_bytes(b"198.51.100.1\xff").unwrap(),
         );
-        assert_eq!(
-            client_address(ip("10.0.0.1"), &h, &proxies()),
-            ip("10.0.0.1")
-        );
+        assert_eq!(xff().resolve(ip(PEER), &h), ip(PEER));
     }
 
     #[test]
@@ -495,13 +625,10 @@ mod tests {
         let p = proxies();
         let h = headers(&[("x-forwarded-for", "203.0.113.7")]);
         assert!(p.is_trusted(ip("::ffff:10.0.0.1")));
-        assert_eq!(
-            client_address(ip("::ffff:10.0.0.1"), &h, &p),
-            ip("203.0.113.7")
-        );
+        assert_eq!(xff().resolve(ip("::ffff:10.0.0.1"), &h), ip("203.0.113.7"));
         // An untrusted mapped peer comes back as plain IPv4.
         assert_eq!(
-            client_address(ip("::ffff:203.0.113.9"), &h, &p),
+            xff().resolve(ip("::ffff:203.0.113.9"), &h),
             ip("203.0.113.9")
         );
     }
@@ -511,26 +638,29 @@ mod tests {
         let p = trusted(&["::ffff:10.0.0.0/104"]);
         assert_eq!(p.nets(), &["10.0.0.0/8".parse::<IpNet>().unwrap()]);
         assert!(p.is_trusted(ip("10.1.2.3")));
+        let rule = ClientAddress {
+            trusted: p,
+            header: ForwardedHeader::XForwardedFor,
+        };
         let h = headers(&[("x-forwarded-for", "::ffff:203.0.113.7, ::ffff:10.1.1.1")]);
-        assert_eq!(client_address(ip("10.0.0.1"), &h, &p), ip("203.0.113.7"));
+        assert_eq!(rule.resolve(ip(PEER), &h), ip("203.0.113.7"));
     }
 
     #[test]
     fn a_header_with_ten_thousand_entries_is_bounded() {
-        let p = proxies();
-        let peer = ip("10.0.0.1");
+        let peer = ip(PEER);
         // An attacker entry far to the left of 9,999 trusted hops is never reached.
         let mut entries = vec!["203.0.113.66".to_owned()];
         entries.extend((1..10_000).map(|i| format!("10.0.{}.{}", i / 256, i % 256)));
         let h = headers(&[("x-forwarded-for", &entries.join(", "))]);
         let leftmost_considered = ip(&entries[entries.len() - MAX_HOPS]);
-        assert_eq!(client_address(peer, &h, &p), leftmost_considered);
+        assert_eq!(xff().resolve(peer, &h), leftmost_considered);
 
-        let forwarded: Vec<String> = entries.iter().map(|e| format!("for={e}")).collect();
-        let h = headers(&[("forwarded", &forwarded.join(","))]);
-        assert_eq!(client_address(peer, &h, &p), leftmost_considered);
+        let elements: Vec<String> = entries.iter().map(|e| format!("for={e}")).collect();
+        let h = headers(&[("forwarded", &elements.join(","))]);
+        assert_eq!(forwarded().resolve(peer, &h), leftmost_considered);
 
         let h = headers(&[("x-forwarded-for", &"garbage,".repeat(10_000))]);
-        assert_eq!(client_address(peer, &h, &p), peer);
+        assert_eq!(xff().resolve(peer, &h), peer);
     }
 }

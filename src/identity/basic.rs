@@ -288,7 +288,7 @@ pub fn validate_phc(phc: &str) -> Result<(), String> {
             });
         match scheme {
             Some(id) if id != argon2::ARGON2ID_IDENT.as_str() => {
-                format!("expected an argon2id hash ($argon2id$...), found `{id}`")
+                "expected an argon2id hash ($argon2id$...), found another scheme".to_string()
             }
             _ => format!(
                 "the password hash is not an argon2id PHC string \
@@ -298,13 +298,13 @@ pub fn validate_phc(phc: &str) -> Result<(), String> {
     })?;
     let algorithm = hash.algorithm.as_str();
     if algorithm != argon2::ARGON2ID_IDENT.as_str() {
-        return Err(format!(
-            "expected an argon2id hash ($argon2id$...), found `{algorithm}`"
-        ));
+        return Err(
+            "expected an argon2id hash ($argon2id$...), found another argon2 variant".to_string(),
+        );
     }
     if let Some(version) = hash.version {
         Version::try_from(version)
-            .map_err(|_| format!("unsupported argon2 version {version}; use v=19"))?;
+            .map_err(|_| "unsupported argon2 version; use v=19".to_string())?;
     }
     Params::try_from(&hash)
         .map_err(|error| format!("the argon2id parameters are not valid: {error}"))?;
@@ -569,11 +569,11 @@ mod tests {
             .unwrap()
             .to_string();
         let error = validate_phc(&argon2i).unwrap_err();
-        assert!(error.contains("found `argon2i`"), "{error}");
+        assert!(error.contains("another argon2 variant"), "{error}");
 
         let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
         let error = validate_phc(bcrypt).unwrap_err();
-        assert!(error.contains("found `2b`"), "{error}");
+        assert!(error.contains("another scheme"), "{error}");
         let cheap = cheap_hash("pw");
         let no_output = cheap.rsplit_once('$').unwrap().0.to_string();
         let too_little_memory = cheap.replace("m=8192", "m=1");

@@ -17,11 +17,13 @@ use serde_json::Value;
 
 pub use api_key::{ApiKeys, hash_api_key};
 
-/// An authenticated caller: what rules can match on.
+/// An authenticated caller: what rules can match on. Its `kind` says where the identity came
+/// from, so a name from one source is never taken for the same name from another.
 #[derive(Debug)]
 pub struct Principal {
     pub kind: PrincipalKind,
-    /// The user name, API key name, or the JWT's subject claim. Never a secret.
+    /// The user name, API key name, or the JWT's subject claim (in its issuer's namespace).
+    /// Never a secret.
     pub name: Arc<str>,
     /// Group names, sorted and without duplicates.
     pub groups: Box<[Arc<str>]>,
@@ -29,16 +31,39 @@ pub struct Principal {
     pub claims: serde_json::Map<String, Value>,
 }
 
-/// How a [`Principal`] proved who it is.
+/// How a [`Principal`] proved who it is: its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrincipalKind {
+    /// A local API key (`api_keys`).
     ApiKey,
-    /// HTTP Basic, a user from the policy's `users`.
+    /// HTTP Basic, a local user (`users`).
     User,
-    /// A JWT from the named issuer (`iss`).
-    Jwt {
-        issuer: Arc<str>,
-    },
+    /// A JWT from this issuer.
+    Jwt { issuer: Arc<IssuerSource> },
+}
+
+/// A JWT issuer as rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerSource {
+    /// The exact `iss` its tokens carry.
+    pub iss: Arc<str>,
+    /// Its `name` in the configuration, which qualified subjects use
+    /// (`user:<name>:<subject>`, `group:<name>:<group>`); `None` when it has none.
+    pub name: Option<Arc<str>>,
+    /// Whether its subjects and groups also count as local names, matching the unqualified
+    /// `user:<name>` and `group:<name>` (the issuer's `shares_local_names`).
+    pub shares_local_names: bool,
+}
+
+impl IssuerSource {
+    /// A source with no name that shares no names (tests, `explain` without an issuer).
+    pub fn unnamed(iss: &str) -> Self {
+        Self {
+            iss: iss.into(),
+            name: None,
+            shares_local_names: false,
+        }
+    }
 }
 
 impl Principal {
@@ -313,19 +338,17 @@ impl Authenticator {
             return Ok(Some(Credential::ApiKey(key)));
         }
         if !self.jwt_cookies.is_empty() {
+            // Read as bytes: a header with another site's non-ASCII cookie in it must not
+            // hide ours, and ours must not be skipped for being unreadable.
             for header in headers.get_all(http::header::COOKIE) {
-                let Ok(header) = header.to_str() else {
-                    continue;
-                };
-                for pair in header.split(';') {
-                    let Some((name, value)) = pair.trim().split_once('=') else {
+                for pair in header.as_bytes().split(|&b| b == b';') {
+                    let Some((name, value)) = split_cookie(pair) else {
                         continue;
                     };
-                    if self.jwt_cookies.iter().any(|c| c == name.trim()) {
-                        let value = value.trim().trim_matches('"');
-                        if !value.is_empty() {
-                            return Ok(Some(Credential::Jwt(value)));
-                        }
+                    if self.jwt_cookies.iter().any(|c| c.as_bytes() == name) {
+                        // Present counts: an empty or unreadable value is a refused
+                        // credential, never anonymous.
+                        return session_token(value).map(|token| Some(Credential::Jwt(token)));
                     }
                 }
             }
@@ -343,6 +366,34 @@ impl Authenticator {
             accepted: accepted.join(" or "),
         }
     }
+}
+
+/// `name=value` of one `Cookie` pair, both trimmed of spaces.
+fn split_cookie(pair: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = pair.iter().position(|&b| b == b'=')?;
+    Some((pair[..at].trim_ascii(), pair[at + 1..].trim_ascii()))
+}
+
+/// A session cookie's token: the value, without the quotes a cookie value may carry. `Err`
+/// when it is empty or not visible ASCII (a JWT never is).
+fn session_token(value: &[u8]) -> Result<&str, AuthError> {
+    let unquoted = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value);
+    if unquoted.is_empty() {
+        return Err(AuthError::InvalidToken(
+            "the session cookie is empty".into(),
+        ));
+    }
+    if !unquoted.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(AuthError::InvalidToken(
+            "the session cookie is not a token".into(),
+        ));
+    }
+    // Visible ASCII is UTF-8.
+    std::str::from_utf8(unquoted)
+        .map_err(|_| AuthError::InvalidToken("the session cookie is not a token".into()))
 }
 
 #[cfg(test)]
@@ -427,6 +478,42 @@ mod tests {
     }
 
     #[test]
+    fn a_present_session_cookie_that_is_empty_or_unreadable_is_refused() {
+        let mut auth = authenticator();
+        auth.jwt_cookies.push("session".into());
+        for value in [
+            &b"session="[..],
+            b"session=\"\"",
+            b"session=  ",
+            "session=é".as_bytes(),
+        ] {
+            let mut map = HeaderMap::new();
+            map.append("cookie", HeaderValue::from_bytes(value).unwrap());
+            assert!(
+                matches!(auth.credential(&map), Err(AuthError::InvalidToken(_))),
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        // Another site's unreadable cookie does not hide ours, nor refuse the request.
+        let mut map = HeaderMap::new();
+        map.append(
+            "cookie",
+            HeaderValue::from_bytes("theme=é; session=\"abc.def.ghi\"".as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            auth.credential(&map).unwrap(),
+            Some(Credential::Jwt("abc.def.ghi"))
+        );
+        let mut map = HeaderMap::new();
+        map.append(
+            "cookie",
+            HeaderValue::from_bytes("theme=é".as_bytes()).unwrap(),
+        );
+        assert_eq!(auth.credential(&map).unwrap(), None);
+    }
+
+    #[test]
     fn the_authorization_header_wins_over_a_cookie() {
         let mut auth = authenticator();
         auth.jwt_cookies.push("session".into());
@@ -446,7 +533,7 @@ mod tests {
         });
         let principal = Principal::new(
             PrincipalKind::Jwt {
-                issuer: "idp".into(),
+                issuer: Arc::new(IssuerSource::unnamed("idp")),
             },
             "alice".into(),
             [Arc::from("b"), Arc::from("a"), Arc::from("b")],

@@ -305,14 +305,15 @@ fn match_watch<'a>(rest: &'a str, query: Option<&'a str>) -> Result<Route<'a>, R
             "missing video: use /watch/<video uid or alias>".into(),
         ));
     }
-    if video.parse::<VideoUid>().is_err() && !is_valid_alias(video) {
-        return Err(RequestError::BadRequest(format!(
-            "`{}` is not a video uid (32 hex characters) or alias (letters, digits, `.`, `_`, `-`)",
-            truncate(video)
-        )));
-    }
+    check_video_id(video)?;
     let target = match resource_path {
         None => Target::Player,
+        // `..` (and `.`) is a traversal attempt wherever it appears, not an unknown file.
+        Some(path) if path.split('/').any(|segment| matches!(segment, "." | "..")) => {
+            return Err(RequestError::BadRequest(
+                "`.` and `..` segments are not allowed in /watch paths".into(),
+            ));
+        }
         Some(path) => match Resource::from_path(path) {
             Some(resource) => Target::Resource(resource),
             None if is_safe_file_path(path) => Target::File(path),
@@ -364,6 +365,19 @@ fn match_watch<'a>(rest: &'a str, query: Option<&'a str>) -> Result<Route<'a>, R
         target,
         query,
     })
+}
+
+/// `Ok` when `video` is shaped like a video uid (32 hex characters) or an alias; the same
+/// check for every route that names a video (`/watch`, `/api/getSignedURL`, the token API),
+/// so a malformed id is a 400 everywhere, before credentials are looked at.
+pub fn check_video_id(video: &str) -> Result<(), RequestError> {
+    if video.parse::<VideoUid>().is_ok() || is_valid_alias(video) {
+        return Ok(());
+    }
+    Err(RequestError::BadRequest(format!(
+        "`{}` is not a video uid (32 hex characters) or alias (letters, digits, `.`, `_`, `-`)",
+        truncate(video)
+    )))
 }
 
 /// Most segments a file path below the token may have, and their longest length.
@@ -434,6 +448,10 @@ mod tests {
             "/watch/%2e%2e/iframe",
             "/watch/intro%2Fiframe",
             "/watch/.hidden",
+            "/watch/intro/manifest/../iframe",
+            "/watch/intro/./iframe",
+            "/watch/welcome/../welcome",
+            "/watch/intro/manifest/..",
             "/watch/",
             "/watch//iframe",
             "/watch",
@@ -452,9 +470,8 @@ mod tests {
             "/watch/intro/",
             "/watch/intro/manifest/",
             "/watch/intro/a//b",
-            "/watch/intro/manifest/../iframe",
-            "/watch/intro/./iframe",
             "/watch/intro/.env",
+            "/watch/intro/...",
             "/watch/intro/a:b",
             "/watch/intro/a/b/c/d/e/f/g/h/i",
         ] {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::Body;
 use crate::error::{RequestError, json_response};
 use crate::request::Context;
-use crate::request::route::{Resource, Target};
+use crate::request::route::{Resource, Target, check_video_id};
 use crate::snapshot::Snapshot;
 
 #[derive(Deserialize)]
@@ -45,6 +45,7 @@ pub async fn get_signed_url(
     if video_id.is_empty() {
         return Err(RequestError::BadRequest("`video_id` is empty".into()));
     }
+    check_video_id(video_id)?;
 
     super::identify(snapshot, ctx, &head.headers).await?;
     let permit = snapshot.authz.authorize(ctx, video_id, Target::Player)?;

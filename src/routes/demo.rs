@@ -247,7 +247,7 @@ fn whoami(snapshot: &Snapshot, identity: &Identity) -> String {
             let how = match &principal.kind {
                 PrincipalKind::ApiKey => "API key".to_string(),
                 PrincipalKind::User => "password".to_string(),
-                PrincipalKind::Jwt { issuer } => format!("a session from {issuer}"),
+                PrincipalKind::Jwt { issuer } => format!("a session from {}", issuer.iss),
             };
             let groups = if principal.groups.is_empty() {
                 String::new()

@@ -23,7 +23,7 @@ use crate::config::is_account_id;
 use crate::error::{Audience, RequestError, truncate};
 use crate::identity::PrincipalKind;
 use crate::request::Context;
-use crate::request::route::Target;
+use crate::request::route::{Target, check_video_id};
 use crate::snapshot::Snapshot;
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES};
 use crate::token::signer::unix_now;
@@ -50,7 +50,7 @@ pub async fn create_token(
             });
             crate::error::json_response(StatusCode::OK, &body)
         }
-        Err(error) => stream_error(error),
+        Err(error) => stream_error(error, snapshot.bearer_challenge()),
     }
 }
 
@@ -77,6 +77,7 @@ async fn token(
             truncate(account_id)
         )));
     }
+    check_video_id(video_id)?;
     super::identify(snapshot, ctx, &head.headers).await?;
     match ctx.identity.principal().map(|p| &p.kind) {
         Some(PrincipalKind::ApiKey) => {}
@@ -203,10 +204,10 @@ fn access_rules(value: &Value) -> Result<Vec<AccessRule>, RequestError> {
         .collect()
 }
 
-/// A failure in Cloudflare's API shape, keeping the status and headers (`WWW-Authenticate`,
-/// `Allow`, `Retry-After`) of our own rendering.
-fn stream_error(error: RequestError) -> Response<Body> {
-    const BEARER: [HeaderValue; 1] = [HeaderValue::from_static("Bearer realm=\"streamgate\"")];
+/// A failure in Cloudflare's API shape, keeping the status and headers (`WWW-Authenticate`
+/// with `bearer`, the configured realm's challenge; `Allow`, `Retry-After`) of our own
+/// rendering.
+fn stream_error(error: RequestError, bearer: &[HeaderValue]) -> Response<Body> {
     let reason = error.public_reason();
     let status = error.status();
     let code = if status == StatusCode::UNAUTHORIZED {
@@ -215,7 +216,7 @@ fn stream_error(error: RequestError) -> Response<Body> {
         u32::from(status.as_u16())
     };
     let mut response = error.render(&Audience {
-        challenges: &BEARER,
+        challenges: bearer,
         ..Audience::default()
     });
     let body = json!({

@@ -31,24 +31,25 @@ pub async fn watch(
 ) -> Result<Response<Body>, RequestError> {
     super::identify(snapshot, ctx, &head.headers).await?;
     let permit = snapshot.authz.authorize(ctx, video, target)?;
-    let token = permit.token(&snapshot.cache).await?;
-    tracing::debug!(
-        video = %permit.video().uid,
-        rule = permit.rule(),
-        subject = ctx.identity.subject(),
-        "token issued"
-    );
-    let origin = &snapshot.origin;
     match (permit.mode(), target) {
-        (Mode::Redirect, Target::Player) => redirect(origin, &token, Resource::Iframe, query),
-        (Mode::Redirect, Target::Resource(resource)) => redirect(origin, &token, resource, query),
         (Mode::Redirect, Target::File(path)) => Err(file_in_redirect_mode(path)),
+        (Mode::Redirect, target) => {
+            let resource = match target {
+                Target::Resource(resource) => resource,
+                _ => Resource::Iframe,
+            };
+            let token = permit.token(&snapshot.cache).await?;
+            token_issued(&permit, ctx);
+            redirect(&snapshot.origin, &token, resource, query)
+        }
         // The player page references its manifests relatively: give it a URL whose directory
-        // is the video's.
+        // is the video's. No token is needed for that.
         (Mode::Proxy, Target::Player) => Ok(to_player(video, query)),
         // Boxed: the proxy's future is large, and the cache-hit redirect would otherwise carry
         // (and move) all that space.
         (Mode::Proxy, target) => {
+            let token = permit.upstream_token(&snapshot.cache).await?;
+            token_issued(&permit, ctx);
             let request = Forward {
                 method: &head.method,
                 headers: &head.headers,
@@ -62,6 +63,16 @@ pub async fn watch(
             Box::pin(proxied(snapshot, request, &permit, request_id)).await
         }
     }
+}
+
+/// A debug line per token a request used (signed or from the cache).
+fn token_issued(permit: &Permit<'_>, ctx: &Context) {
+    tracing::debug!(
+        video = %permit.video().uid,
+        rule = permit.rule(),
+        subject = ctx.identity.subject(),
+        "token issued"
+    );
 }
 
 /// Fetch the target from Stream with the minted token and stream it back. A token the origin

@@ -16,6 +16,34 @@ pub const MAX_ACCESS_RULES: usize = 5;
 /// Stream rejects tokens that expire more than 24 hours after signing.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Deserialize a string through `parse`. A refusal says only what was `expected`, never the
+/// text, and is raised while the string is the current value, so that a YAML error points at
+/// its line.
+pub(crate) fn parse_str<'de, D, T>(
+    deserializer: D,
+    expected: &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct ParseVisitor<T> {
+        expected: &'static str,
+        parse: fn(&str) -> Option<T>,
+    }
+    impl<T> serde::de::Visitor<'_> for ParseVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expected)
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+            (self.parse)(text)
+                .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+        }
+    }
+    deserializer.deserialize_str(ParseVisitor { expected, parse })
+}
+
 /// A Stream video uid: 32 lowercase hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VideoUid([u8; 32]);
@@ -60,9 +88,8 @@ impl fmt::Display for VideoUid {
 
 impl<'de> Deserialize<'de> for VideoUid {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(|_| {
-            serde::de::Error::custom(format!("`{text}` is not a video uid (32 hex characters)"))
+        parse_str(deserializer, "a video uid (32 hex characters)", |text| {
+            text.parse().ok()
         })
     }
 }
@@ -100,9 +127,9 @@ impl From<IpAddr> for IpOrNet {
 
 impl<'de> Deserialize<'de> for IpOrNet {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        parse_str(deserializer, "an IP address or CIDR block", |text| {
+            text.parse().ok()
+        })
     }
 }
 
@@ -125,9 +152,9 @@ impl FromStr for CountryCode {
 
 impl<'de> Deserialize<'de> for CountryCode {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        parse_str(deserializer, "a two-letter country code", |text| {
+            text.parse().ok()
+        })
     }
 }
 

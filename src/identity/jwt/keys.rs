@@ -110,13 +110,12 @@ pub(super) fn load_fixed(
         }
         IssuerKeys::PublicKeyPem(path) => {
             let pem = std::fs::read(path)
-                .map_err(|error| format!("cannot read public key {}: {error}", path.display()))?;
+                .map_err(|error| format!("cannot read the public key file: {error}"))?;
             let (key, kind) = parse_public_key_pem(&pem)
-                .map_err(|reason| format!("public key {}: {reason}", path.display()))?;
+                .map_err(|reason| format!("the public key file: {reason}"))?;
             if let Some(alg) = algorithms.iter().find(|alg| !kind.accepts(**alg)) {
                 return Err(format!(
-                    "public key {} is {}, which cannot verify {alg:?}",
-                    path.display(),
+                    "the public key file holds {}, which cannot verify {alg:?}",
                     kind.describe()
                 ));
             }
@@ -128,9 +127,9 @@ pub(super) fn load_fixed(
         }
         IssuerKeys::JwksFile(path) => {
             let body = std::fs::read(path)
-                .map_err(|error| format!("cannot read JWKS file {}: {error}", path.display()))?;
+                .map_err(|error| format!("cannot read the JWKS file: {error}"))?;
             let keys = parse_jwks(&body, algorithms)
-                .map_err(|reason| format!("JWKS file {}: {reason}", path.display()))?;
+                .map_err(|reason| format!("the JWKS file: {reason}"))?;
             Ok(Some(keys))
         }
         IssuerKeys::JwksUrl { .. } => Ok(None),
@@ -141,15 +140,16 @@ pub(super) fn load_fixed(
 fn read_secret(location: &KeyLocation) -> Result<VerifyKey, String> {
     let (mut bytes, source) = match location {
         KeyLocation::File(path) => (
-            std::fs::read(path)
-                .map_err(|error| format!("cannot read secret file {}: {error}", path.display()))?,
-            format!("secret file {}", path.display()),
+            std::fs::read(path).map_err(|error| format!("cannot read the secret file: {error}"))?,
+            "secret file",
         ),
         KeyLocation::Env(var) => (
             std::env::var(var)
-                .map_err(|_| format!("environment variable {var} is not set or not UTF-8"))?
+                .map_err(|_| {
+                    "the environment variable named by `env` is not set or not UTF-8".to_string()
+                })?
                 .into_bytes(),
-            format!("environment variable {var}"),
+            "environment variable",
         ),
     };
     while matches!(bytes.last(), Some(b'\n' | b'\r')) {
@@ -264,8 +264,15 @@ pub(super) fn parse_jwks(body: &[u8], algorithms: &[Algorithm]) -> Result<KeySet
     struct Document {
         keys: Vec<Value>,
     }
-    let document: Document =
-        serde_json::from_slice(body).map_err(|error| format!("not a JWKS document ({error})"))?;
+    let document: Document = serde_json::from_slice(body).map_err(|error| {
+        // serde_json's own text may quote the document; only where it failed is shown.
+        format!(
+            "not a JWKS document ({:?} error at line {} column {})",
+            error.classify(),
+            error.line(),
+            error.column()
+        )
+    })?;
     let mut usable: Vec<(Option<String>, VerifyKey)> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     for (position, value) in document.keys.into_iter().enumerate() {
@@ -436,14 +443,15 @@ mod tests {
     }
 
     #[test]
-    fn bad_key_material_is_reported_by_file_or_variable_without_contents() {
+    fn bad_key_material_is_reported_without_contents_paths_or_variable_names() {
         let dir = tempfile::tempdir().unwrap();
         let short = file(&dir, "short-secret", "hunter2-is-short\n");
         let message = error_for(settings(
             IssuerKeys::Secret(KeyLocation::File(short.clone())),
             vec![Algorithm::HS256],
         ));
-        assert!(message.contains("short-secret"), "{message}");
+        assert!(message.contains("secret file"), "{message}");
+        assert!(!message.contains("short-secret"), "{message}");
         assert!(
             message.contains("16 bytes") && message.contains("32"),
             "{message}"
@@ -456,8 +464,9 @@ mod tests {
             )),
             vec![Algorithm::HS256],
         ));
+        assert!(message.contains("environment variable"), "{message}");
         assert!(
-            message.contains("STREAMGATE_TEST_ONLY_UNSET_VARIABLE"),
+            !message.contains("STREAMGATE_TEST_ONLY_UNSET_VARIABLE"),
             "{message}"
         );
 
@@ -466,7 +475,11 @@ mod tests {
             IssuerKeys::PublicKeyPem(missing),
             vec![Algorithm::RS256],
         ));
-        assert!(message.contains("missing.pem"), "{message}");
+        assert!(
+            message.contains("cannot read the public key file"),
+            "{message}"
+        );
+        assert!(!message.contains("missing.pem"), "{message}");
 
         let private = file(
             &dir,
@@ -485,7 +498,7 @@ mod tests {
             vec![Algorithm::RS256],
         ));
         assert!(
-            message.contains("empty.json") && message.contains("no key usable"),
+            !message.contains("empty.json") && message.contains("no key usable"),
             "{message}"
         );
     }
@@ -534,7 +547,7 @@ mod tests {
                 vec![Algorithm::ES256],
             ));
             assert!(
-                message.contains("key.pem") && message.contains(expected),
+                !message.contains("key.pem") && message.contains(expected),
                 "{expected}: {message}"
             );
             assert!(!message.contains("dGVzdC1vbmx5"), "{message}");

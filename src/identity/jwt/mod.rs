@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 
 use self::jwks::Remote;
 use self::keys::{KeySet, load_fixed};
-use super::{AuthError, CredentialHasher, Principal, PrincipalKind, lookup_claim};
+use super::{AuthError, CredentialHasher, IssuerSource, Principal, PrincipalKind, lookup_claim};
 use crate::secret::KeyLocation;
 
 /// One trusted issuer, validated from the configuration.
@@ -54,6 +54,10 @@ pub struct IssuerSettings {
     pub groups_claim: Option<String>,
     /// How long a verified token is remembered (capped by its `exp`).
     pub cache_ttl: Duration,
+    /// The short name qualified rule subjects use (`user:<name>:<subject>`).
+    pub name: Option<String>,
+    /// Its subjects and groups also match unqualified `user:` and `group:` subjects.
+    pub shares_local_names: bool,
 }
 
 /// Where an issuer's verification keys come from.
@@ -119,6 +123,8 @@ impl moka::Expiry<[u8; 32], Cached> for CacheExpiry {
 /// One issuer, ready to verify.
 struct Issuer {
     name: Arc<str>,
+    /// What its principals carry: where they came from.
+    source: Arc<IssuerSource>,
     settings: IssuerSettings,
     validation: Validation,
     keys: KeySource,
@@ -133,10 +139,7 @@ impl JwtVerifier {
         let mut seen = std::collections::HashSet::new();
         for (index, settings) in issuers.into_iter().enumerate() {
             if !seen.insert(settings.issuer.clone()) {
-                errors.push((
-                    index,
-                    format!("issuer {:?} is configured twice", settings.issuer),
-                ));
+                errors.push((index, "this issuer is configured twice".to_string()));
                 continue;
             }
             match Issuer::new(settings) {
@@ -265,7 +268,7 @@ impl JwtVerifier {
         );
         let principal = Principal::new(
             PrincipalKind::Jwt {
-                issuer: issuer.name.clone(),
+                issuer: Arc::clone(&issuer.source),
             },
             subject,
             groups,
@@ -358,8 +361,14 @@ impl Issuer {
         validation.set_issuer(&[&settings.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
 
+        let name = Arc::from(settings.issuer.as_str());
         Ok(Self {
-            name: Arc::from(settings.issuer.as_str()),
+            source: Arc::new(IssuerSource {
+                iss: Arc::clone(&name),
+                name: settings.name.as_deref().map(Arc::from),
+                shares_local_names: settings.shares_local_names,
+            }),
+            name,
             settings,
             validation,
             keys,
@@ -669,6 +678,8 @@ mod tests {
             leeway: Duration::from_secs(60),
             cookie: None,
             subject_claim: "sub".into(),
+            name: None,
+            shares_local_names: false,
             groups_claim: Some("groups".into()),
             cache_ttl: Duration::from_secs(300),
         }
@@ -754,7 +765,12 @@ mod tests {
             .unwrap();
         assert_eq!(&*principal.name, "alice");
         assert_eq!(group_names(&principal), ["editors", "viewers"]);
-        assert_eq!(principal.kind, PrincipalKind::Jwt { issuer: ISS.into() });
+        assert_eq!(
+            principal.kind,
+            PrincipalKind::Jwt {
+                issuer: Arc::new(IssuerSource::unnamed(ISS))
+            }
+        );
         assert_eq!(principal.claims["sub"], "alice");
 
         let principal = verifier
