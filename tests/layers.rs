@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 /// Top-level modules from the top of the request path to the bottom. A module may import
 /// only from modules listed after it (and from itself).
 const LAYERS: &[&str] = &[
-    "main", "cli", "app", "gateway", "routes", "snapshot", "config", "authz", "request", "error",
-    "identity", "proxy", "emulator", "token", "http", "metrics", "body", "secret", "lib",
+    "main", "fuzzing", "cli", "app", "gateway", "routes", "snapshot", "config", "authz", "request",
+    "error", "identity", "proxy", "emulator", "token", "http", "metrics", "body", "secret", "lib",
 ];
 
 /// A source file of the library, by module path (`http::server`) and its non-test text.
