@@ -103,9 +103,17 @@ struct Granted {
     ttl_secs: u32,
     downloadable: bool,
     rules: Vec<Rule>,
-    /// The rule's `not_after`, seconds from now (from one second ago: the policy read the
-    /// clock a moment before).
-    not_after: Option<u32>,
+    /// The rule's `not_after`, from one second ago (the policy read the clock a moment
+    /// before).
+    not_after: Option<NotAfter>,
+}
+
+#[derive(Debug, Arbitrary)]
+enum NotAfter {
+    /// Within a few seconds of now.
+    Soon(u8),
+    /// Seconds after one second ago.
+    Later(u32),
 }
 
 /// A date well inside the range every field can hold.
@@ -165,9 +173,13 @@ impl Input {
                 .map(Rule::granted)
                 .collect::<Vec<_>>()
                 .into(),
-            not_after: granted
-                .not_after
-                .map(|secs| (self.now() - 1).saturating_add(u64::from(secs))),
+            not_after: granted.not_after.as_ref().map(|end| {
+                let secs = match end {
+                    NotAfter::Soon(secs) => u64::from(secs % 4),
+                    NotAfter::Later(secs) => u64::from(*secs),
+                };
+                self.now() - 1 + secs
+            }),
         }
     }
 }
