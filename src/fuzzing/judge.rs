@@ -321,6 +321,48 @@ fn expected(token: &str, now: i64) -> Expected {
     }
 }
 
+/// Whether `reason` is made only of the judge's fixed text and field names, so it cannot
+/// repeat any part of a token.
+fn is_fixed_reason(reason: &str) -> bool {
+    const FIXED: [&str; 8] = [
+        "unknown signing key",
+        "invalid signature",
+        "token is for an unknown video",
+        "token expired",
+        "token not yet valid",
+        "blocked by rule on 'any'",
+        "blocked by rule on 'ip.src'",
+        "blocked by rule on 'ip.geoip.country'",
+    ];
+    const FIELDS: [&str; 10] = [
+        "header",
+        "payload",
+        "signature",
+        "alg",
+        "kid",
+        "sub",
+        "exp",
+        "nbf",
+        "downloadable",
+        "accessRules",
+    ];
+    let field = |field: &str| {
+        FIELDS.contains(&field)
+            || field
+                .strip_prefix("accessRules[")
+                .and_then(|rest| rest.split_once(']'))
+                .is_some_and(|(index, suffix)| {
+                    index.parse::<usize>().is_ok_and(|i| i < 5)
+                        && ["", ".type", ".action", ".ip", ".country"].contains(&suffix)
+                })
+    };
+    FIXED.contains(&reason)
+        || reason
+            .strip_prefix("malformed token: check fields [")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .is_some_and(|fields| fields.is_empty() || fields.split(", ").all(field))
+}
+
 fn judge() -> &'static Emulator {
     static JUDGE: OnceLock<Emulator> = OnceLock::new();
     JUDGE.get_or_init(|| {
@@ -354,11 +396,10 @@ pub fn check(input: Input) {
                 !expected.must_accept || reason.starts_with("blocked"),
                 "refused a good token ({reason}): {token}"
             );
-            for part in token.split('.').filter(|part| part.len() >= 16) {
-                assert!(!reason.contains(part), "the reason repeats the token");
-            }
-            assert!(!reason.chars().any(char::is_control), "{reason:?}");
-            assert!(reason.len() <= 400, "an unbounded reason: {reason:?}");
+            assert!(
+                is_fixed_reason(&reason),
+                "a reason made of more than fixed text: {reason:?}"
+            );
         }
     }
 }
