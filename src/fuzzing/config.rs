@@ -380,7 +380,13 @@ fn reads_only_sandbox(settings: &Settings) -> bool {
 /// Every error names the file, and a line and column inside the text.
 fn check_errors(errors: &ConfigErrors, source: &str) {
     assert!(!errors.0.is_empty(), "an error without errors");
-    let lines = source.lines().count() + 1;
+    // YAML breaks lines at CR, LF, CRLF, NEL, LS and PS; an error may point just past the end.
+    let lines = source
+        .replace("\r\n", "\n")
+        .chars()
+        .filter(|c| matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}'))
+        .count()
+        + 2;
     for error in &errors.0 {
         assert_eq!(error.file, FILE);
         assert!(!error.message.is_empty(), "{error:?}");
