@@ -54,9 +54,13 @@ pub enum RequestError {
     /// Over a token-minting rate limit.
     #[error("too many requests; retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
-    /// The gateway took longer than `limits.request_timeout` to answer.
+    /// The gateway took longer than `limits.request_timeout` to produce a response head.
     #[error("the request took longer than {0:?}")]
     Timeout(std::time::Duration),
+    /// The client did not send its whole body within `limits.request_timeout`: its fault,
+    /// not ours (408, not 503).
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
 }
 
 /// How to address a refusal to this particular client.
@@ -95,6 +99,7 @@ impl RequestError {
             RequestError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             RequestError::Upstream(_) | RequestError::UpstreamStatus(_) => StatusCode::BAD_GATEWAY,
             RequestError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             RequestError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -14,6 +14,9 @@ pub mod cli;
 pub mod config;
 pub mod emulator;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod identity;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// only from modules listed after it (and from itself).
 const LAYERS: &[&str] = &[
     "main",
+    "fuzzing",
     "cli",
     "app",
     "gateway",

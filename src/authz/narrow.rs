@@ -36,6 +36,14 @@ pub fn narrow(
         .map_or(now + granted.ttl.as_secs(), |end| {
             end.min(now + granted.ttl.as_secs())
         });
+    if latest < now {
+        // The policy allowed the request in the last second of the rule's window, and that
+        // second has passed since: there is no lifetime left to grant.
+        return Err(RequestError::Forbidden(format!(
+            "rule `{rule}` stopped granting tokens at {}",
+            rfc3339(latest)
+        )));
+    }
     let exp = match requested.exp {
         None => latest.min(now + DEFAULT_LIFETIME.as_secs()),
         Some(exp) if exp > now + MAX_TTL.as_secs() => {

@@ -135,6 +135,24 @@ impl Emulator {
         })
     }
 
+    /// How the judge rules on `token` for a viewer at `address` in `country` at
+    /// `now_unix_secs`: the video and whether it may be downloaded, or the reason a 401 gives.
+    /// For the fuzz targets and property tests only.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[doc(hidden)]
+    pub fn judge_token(
+        &self,
+        token: &str,
+        address: IpAddr,
+        country: Option<&str>,
+        now_unix_secs: i64,
+    ) -> Result<(String, bool), String> {
+        self.judge
+            .judge(token, &Viewer::new(address, country), now_unix_secs)
+            .map(|permit| (permit.video_uid, permit.downloadable))
+            .map_err(|rejection| rejection.to_string())
+    }
+
     /// Answer one request; refusals become responses here and nowhere else.
     fn answer(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         match self.serve(req, peer) {

@@ -170,8 +170,16 @@ pub enum AuthError {
     InvalidApiKey,
     #[error("the Authorization header is malformed: {0}")]
     MalformedAuthorization(&'static str),
-    #[error("unsupported authorization scheme `{scheme}`; use {accepted}")]
-    UnsupportedScheme { scheme: String, accepted: String },
+    /// `scheme` is named only when it is a known scheme: anything else may be a secret sent
+    /// without one.
+    #[error(
+        "unsupported authorization scheme{}; use {accepted}",
+        .scheme.map(|s| format!(" `{s}`")).unwrap_or_default()
+    )]
+    UnsupportedScheme {
+        scheme: Option<&'static str>,
+        accepted: String,
+    },
     /// The same answer for an unknown user and a wrong password.
     #[error("unknown user or wrong password")]
     InvalidPassword,
@@ -362,7 +370,10 @@ impl Authenticator {
             accepted.push("Basic");
         }
         AuthError::UnsupportedScheme {
-            scheme: scheme.chars().take(32).collect(),
+            scheme: KNOWN_SCHEMES
+                .iter()
+                .find(|known| known.eq_ignore_ascii_case(scheme))
+                .copied(),
             accepted: accepted.join(" or "),
         }
     }
@@ -395,6 +406,29 @@ fn session_token(value: &[u8]) -> Result<&str, AuthError> {
     std::str::from_utf8(unquoted)
         .map_err(|_| AuthError::InvalidToken("the session cookie is not a token".into()))
 }
+
+/// Authorization schemes a refusal may name (the registered ones, and `Token`, common in
+/// APIs): an allow-list, because a client that sends a key or password without a scheme
+/// would otherwise see it repeated in the answer and the log.
+const KNOWN_SCHEMES: &[&str] = &[
+    "AWS4-HMAC-SHA256",
+    "Basic",
+    "Bearer",
+    "Concealed",
+    "Digest",
+    "DPoP",
+    "GNAP",
+    "HOBA",
+    "Mutual",
+    "Negotiate",
+    "NTLM",
+    "OAuth",
+    "PrivateToken",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "Token",
+    "vapid",
+];
 
 #[cfg(test)]
 mod tests {
@@ -459,10 +493,29 @@ mod tests {
         assert_eq!(
             error,
             AuthError::UnsupportedScheme {
-                scheme: "Basic".into(),
+                scheme: Some("Basic"),
                 accepted: "Bearer".into()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_secret_sent_in_place_of_the_scheme_is_not_repeated() {
+        let auth = authenticator();
+        for value in ["s3cret-key x", "=s3cret-key; x", "Token=s3cret-key Bearer"] {
+            let error = auth
+                .identify(&headers(&[("authorization", value)]))
+                .await
+                .unwrap_err();
+            assert!(!error.to_string().contains("s3cret-key"), "{error}");
+            assert!(!format!("{error:?}").contains("s3cret-key"), "{error:?}");
+        }
+        // A registered scheme is still named.
+        let error = auth
+            .identify(&headers(&[("authorization", "digest abc")]))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("`Digest`"), "{error}");
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub async fn get_signed_url(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// The request body, within `limits.max_body_bytes` (413) and `limits.request_timeout`.
+/// The request body, within `limits.max_body_bytes` (413) and `limits.request_timeout` (408).
 pub(super) async fn read_body(
     snapshot: &Snapshot,
     headers: &HeaderMap,
@@ -81,7 +81,7 @@ pub(super) async fn read_body(
     );
     Ok(read
         .await
-        .map_err(|_| RequestError::Timeout(snapshot.settings.request_timeout))?
+        .map_err(|_| RequestError::BodyTimeout(snapshot.settings.request_timeout))?
         .map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {
                 RequestError::PayloadTooLarge { limit }

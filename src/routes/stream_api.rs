@@ -290,6 +290,23 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_whose_window_ended_a_moment_ago_is_refused() {
+        // The policy allowed the request in the last second of the rule's window; narrowing
+        // reads the clock again a moment later.
+        let mut ended = grant(3600, false, vec![]);
+        ended.not_after = Some(NOW - 1);
+        let later = TokenRequest {
+            exp: Some(NOW + 60),
+            ..TokenRequest::default()
+        };
+        for requested in [TokenRequest::default(), later] {
+            let (status, reason) = reason(narrow(&ended, "r", requested, NOW).unwrap_err());
+            assert_eq!(status, 403, "{reason}");
+            assert!(reason.contains("`r`"), "{reason}");
+        }
+    }
+
+    #[test]
     fn streams_documented_request_parses() {
         let body = br#"{
             "id": null,
