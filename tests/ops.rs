@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -865,47 +865,6 @@ async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
 }
 
 // === access log ===
-
-/// Everything logged in this test binary, as JSON lines, from the first call on. Installed
-/// as the global subscriber (at TRACE): the gateway logs from runtime workers, signing
-/// threads and blocking threads alike, and tests that read the log pick their own requests
-/// out by request id.
-fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    Arc::clone(LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buffer);
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || LogSink(Arc::clone(&sink)))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("nothing else in this binary sets a global subscriber");
-        buffer
-    }))
-}
-
-struct LogSink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logged_text(logs: &Mutex<Vec<u8>>) -> String {
-    String::from_utf8_lossy(&logs.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-}
 
 /// The fields of every access-log line captured so far.
 fn access_lines(logs: &Mutex<Vec<u8>>) -> Vec<Value> {

@@ -1454,40 +1454,6 @@ async fn a_token_refused_twice_is_a_403_with_the_origin_reason() {
 
 // === broken bodies are visible; the deadline model ===
 
-/// Every log line of this test binary, as JSON objects, from the first call on.
-fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-    Arc::clone(LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buffer);
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || LogSink(Arc::clone(&sink)))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("nothing else in this binary sets a global subscriber");
-        buffer
-    }))
-}
-
-struct LogSink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The captured log lines (JSON) that mention request `id`.
 fn lines_for(logs: &Mutex<Vec<u8>>, id: &str) -> Vec<serde_json::Value> {
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use common::*;
 use http::Method;
@@ -17,44 +16,6 @@ use streamgate::app::keys::{MissingKeys, load_signing_keys};
 use streamgate::config::Settings;
 
 // === the log ===
-
-/// Everything logged in this test binary (JSON lines, at TRACE), from the first call on.
-fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    Arc::clone(LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buffer);
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || LogSink(Arc::clone(&sink)))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("nothing else in this binary sets a global subscriber");
-        buffer
-    }))
-}
-
-struct LogSink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logged_text(logs: &Mutex<Vec<u8>>) -> String {
-    String::from_utf8_lossy(&logs.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-}
 
 // === 1. configuration values are never echoed ===
 

@@ -1035,3 +1035,55 @@ pub async fn wait_for_within<P: Probe>(
         .await
         .unwrap_or_else(|timed_out| panic!("{timed_out}"))
 }
+
+// === captured logs ===
+
+/// Everything logged in this test binary, as JSON lines at TRACE, from the first call on.
+/// Installed as the global subscriber: the gateway logs from runtime workers, signing threads
+/// and blocking threads alike, and tests that read the log pick their own requests out by
+/// request id.
+#[allow(dead_code)]
+pub fn capture_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    Arc::clone(LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || LogSink(Arc::clone(&sink)))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("nothing else in this binary sets a global subscriber");
+        buffer
+    }))
+}
+
+struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured log as text.
+#[allow(dead_code)]
+pub fn logged_text(logs: &std::sync::Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(
+        &logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned()
+}
