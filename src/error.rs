@@ -13,6 +13,7 @@ use crate::Body;
 use crate::identity::AuthError;
 use crate::proxy::UpstreamError;
 use crate::token::SignError;
+use crate::untrusted::Untrusted;
 
 /// Everything that can stop a request. Client mistakes map to 4xx with a reason; our own
 /// faults map to 500 with no internals in the body.
@@ -132,14 +133,22 @@ impl RequestError {
     pub fn render(self, audience: &Audience<'_>) -> Response<Body> {
         let status = self.status();
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self, cause = %Causes(&self), "request failed");
+            tracing::error!(
+                error = %Untrusted::new(&self.to_string()),
+                cause = %Untrusted::new(&Causes(&self).to_string()),
+                "request failed"
+            );
         } else if matches!(
             status,
             StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
         ) {
-            tracing::warn!(error = %self, cause = %Causes(&self), "the Stream origin failed");
+            tracing::warn!(
+                error = %Untrusted::new(&self.to_string()),
+                cause = %Untrusted::new(&Causes(&self).to_string()),
+                "the Stream origin failed"
+            );
         } else {
-            tracing::debug!(%status, reason = %self, "request refused");
+            tracing::debug!(%status, reason = %Untrusted::new(&self.to_string()), "request refused");
         }
         let needs_sign_in = status == StatusCode::UNAUTHORIZED;
         if let (true, true, Some(login)) = (needs_sign_in, audience.html, &audience.login) {
@@ -215,13 +224,9 @@ fn login_redirect(location: HeaderValue) -> Response<Body> {
     response
 }
 
-/// Echo at most a short prefix of client input in error messages.
-pub fn truncate(text: &str) -> &str {
-    let mut end = text.len().min(64);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+/// Echo at most a short prefix of client input in error messages, escaped.
+pub fn truncate(text: &str) -> Untrusted<'_> {
+    Untrusted::limited(text, 64)
 }
 
 /// A JSON response that no cache may keep.

@@ -30,6 +30,7 @@ pub mod snapshot;
 #[cfg(test)]
 mod test_support;
 pub mod token;
+pub mod untrusted;
 
 /// Hash maps and sets on the request path: foldhash instead of SipHash. Their keys come from
 /// the configuration (lookups may be attacker-chosen, inserts are not), so flooding is not a

@@ -1105,3 +1105,94 @@ async fn on_sigterm_keep_alive_clients_lose_no_request_while_the_gateway_drains(
     let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
     assert!(status.success(), "{status}: {stderr}");
 }
+
+// === request-derived text in the log ===
+
+/// A line a client would like the operator to read: a whole forged log record after a newline.
+const FORGED_RECORD: &str =
+    "2026-12-01T00:00:00.000000Z  INFO streamgate::reload: configuration reloaded FORGED";
+
+/// Requests carrying [`FORGED_RECORD`] behind line breaks and escapes, and far more text than a
+/// log line should hold, into the places that reach a debug log: a video id in the JSON body,
+/// a query parameter's name, a request id, a path.
+async fn send_forging_requests(origin: &str) {
+    let padding = "A".repeat(3_000);
+    let video_id = format!("x\n{FORGED_RECORD}\r\n\u{1b}[2K{FORGED_RECORD}{padding}");
+    let body = serde_json::json!({ "video_id": video_id }).to_string();
+    let api = send(
+        http::Method::POST,
+        &format!("{origin}/api/getSignedURL"),
+        &[("content-type", "application/json")],
+        Some(body.into_bytes()),
+    )
+    .await;
+    assert_eq!(api.status.as_u16(), 400, "{}", api.text());
+    assert!(api.text().len() < 1_000, "the reason echoes a short prefix");
+
+    let query = get(&format!(
+        "{origin}/watch/intro/iframe?%0A{}=1",
+        FORGED_RECORD.replace(' ', "%20")
+    ))
+    .await;
+    assert_eq!(query.status.as_u16(), 400, "{}", query.text());
+    let long_path = get(&format!("{origin}/watch/{padding}")).await;
+    assert_eq!(long_path.status.as_u16(), 414);
+}
+
+#[tokio::test]
+async fn request_derived_text_cannot_forge_or_flood_a_log_line() {
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), "config.yaml", &undrained_config());
+        let log_path = dir.path().join("stderr.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let args = [
+            "--config",
+            &path,
+            "--log-format",
+            format,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        let serve = Running::spawn(&args, "debug", Stdio::from(log));
+        let origin = serve.line_after("streamgate listening on ");
+        send_forging_requests(&origin).await;
+        assert!(serve.terminate().await.success());
+
+        let logs = std::fs::read_to_string(&log_path).unwrap();
+        assert!(
+            logs.contains("request refused"),
+            "{format}: the refusals are logged at debug:\n{logs}"
+        );
+        assert!(
+            logs.contains("2026-12-01T00:00:00.000000Z  INFO streamgate::reload"),
+            "{format}: the text is logged, escaped:\n{logs}"
+        );
+        for line in logs.lines() {
+            assert!(
+                !line.contains(&format!("\r{FORGED_RECORD}"))
+                    && !line.starts_with("2026-12-01T00:00:00.000000Z"),
+                "{format}: a forged record starts a line: {line}"
+            );
+            assert!(!line.contains('\u{1b}'), "{format}: a raw escape: {line}");
+            assert!(
+                line.len() < 4_000,
+                "{format}: a line of {} bytes echoes the request: {}…",
+                line.len(),
+                &line[..200]
+            );
+            if format == "json" {
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                    "json: a line that is not a JSON record: {line}"
+                );
+            } else {
+                assert!(
+                    line.chars().next().is_some_and(|c| c.is_ascii_digit()),
+                    "text: a line that is not a record of its own: {line}"
+                );
+            }
+        }
+    }
+}

@@ -30,6 +30,7 @@ const LAYERS: &[&str] = &[
     "log_writer",
     "body",
     "secret",
+    "untrusted",
     "lib",
 ];
 

@@ -25,6 +25,7 @@ use crate::request::Context;
 use crate::request::id::{REQUEST_ID, RequestIds};
 use crate::request::route::{self, Route};
 use crate::snapshot::Snapshot;
+use crate::untrusted::{LOG_CHARS, clip};
 
 /// The gateway as served: the edge, then the live snapshot's handlers.
 pub struct Edge {
@@ -171,7 +172,13 @@ impl Handler for Edge {
     }
 }
 
-/// One access-log line, from the context alone; written once the response has ended.
+/// How much of a request path an access-log line keeps. Paths longer than the router
+/// accepts (`MAX_PATH_BYTES`) are refused with 414 but still logged, cut here.
+const ACCESS_PATH_CHARS: usize = 1024;
+
+/// One access-log line, from the context alone; written once the response has ended. Its
+/// string fields are escaped by the log format (quoted in text, JSON strings in JSON) and
+/// cut short here.
 struct AccessLine {
     request_id: String,
     method: http::Method,
@@ -198,13 +205,16 @@ impl AccessLine {
         Self {
             request_id: ctx.id.to_str().unwrap_or("").to_string(),
             method: head.method.clone(),
-            path: head.uri.path().to_string(),
+            path: clip(head.uri.path(), ACCESS_PATH_CHARS).to_string(),
             status,
             latency,
             peer: ctx.peer.ip(),
             client: ctx.client,
             video: ctx.verdict.video.clone(),
-            subject: ctx.identity.principal().map(|p| p.label()),
+            subject: ctx
+                .identity
+                .principal()
+                .map(|p| clip(&p.label(), LOG_CHARS).to_string()),
             decision: ctx.verdict.decision.map_or("", |d| d.label()),
             rule: ctx
                 .verdict

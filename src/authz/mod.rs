@@ -137,11 +137,11 @@ impl Authorizer {
     fn refusal(&self, identity: &Identity, denied: Denied) -> RequestError {
         match denied {
             Denied::OutsideWindow { rule, reason } => {
-                tracing::debug!(%rule, subject = identity.subject(), %reason, "outside the rule's window");
+                tracing::debug!(%rule, subject = crate::untrusted::clip(identity.subject(), crate::untrusted::LOG_CHARS), %reason, "outside the rule's window");
                 return RequestError::Forbidden(format!("this video is {reason}"));
             }
             Denied::ByRule(rule) => {
-                tracing::debug!(%rule, subject = identity.subject(), "denied by rule");
+                tracing::debug!(%rule, subject = crate::untrusted::clip(identity.subject(), crate::untrusted::LOG_CHARS), "denied by rule");
             }
             Denied::NoRule => {}
         }

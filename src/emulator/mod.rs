@@ -162,7 +162,7 @@ impl Emulator {
                 tracing::debug!(
                     %peer,
                     status = %refusal.status(),
-                    reason = %refusal,
+                    reason = %crate::untrusted::Untrusted::new(&refusal.to_string()),
                     "emulator refused request"
                 );
                 refusal_response(&refusal)

@@ -27,6 +27,7 @@ use crate::request::route::{Target, check_video_id};
 use crate::snapshot::Snapshot;
 use crate::token::claims::{AccessRule, MAX_ACCESS_RULES};
 use crate::token::signer::unix_now;
+use crate::untrusted::Untrusted;
 
 /// The error code Cloudflare's API uses for authentication failures.
 const AUTHENTICATION_ERROR: u32 = 10000;
@@ -109,7 +110,7 @@ async fn token(
     tracing::debug!(
         video = %permit.video().uid,
         rule = permit.rule(),
-        subject = ctx.identity.subject(),
+        subject = crate::untrusted::clip(ctx.identity.subject(), crate::untrusted::LOG_CHARS),
         "token issued through the token API"
     );
     Ok(issued.token.expose().clone())
@@ -194,10 +195,16 @@ fn access_rules(value: &Value) -> Result<Vec<AccessRule>, RequestError> {
         .enumerate()
         .map(|(i, item)| {
             let rule: AccessRule = serde_json::from_value(item.clone()).map_err(|error| {
-                RequestError::BadRequest(format!("`accessRules[{i}]`: {error}"))
+                RequestError::BadRequest(format!(
+                    "`accessRules[{i}]`: {}",
+                    Untrusted::new(&error.to_string())
+                ))
             })?;
             rule.validate().map_err(|error| {
-                RequestError::BadRequest(format!("`accessRules[{i}]`: {error}"))
+                RequestError::BadRequest(format!(
+                    "`accessRules[{i}]`: {}",
+                    Untrusted::new(&error.to_string())
+                ))
             })?;
             Ok(rule)
         })

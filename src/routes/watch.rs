@@ -70,7 +70,7 @@ fn token_issued(permit: &Permit<'_>, ctx: &Context) {
     tracing::debug!(
         video = %permit.video().uid,
         rule = permit.rule(),
-        subject = ctx.identity.subject(),
+        subject = crate::untrusted::clip(ctx.identity.subject(), crate::untrusted::LOG_CHARS),
         "token issued"
     );
 }

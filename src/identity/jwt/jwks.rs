@@ -151,7 +151,8 @@ impl JwtVerifier {
                 tracing::warn!(
                     issuer = %issuer.name,
                     url = %redacted(&remote.url),
-                    "cannot fetch the issuer's JWKS: {reason}; keeping the previous keys"
+                    reason = %crate::untrusted::Untrusted::new(&reason.to_string()),
+                    "cannot fetch the issuer's JWKS; keeping the previous keys"
                 );
                 false
             }
