@@ -198,6 +198,8 @@ impl Bench {
                 "--log-format",
                 "json",
                 "serve",
+                "--metrics-listen",
+                "127.0.0.1:0",
                 "--listen",
             ])
             .arg(format!("127.0.0.1:{port}"))

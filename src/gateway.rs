@@ -84,7 +84,10 @@ async fn dispatch(
             &serde_json::json!({"status": "ok"}),
         )),
         // The edge answers these when they are served here.
-        Route::Ready | Route::Metrics => Err(RequestError::NotFound("no such route".into())),
+        Route::Ready => Err(RequestError::NotFound("no such route".into())),
+        Route::Metrics => Err(RequestError::NotFound(
+            "/metrics is not served on this listener (see metrics_listen)".into(),
+        )),
         Route::Home | Route::SignIn | Route::Asset(_) if !settings.demo_page => Err(
             RequestError::NotFound("no such route (the demo page is turned off)".into()),
         ),

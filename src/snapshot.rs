@@ -317,6 +317,7 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
         max_body_bytes: _,
         rate_limit: _,
         access_log: _,
+        metrics_public: _,
         demo_page: _,
         cors: _,
         token_api: _,

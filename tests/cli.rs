@@ -41,6 +41,10 @@ fn check_accepts_the_shipped_config() {
     );
     assert!(stdout.contains(": OK"), "{stdout}");
     assert!(stdout.contains("videos   3"), "{stdout}");
+    assert!(
+        stdout.contains("metrics  /metrics on 127.0.0.1:9090 only"),
+        "{stdout}"
+    );
     assert!(stdout.contains("users    2"), "{stdout}");
     assert!(
         stdout.contains("issuer   https://idp.streamgate.example (HS256)"),

@@ -387,6 +387,11 @@ fn table(dir: &Path) -> Vec<Entry> {
             RestartOnly("metrics_listen"),
         ),
         append(
+            "metrics_public",
+            "metrics_public: true\n",
+            Holds(|s| s.metrics_public),
+        ),
+        append(
             "rate_limit",
             "rate_limit:\n  per_subject: {per_second: 43}\n",
             Shows("per_second: 43"),

@@ -324,6 +324,7 @@ async fn a_token_down_to_min_remaining_is_signed_again() {
     let t0 = u64::try_from(unix_now()).unwrap();
     let clock = Clock::manual(t0);
     let options = StartOptions {
+        metrics_listen: None,
         listen: Some("127.0.0.1:0".parse().unwrap()),
         clock: clock.clone(),
     };

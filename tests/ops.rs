@@ -18,8 +18,10 @@ use tokio::net::TcpStream;
 // === small helpers ===
 
 /// [`gateway_config`] with `extra` top-level YAML appended.
+/// The test gateway's config with `extra`, serving `/metrics` on its public listener so that
+/// the tests can scrape it there.
 fn config_with(extra: &str) -> String {
-    format!("{}{extra}", gateway_config())
+    format!("{}metrics_public: true\n{extra}", gateway_config())
 }
 
 /// The gateway's `host:port`.
@@ -575,7 +577,7 @@ async fn too_many_requests_from_one_api_key_get_429_and_others_are_unaffected() 
 
 #[tokio::test]
 async fn metrics_count_requests_decisions_cache_and_signatures() {
-    let gateway = TestGateway::start().await;
+    let gateway = TestGateway::start_with(&config_with("")).await;
     let emulator = gateway.emulator_origin();
     let mut tokens = BTreeSet::new();
     for _ in 0..5 {
@@ -731,7 +733,8 @@ async fn requests_stopped_before_the_policy_count_no_decision() {
 
 #[tokio::test]
 async fn metrics_listen_moves_metrics_to_a_listener_of_its_own() {
-    let gateway = TestGateway::start_with(&config_with("metrics_listen: 127.0.0.1:0\n")).await;
+    let config = format!("{}metrics_listen: 127.0.0.1:0\n", gateway_config());
+    let gateway = TestGateway::start_with(&config).await;
     let metrics_addr = gateway
         .app()
         .metrics_addr()
@@ -760,11 +763,46 @@ async fn metrics_listen_moves_metrics_to_a_listener_of_its_own() {
     gateway.shutdown().await;
 }
 
+#[tokio::test]
+async fn metrics_are_not_public_unless_made_so_on_purpose() {
+    // No `metrics_listen` and no `metrics_public`: the metrics (rule names, per-rule traffic)
+    // are nowhere.
+    let gateway = TestGateway::start_with(&gateway_config()).await;
+    assert_eq!(get(&gateway.url("/watch/intro")).await.status.as_u16(), 302);
+    let hidden = get(&gateway.url("/metrics")).await;
+    assert_eq!(hidden.status.as_u16(), 404, "{}", hidden.text());
+    assert!(
+        hidden.text().contains("metrics_listen"),
+        "{}",
+        hidden.text()
+    );
+    assert!(
+        !hidden.text().contains("public"),
+        "no rule name: {}",
+        hidden.text()
+    );
+    assert!(gateway.app().metrics_addr().is_none());
+    gateway.shutdown().await;
+
+    // Both: the metrics listener and, on purpose, the public one.
+    let config = format!(
+        "{}metrics_listen: 127.0.0.1:0\nmetrics_public: true\n",
+        gateway_config()
+    );
+    let gateway = TestGateway::start_with(&config).await;
+    let separate = gateway.app().metrics_addr().expect("a metrics listener");
+    let public = scrape(&gateway.url("/metrics")).await;
+    assert_eq!(public.requests("metrics", "200"), 0.0);
+    let private = scrape(&format!("http://{separate}/metrics")).await;
+    assert_eq!(private.requests("metrics", "200"), 1.0, "the public scrape");
+    gateway.shutdown().await;
+}
+
 // === readiness and health ===
 
 #[tokio::test]
 async fn readyz_reports_policy_key_and_emulator_and_healthz_answers() {
-    let gateway = TestGateway::start().await;
+    let gateway = TestGateway::start_with(&config_with("")).await;
     let response = get(&gateway.url("/readyz")).await;
     assert_eq!(response.status.as_u16(), 200, "{}", response.text());
     assert_eq!(response.header("content-type"), Some("application/json"));
@@ -800,7 +838,7 @@ fn is_generated_id(id: &str) -> bool {
 
 #[tokio::test]
 async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
-    let gateway = TestGateway::start().await;
+    let gateway = TestGateway::start_with(&config_with("")).await;
     let id_of = async |path: &str, sent: Option<&str>| {
         let headers: Vec<(&str, &str)> = sent.map(|id| ("x-request-id", id)).into_iter().collect();
         let response = get_with(&gateway.url(path), &headers).await;

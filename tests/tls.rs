@@ -403,6 +403,30 @@ fn tls_settings_are_checked_with_file_line_and_field() {
 }
 
 #[tokio::test]
+async fn with_a_public_url_the_redirect_goes_there_whatever_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCa::new("gateway").issue();
+    write_pair(dir.path(), &cert);
+    let yaml = tls_config(true) + "auth:\n  public_url: https://videos.example.com\n";
+    let app = start_app(dir.path(), &yaml).await.expect("gateway starts");
+    let redirect = app.http_redirect_addr().expect("a redirect listener");
+    for host in ["evil.example", "localhost", "127.0.0.1"] {
+        let response = get_with(
+            &format!("http://{redirect}/watch/intro?startTime=10"),
+            &[("host", host)],
+        )
+        .await;
+        assert_eq!(response.status.as_u16(), 308, "{host}");
+        assert_eq!(
+            response.header("location").unwrap(),
+            "https://videos.example.com/watch/intro?startTime=10",
+            "{host}"
+        );
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_redirect_listener_sends_308_to_https_and_answers_healthz() {
     let gateway = TlsGateway::start().await;
     let redirect = gateway
@@ -422,16 +446,26 @@ async fn the_redirect_listener_sends_308_to_https_and_answers_healthz() {
         format!("https://127.0.0.1:{https_port}/watch/intro?startTime=10&muted=true")
     );
 
+    // A name the certificate covers (it names localhost and 127.0.0.1) is kept ...
     let named = get_with(
         &format!("http://{redirect}/api/getSignedURL"),
-        &[("host", "Stream.Example:80")],
+        &[("host", "LocalHost:80")],
     )
     .await;
     assert_eq!(named.status.as_u16(), 308);
     assert_eq!(
         named.header("location").unwrap(),
-        format!("https://stream.example:{https_port}/api/getSignedURL")
+        format!("https://localhost:{https_port}/api/getSignedURL")
     );
+    // ... any other Host is refused, not sent back as a redirect.
+    let foreign = get_with(
+        &format!("http://{redirect}/watch/intro"),
+        &[("host", "evil.example")],
+    )
+    .await;
+    assert_eq!(foreign.status.as_u16(), 400, "{}", foreign.text());
+    assert!(foreign.header("location").is_none());
+    assert!(!foreign.text().contains("evil"), "{}", foreign.text());
 
     // Following the redirect reaches the gateway over TLS.
     let mut client = gateway.connect(&[H2, HTTP1]).await;

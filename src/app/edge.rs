@@ -31,8 +31,6 @@ use crate::untrusted::{LOG_CHARS, clip};
 pub struct Edge {
     live: Arc<Live<Snapshot>>,
     metrics: Arc<Metrics>,
-    /// Serve `/metrics` here (false when it has a listener of its own).
-    serve_metrics: bool,
     reloader: Option<Arc<Reloader>>,
     ids: RequestIds,
     /// Where the in-process emulator listens, checked by `/readyz`.
@@ -45,7 +43,6 @@ impl Edge {
     pub fn new(
         live: Arc<Live<Snapshot>>,
         metrics: Arc<Metrics>,
-        serve_metrics: bool,
         reloader: Option<Arc<Reloader>>,
         emulator: Option<SocketAddr>,
         draining: tokio::sync::watch::Receiver<bool>,
@@ -53,7 +50,6 @@ impl Edge {
         Self {
             live,
             metrics,
-            serve_metrics,
             reloader,
             ids: RequestIds::default(),
             emulator,
@@ -130,7 +126,7 @@ impl Handler for Edge {
             && tracing::enabled!(target: "streamgate::access", tracing::Level::INFO);
         let mut response = match matched.route {
             Ok(Route::Ready) => self.readiness(&snapshot).await,
-            Ok(Route::Metrics) if self.serve_metrics => metrics_response(&self.metrics),
+            Ok(Route::Metrics) if settings.metrics_public => metrics_response(&self.metrics),
             route => {
                 // The deadline model: every route has `request_timeout` to produce its
                 // response head (proxied ones included: the upstream's own

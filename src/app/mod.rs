@@ -74,6 +74,9 @@ pub struct StartOptions {
     /// Listen here instead of the configured address (port 0 picks a free port;
     /// [`App::gateway_addr`] tells which).
     pub listen: Option<SocketAddr>,
+    /// Serve `/metrics` here instead of `metrics_listen` (port 0 picks a free port;
+    /// [`App::metrics_addr`] tells which).
+    pub metrics_listen: Option<SocketAddr>,
     /// The clock tokens are stamped and reused by: the system's, unless a test moves one.
     pub clock: Clock,
 }
@@ -99,10 +102,9 @@ impl App {
         keys: Vec<SigningKey>,
         options: StartOptions,
     ) -> Result<App, StartError> {
-        let listen = options.listen;
         // Before anything listens: a bad certificate or key must not half-start the gateway.
         let tls = load_https(&settings).map_err(StartError::Tls)?;
-        let listeners = bind_all(&settings, listen).await?;
+        let listeners = bind_all(&settings, &options).await?;
         let origin = match (&settings.stream, &listeners.emulator) {
             (StreamSettings::Origin(origin), _) => origin.clone(),
             (StreamSettings::Emulator(_), Some((_, addr))) => origin_for(*addr),
@@ -177,7 +179,6 @@ impl App {
         let edge = Arc::new(Edge::new(
             Arc::clone(&live),
             Arc::clone(&metrics),
-            metrics_addr.is_none(),
             reloader.clone(),
             emulator_addr,
             draining,
@@ -193,6 +194,7 @@ impl App {
                 listener,
                 listeners.redirect,
                 &edge,
+                &live,
                 connections,
                 gateway_addr.port(),
                 &stopped,
@@ -382,22 +384,19 @@ fn tls_field(
 
 /// Bind every configured listener, or none: a gateway that cannot bind all of them does not
 /// start.
-async fn bind_all(
-    settings: &Settings,
-    listen: Option<SocketAddr>,
-) -> Result<Listeners, StartError> {
+async fn bind_all(settings: &Settings, options: &StartOptions) -> Result<Listeners, StartError> {
     let emulator = match &settings.stream {
         StreamSettings::Emulator(options) => {
             Some(bind_at(options.listen, "Stream emulator").await?)
         }
         StreamSettings::Origin(_) => None,
     };
-    let gateway = bind_at(listen.unwrap_or(settings.listen), "gateway").await?;
+    let gateway = bind_at(options.listen.unwrap_or(settings.listen), "gateway").await?;
     let redirect = match settings.tls.as_ref().and_then(|t| t.http_redirect_listen) {
         Some(addr) => Some(bind_at(addr, "HTTP to HTTPS redirect").await?),
         None => None,
     };
-    let metrics = match settings.metrics_listen {
+    let metrics = match options.metrics_listen.or(settings.metrics_listen) {
         Some(addr) => Some(bind_at(addr, "metrics").await?),
         None => None,
     };
@@ -457,6 +456,7 @@ impl TlsSetup {
         listener: TcpListener,
         redirect: Option<(TcpListener, SocketAddr)>,
         gateway: &Arc<Edge>,
+        live: &Arc<Live<Snapshot>>,
         connections: server::ConnectionBuilder,
         https_port: u16,
         stopped: &watch::Receiver<bool>,
@@ -475,7 +475,11 @@ impl TlsSetup {
         let redirect_addr = redirect.map(|(listener, addr)| {
             tasks.push(tokio::spawn(server::serve(
                 listener,
-                Arc::new(redirect::HttpsRedirect::new(https_port)),
+                Arc::new(redirect::HttpsRedirect::new(
+                    https_port,
+                    Arc::clone(live),
+                    Arc::clone(&self.certs),
+                )),
                 until_stopped(stopped.clone()),
             )));
             addr

@@ -28,6 +28,12 @@ pub(super) fn run(path: &Path) -> anyhow::Result<()> {
             println!("  redirect plain HTTP on {addr} to HTTPS");
         }
     }
+    match (settings.metrics_listen, settings.metrics_public) {
+        (Some(addr), false) => println!("  metrics  /metrics on {addr} only"),
+        (Some(addr), true) => println!("  metrics  /metrics on {addr} and on the public listener"),
+        (None, true) => println!("  metrics  /metrics on the public listener"),
+        (None, false) => println!("  metrics  off (set metrics_listen)"),
+    }
     match &settings.stream {
         StreamSettings::Origin(origin) => println!("  stream   {origin}"),
         StreamSettings::Emulator(options) => {

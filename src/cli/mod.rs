@@ -64,6 +64,10 @@ enum Command {
         /// Listen on this address instead of the configured one (port 0 picks a free port).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Serve `/metrics` on this address instead of `metrics_listen` (port 0 picks a free
+        /// port).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Run only the local Stream emulator, trusting the configured keys.
     Emulate {
@@ -134,8 +138,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Dropped when the command returns: every line logged before is written.
     let _log = init_tracing(cli.log_format);
-    let result = match cli.command.unwrap_or(Command::Serve { listen: None }) {
-        Command::Serve { listen } => serve::run(&cli.config, listen),
+    let result = match cli.command.unwrap_or(Command::Serve {
+        listen: None,
+        metrics_listen: None,
+    }) {
+        Command::Serve {
+            listen,
+            metrics_listen,
+        } => serve::run(&cli.config, listen, metrics_listen),
         Command::Emulate { listen } => emulate::run(&cli.config, listen),
         Command::Sign {
             video,

@@ -12,7 +12,11 @@ use crate::config::Settings;
 use crate::identity::Identity;
 
 /// Run the gateway from the configuration at `path` until SIGTERM or SIGINT, then drain.
-pub(super) fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+pub(super) fn run(
+    path: &Path,
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let (settings, keys) = load(path, MissingKeys::Generate)?;
     let (open_alias, protected_alias) = example_aliases(&settings);
     let has_users = !settings.identity.users.is_empty();
@@ -26,9 +30,17 @@ pub(super) fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()>
     });
     runtime()?.block_on(async move {
         let mut shutdown = ShutdownSignal::install();
-        let app = App::start(settings, keys, listen).await?;
+        let options = app::StartOptions {
+            listen,
+            metrics_listen,
+            ..app::StartOptions::default()
+        };
+        let app = App::start_with(settings, keys, options).await?;
         let gateway = app.gateway_origin();
         println!("streamgate listening on {gateway}");
+        if let Some(addr) = app.metrics_addr() {
+            println!("metrics on {}/metrics", app::origin_for(addr));
+        }
         if let Some(addr) = app.http_redirect_addr() {
             println!("redirecting plain HTTP on {} to HTTPS", app::origin_for(addr));
         }

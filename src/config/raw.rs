@@ -54,6 +54,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: RawLog,
     pub metrics_listen: Option<SocketAddr>,
+    /// Also serve `/metrics` on the gateway's own (public) listener.
+    #[serde(default)]
+    pub metrics_public: bool,
     #[serde(default)]
     pub rate_limit: RawRateLimit,
     /// Serve the demo and embed page at `GET /`.

@@ -123,8 +123,11 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// Log one line per request.
     pub access_log: bool,
-    /// Serve `/metrics` on this address instead of the gateway's.
+    /// A listener of its own for `/metrics` (and `/healthz`), e.g. on loopback.
     pub metrics_listen: Option<SocketAddr>,
+    /// Also serve `/metrics` on the gateway's own listener (off by default: the metrics name
+    /// rules and show per-rule traffic).
+    pub metrics_public: bool,
     /// Serve the demo and embed page at `GET /`.
     pub demo_page: bool,
     /// Which other sites' pages may call `/api/*`.

@@ -145,6 +145,7 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
         rate_limit,
         access_log: raw.log.access,
         metrics_listen: raw.metrics_listen,
+        metrics_public: raw.metrics_public,
         demo_page: raw.demo_page,
         cors,
         token_api,

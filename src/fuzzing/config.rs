@@ -130,6 +130,7 @@ const FIELDS: &[&str] = &[
     "cert",
     "key",
     "metrics_listen",
+    "metrics_public",
     "demo_page",
     "log",
     "access",
