@@ -1623,6 +1623,8 @@ fn split_chunks(text: &str) -> Vec<Result<Bytes, BoxError>> {
 /// | `redirect` | 302 to a URL with the token in its query, the token in its body |
 /// | `missing` | 404 HTML naming the token |
 /// | `denied` | 403 whose first line names the token |
+/// | `denied.bin` | 401 typed as media whose first line names the token, once cut by a control character |
+/// | `gone` | 410 typed as media, naming the token |
 /// | `coded.vtt` | 200 `text/vtt`, gzip-coded (cannot be rewritten) |
 /// | `partial.vtt` | 206 `text/vtt` (cannot be rewritten) |
 struct HostileOrigin {
@@ -1706,6 +1708,20 @@ impl HostileOrigin {
                 403,
                 Some("text/plain"),
                 Body::new(Bytes::from(format!("token {t} is not welcome here\n{t}\n"))),
+            ),
+            // Typed as media, and the token cut by a control character the reason drops.
+            "denied.bin" => {
+                let (head, tail) = t.split_at(t.len() / 2);
+                (
+                    401,
+                    Some("application/octet-stream"),
+                    Body::new(Bytes::from(format!("{t} and {head}\u{1}{tail}\n"))),
+                )
+            }
+            "gone" => (
+                410,
+                Some("application/octet-stream"),
+                Body::new(Bytes::from(t.clone())),
             ),
             "coded.vtt" => {
                 let mut response = Response::builder()
@@ -1820,6 +1836,8 @@ async fn the_viewer_never_sees_a_token_from_a_hostile_origin() {
         ("redirect", 302),
         ("missing", 404),
         ("denied", 403),
+        ("denied.bin", 403),
+        ("gone", 410),
         ("coded.vtt", 502),
         ("partial.vtt", 502),
     ];
@@ -1890,6 +1908,12 @@ async fn the_viewer_never_sees_a_token_from_a_hostile_origin() {
         "{}",
         text("denied")
     );
+    assert!(
+        text("denied.bin").contains("~token-withheld~ and ~token-withheld~"),
+        "{}",
+        text("denied.bin")
+    );
+    assert_eq!(text("gone"), "~token-withheld~");
     let (_, redirect, ..) = seen
         .iter()
         .find(|(f, ..)| *f == "redirect")

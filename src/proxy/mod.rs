@@ -125,7 +125,10 @@ impl Upstream {
         })?;
 
         let (parts, body) = response.into_parts();
-        let text = is_text(request.path, &parts.headers);
+        // An answer other than a 2xx (or a 304, which describes the 200) is a message about
+        // the request, never media: rewritten whatever its type says.
+        let message = !parts.status.is_success() && parts.status != StatusCode::NOT_MODIFIED;
+        let text = message || is_text(request.path, &parts.headers);
         let has_body = request.method != Method::HEAD
             && parts.status != StatusCode::NOT_MODIFIED
             && parts.status != StatusCode::NO_CONTENT;
@@ -180,8 +183,14 @@ impl Upstream {
 }
 
 /// The first line of a refusal body, for passing Stream's reason on: at most `limit`
-/// bytes read, within `timeout`; printable text only.
-pub async fn short_reason(response: Response<Body>, limit: usize, timeout: Duration) -> String {
+/// bytes read, within `timeout`; printable text only, `token` withheld (again: leaving out
+/// control characters could join the pieces of a token the body's rewrite did not see whole).
+pub async fn short_reason(
+    response: Response<Body>,
+    token: &str,
+    limit: usize,
+    timeout: Duration,
+) -> String {
     let status = response.status();
     let read = http_body_util::Limited::new(response.into_body(), limit).collect();
     let text = match tokio::time::timeout(timeout, read).await {
@@ -194,6 +203,10 @@ pub async fn short_reason(response: Response<Body>, limit: usize, timeout: Durat
         .unwrap_or_default()
         .chars()
         .filter(|c| !c.is_control())
+        .collect();
+    let line: String = line
+        .replace(token, rewrite::TOKEN_PLACEHOLDER)
+        .chars()
         .take(200)
         .collect();
     if line.is_empty() {

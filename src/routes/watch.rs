@@ -96,7 +96,7 @@ async fn proxied(
             status = response.status().as_u16(),
             "the Stream origin refused a recent replacement token; not signing again yet"
         );
-        return Err(refused(snapshot, response).await);
+        return Err(refused(snapshot, response, request.token).await);
     };
     tracing::warn!(
         video = %permit.video().uid,
@@ -109,14 +109,14 @@ async fn proxied(
     if !proxy::refused_token(response.status()) {
         return upstream_status(snapshot, response).map(|r| watch_body(snapshot, r, request_id));
     }
-    Err(refused(snapshot, response).await)
+    Err(refused(snapshot, response, request.token).await)
 }
 
-/// The 403 for a refusal that stands, with the first line of the origin's reason (its body
-/// was rewritten like any other, so it holds no token).
-async fn refused(snapshot: &Snapshot, response: Response<Body>) -> RequestError {
+/// The 403 for a refusal that stands, with the first line of the origin's reason (rewritten
+/// like any other text body, and `token` withheld from the line once more).
+async fn refused(snapshot: &Snapshot, response: Response<Body>, token: &str) -> RequestError {
     snapshot.metrics.upstream_error(UpstreamErrorKind::Refused);
-    let reason = proxy::short_reason(response, 1024, Duration::from_secs(2)).await;
+    let reason = proxy::short_reason(response, token, 1024, Duration::from_secs(2)).await;
     RequestError::Forbidden(format!("the Stream origin refused the token: {reason}"))
 }
 
