@@ -992,7 +992,7 @@ async fn a_rule_can_proxy_under_a_global_redirect_mode() {
 // === header rules, against a recording upstream ===
 
 #[tokio::test]
-async fn viewer_credentials_never_reach_the_upstream_and_forwarding_headers_are_ours() {
+async fn only_allowed_viewer_headers_reach_the_upstream() {
     let rig = Rig::start("").await;
     let url = rig.gateway.url("/watch/intro/manifest/seg_360p_0.ts");
     let bearer = format!("Bearer {TEST_API_KEY}");
@@ -1005,9 +1005,15 @@ async fn viewer_credentials_never_reach_the_upstream_and_forwarding_headers_are_
             ("x-forwarded-for", "203.0.113.9"),
             ("forwarded", "for=203.0.113.9"),
             ("x-real-ip", "203.0.113.9"),
+            ("cf-connecting-ip", "203.0.113.9"),
+            ("true-client-ip", "203.0.113.9"),
+            ("cf-ipcountry", "KP"),
+            ("referer", "https://viewer.example/203.0.113.9"),
             ("connection", "x-private"),
             ("x-private", "hop"),
+            ("accept-encoding", "gzip"),
             ("user-agent", "proxy-test/1"),
+            ("accept-language", "en-NZ"),
             ("range", "bytes=0-9"),
         ],
     )
@@ -1027,34 +1033,39 @@ async fn viewer_credentials_never_reach_the_upstream_and_forwarding_headers_are_
     // The gateway signed for the viewer's rule (the API key's), and put the token in the path.
     let claims = decode_claims_unverified(seen.token());
     assert_eq!(claims["sub"], VIDEO_UID);
-    for name in [
-        "authorization",
-        "cookie",
-        "x-api-key",
-        "forwarded",
-        "x-real-ip",
-        "x-private",
-    ] {
-        assert!(
-            !seen.headers.contains_key(name),
-            "{name} reached the upstream: {:?}",
-            seen.headers
-        );
-    }
+    let mut names: Vec<&str> = seen.headers.keys().map(|name| name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "accept-encoding",
+            "accept-language",
+            "host",
+            "range",
+            "user-agent",
+            "via"
+        ],
+        "{:?}",
+        seen.headers
+    );
     let all_values: Vec<String> = seen
         .headers
         .values()
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
-    for secret in [TEST_API_KEY, "viewer-secret", "203.0.113.9"] {
+    for secret in [TEST_API_KEY, "viewer-secret", "203.0.113.9", "KP"] {
         assert!(
             all_values.iter().all(|value| !value.contains(secret)),
             "{secret} reached the upstream: {:?}",
             seen.headers
         );
     }
-    let forwarded_for: Vec<_> = seen.headers.get_all("x-forwarded-for").iter().collect();
-    assert_eq!(forwarded_for, ["127.0.0.1"], "{:?}", seen.headers);
+    assert_eq!(
+        seen.headers
+            .get("accept-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("identity")
+    );
     assert_eq!(
         seen.headers.get("via").map(|v| v.to_str().unwrap()),
         Some(VIA)
@@ -1076,7 +1087,7 @@ async fn viewer_credentials_never_reach_the_upstream_and_forwarding_headers_are_
 }
 
 #[tokio::test]
-async fn hop_by_hop_headers_from_the_upstream_are_not_passed_on() {
+async fn only_allowed_upstream_headers_reach_the_viewer() {
     let rig = Rig::start("").await;
     // The upstream really sends them: ask it directly first.
     let direct = get(&rig.upstream.url("/some.token/hop")).await;
@@ -1097,7 +1108,7 @@ async fn hop_by_hop_headers_from_the_upstream_are_not_passed_on() {
     let response = get(&rig.gateway.url("/watch/intro/hop")).await;
     assert_ok(&response, "through the gateway");
     assert_eq!(response.text(), "hop");
-    for name in ["x-foo", "keep-alive", "proxy-authenticate"] {
+    for name in ["x-foo", "keep-alive", "proxy-authenticate", "x-end-to-end"] {
         assert!(
             response.header(name).is_none(),
             "{name} passed on: {:?}",
@@ -1107,11 +1118,11 @@ async fn hop_by_hop_headers_from_the_upstream_are_not_passed_on() {
     if let Some(connection) = response.header("connection") {
         assert!(!connection.contains("x-foo"), "{connection}");
     }
-    assert_eq!(response.header("x-end-to-end"), Some("kept"));
     assert_eq!(
         response.header("cache-control"),
         Some("private, max-age=60")
     );
+    assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(response.header("via"), Some(VIA));
     rig.shutdown().await;
 }
@@ -1450,6 +1461,470 @@ async fn a_token_refused_twice_is_a_403_with_the_origin_reason() {
     );
     rig.assert_still_serving("a refused token").await;
     rig.shutdown().await;
+}
+
+/// `streamgate_signatures_total`, as the gateway's metrics endpoint reports it.
+fn signatures_total(gateway: &TestGateway) -> f64 {
+    let text = gateway.app().metrics().encode();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("streamgate_signatures_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no streamgate_signatures_total in:\n{text}"))
+}
+
+/// The distinct tokens the scripted upstream was sent.
+fn distinct_tokens(rig: &Rig) -> std::collections::BTreeSet<String> {
+    rig.requests()
+        .iter()
+        .map(|request| request.token().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn twenty_refused_requests_cost_at_most_one_extra_signature() {
+    let rig = Rig::start("").await;
+    for round in 0..20 {
+        let response = get(&rig.gateway.url("/watch/intro/refuse-always")).await;
+        assert_error(&response, 403, "blocked by rule on 'ip.src'");
+        assert!(
+            round > 0 || rig.attempts("refuse-always") == 2,
+            "one retry at first"
+        );
+    }
+    assert_eq!(
+        signatures_total(&rig.gateway),
+        2.0,
+        "the first token and one replacement"
+    );
+    // The first request retried once with the replacement; the replacement's refusals
+    // within the cool-down are passed on without signing or retrying.
+    assert_eq!(rig.attempts("refuse-always"), 21);
+    assert!(
+        distinct_tokens(&rig).len() <= 2,
+        "{:?}",
+        distinct_tokens(&rig).len()
+    );
+    // Other videos' tokens were never touched.
+    let other = get_with(&rig.gateway.url("/watch/keynote/ok"), &[API_KEY_HEADER]).await;
+    assert_ok(&other, "another video");
+    rig.assert_still_serving("refused requests").await;
+    assert_eq!(
+        signatures_total(&rig.gateway),
+        3.0,
+        "keynote's own token only"
+    );
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_refusals_of_one_token_sign_one_replacement() {
+    let rig = Rig::start("").await;
+    let url = rig.gateway.url("/watch/intro/refuse-always");
+    let requests = (0..20).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { get(&url).await })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        let response = request.await.expect("the request task does not panic");
+        assert_error(&response, 403, "blocked by rule on 'ip.src'");
+    }
+    assert_eq!(
+        signatures_total(&rig.gateway),
+        2.0,
+        "one token, one replacement, however many saw it refused"
+    );
+    assert!(rig.attempts("refuse-always") <= 40);
+    rig.shutdown().await;
+}
+
+/// The default configuration in proxy mode with `public` (anyone, `intro`) refusing viewers
+/// in KP and in 203.0.113.0/24, and the emulator reading the viewer's address from
+/// `client_ip_header`.
+fn geo_config(client_ip_header: &str) -> String {
+    let config = proxy_config().replace(
+        "  emulator:\n    listen: 127.0.0.1:0\n",
+        &format!(
+            "  emulator:\n    listen: 127.0.0.1:0\n    client_ip_header: {client_ip_header}\n"
+        ),
+    );
+    let subjects = "    subjects: [anyone]\n";
+    assert!(config.contains(subjects) && config.contains("client_ip_header"));
+    config.replace(
+        subjects,
+        &format!(
+            "{subjects}    countries: {{block: [KP]}}\n    access_rules:\n      - {{type: ip.src, action: block, ip: [203.0.113.0/24]}}\n"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_viewers_location_headers_cannot_make_stream_refuse_the_shared_token() {
+    for client_ip_header in ["CF-Connecting-IP", "True-Client-IP"] {
+        let gateway = TestGateway::start_with(&geo_config(client_ip_header)).await;
+        let viewer = [
+            ("cf-ipcountry", "KP"),
+            ("cf-connecting-ip", "203.0.113.9"),
+            ("true-client-ip", "203.0.113.9"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("referer", "https://viewer.example/"),
+        ];
+        let url = gateway.url("/watch/intro/manifest/seg_360p_0.ts");
+        for _ in 0..20 {
+            let response = get_with(&url, &viewer).await;
+            assert_ok(&response, client_ip_header);
+        }
+        assert_eq!(signatures_total(&gateway), 1.0, "{client_ip_header}");
+
+        // The emulator would refuse the token for such a viewer: the headers did not reach it.
+        let token = current_token(&gateway, "intro", &[]).await;
+        let direct = format!(
+            "{}/{token}/manifest/seg_360p_0.ts",
+            gateway.emulator_origin()
+        );
+        assert_ok(&get(&direct).await, "the token from here");
+        for header in [("cf-ipcountry", "KP"), (client_ip_header, "203.0.113.9")] {
+            let refused = get_with(&direct, &[header]).await;
+            assert!(
+                matches!(refused.status.as_u16(), 401 | 403)
+                    && refused.text().contains("blocked by rule"),
+                "{header:?}: {} {}",
+                refused.status,
+                refused.text()
+            );
+        }
+        gateway.shutdown().await;
+    }
+}
+
+// === a hostile origin plants the token everywhere it can ===
+
+/// The token, split into one-byte chunks around a newline-free run of text.
+fn split_chunks(text: &str) -> Vec<Result<Bytes, BoxError>> {
+    text.as_bytes()
+        .iter()
+        .map(|byte| Ok(Bytes::copy_from_slice(&[*byte])))
+        .collect()
+}
+
+/// A stand-in for Stream that plants the token it was sent in every header it can (the
+/// allowed ones included), in `Location`, and in a body by the file asked for:
+///
+/// | file | answer |
+/// |---|---|
+/// | `iframe` | 200 HTML with the token in a JavaScript string, an attribute and a URL |
+/// | `manifest/video.m3u8` | 200 HLS with `c.m3u8?token=<token>`, Stream URLs and a `URI=` |
+/// | `subs.vtt` | 200 `text/vtt` naming the token in a cue and a URL |
+/// | `config.json` / `data.xml` | 200 JSON / XML with the token in strings and attributes |
+/// | `untyped` | 200 without `Content-Type` |
+/// | `split.txt` | 200 `text/plain` sent one byte per chunk |
+/// | `redirect` | 302 to a URL with the token in its query, the token in its body |
+/// | `missing` | 404 HTML naming the token |
+/// | `denied` | 403 whose first line names the token |
+/// | `denied.bin` | 401 typed as media whose first line names the token, once cut by a control character |
+/// | `gone` | 410 typed as media, naming the token |
+/// | `coded.vtt` | 200 `text/vtt`, gzip-coded (cannot be rewritten) |
+/// | `partial.vtt` | 206 `text/vtt` (cannot be rewritten) |
+struct HostileOrigin {
+    tokens: Arc<Mutex<Vec<String>>>,
+}
+
+impl HostileOrigin {
+    fn answer(&self, req: &Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let (token, file) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map(|(token, file)| (token.to_owned(), file.to_owned()))
+            .unwrap_or_default();
+        self.tokens.lock().unwrap().push(token.clone());
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|host| host.to_str().ok())
+            .unwrap_or("missing-host")
+            .to_owned();
+        let origin = format!("http://{host}");
+        let t = &token;
+        let (status, content_type, body): (u16, Option<&str>, Body) = match file.as_str() {
+            "iframe" => (
+                200,
+                Some("text/html"),
+                Body::new(Bytes::from(format!(
+                    "<!doctype html><script>var token = \"{t}\"; var src = '{origin}/{t}/manifest/video.m3u8';</script>\n<video src='{origin}/{t}'></video><a href=\"/{t}/iframe?t={t}\">{t}</a>\n"
+                ))),
+            ),
+            "manifest/video.m3u8" => (
+                200,
+                Some("application/vnd.apple.mpegurl"),
+                Body::new(Bytes::from(format!(
+                    "#EXTM3U\n#EXT-X-MEDIA:TYPE=SUBTITLES,URI=\"{origin}/{t}/subs.m3u8?token={t}\"\nc.m3u8?token={t}\n/{t}/d.m3u8\n{origin}/{t}/e.m3u8\n"
+                ))),
+            ),
+            "subs.vtt" => (
+                200,
+                Some("text/vtt"),
+                Body::new(Bytes::from(format!(
+                    "WEBVTT\n\n00:00.000 --> 00:01.000\n{t}\n\n00:01.000 --> 00:02.000\n{origin}/{t}/x\n"
+                ))),
+            ),
+            "config.json" => (
+                200,
+                Some("application/json"),
+                Body::new(Bytes::from(format!(
+                    "{{\"token\":\"{t}\",\"src\":\"{origin}/{t}/x\",\"list\":[\"{t}\"]}}"
+                ))),
+            ),
+            "data.xml" => (
+                200,
+                Some("application/xml"),
+                Body::new(Bytes::from(format!(
+                    "<?xml version=\"1.0\"?><MPD><BaseURL>{origin}/{t}/</BaseURL><x token=\"{t}\">{t}</x></MPD>"
+                ))),
+            ),
+            "untyped" => (200, None, Body::new(Bytes::from(format!("token={t}\n")))),
+            "split.txt" => {
+                let (tx, rx) = mpsc::channel(4096);
+                for chunk in split_chunks(&format!("a{t}b{origin}/{t}/c\"{t}\"")) {
+                    tx.try_send(chunk).expect("room for every chunk");
+                }
+                (200, Some("text/plain"), Body::stream(ChannelBody { rx }))
+            }
+            "redirect" => (
+                302,
+                Some("text/html"),
+                Body::new(Bytes::from(format!(
+                    "<a href=\"https://elsewhere.example/?t={t}\">moved</a>"
+                ))),
+            ),
+            "missing" => (
+                404,
+                Some("text/html"),
+                Body::new(Bytes::from(format!("<h1>no such file below {t}</h1>"))),
+            ),
+            "denied" => (
+                403,
+                Some("text/plain"),
+                Body::new(Bytes::from(format!("token {t} is not welcome here\n{t}\n"))),
+            ),
+            // Typed as media, and the token cut by a control character the reason drops.
+            "denied.bin" => {
+                let (head, tail) = t.split_at(t.len() / 2);
+                (
+                    401,
+                    Some("application/octet-stream"),
+                    Body::new(Bytes::from(format!("{t} and {head}\u{1}{tail}\n"))),
+                )
+            }
+            "gone" => (
+                410,
+                Some("application/octet-stream"),
+                Body::new(Bytes::from(t.clone())),
+            ),
+            "coded.vtt" => {
+                let mut response = Response::builder()
+                    .status(200)
+                    .header("content-type", "text/vtt")
+                    .header("content-encoding", "gzip")
+                    .body(Body::new(Bytes::from(gzip_stored(
+                        format!("WEBVTT\n\n{t}\n").as_bytes(),
+                    ))))
+                    .expect("a response");
+                plant_headers(response.headers_mut(), t, &origin);
+                return response;
+            }
+            "partial.vtt" => (
+                206,
+                Some("text/vtt"),
+                Body::new(Bytes::from(format!("{t}\n"))),
+            ),
+            _ => (
+                200,
+                Some("text/plain"),
+                Body::new(Bytes::from_static(b"ok")),
+            ),
+        };
+        let mut response = Response::builder()
+            .status(status)
+            .body(body)
+            .expect("a response");
+        plant_headers(response.headers_mut(), t, &origin);
+        if let Some(content_type) = content_type {
+            response.headers_mut().insert(
+                "content-type",
+                content_type.parse().expect("a content type"),
+            );
+        }
+        response
+    }
+}
+
+/// The token in every header that could carry it: those no allow-list admits, and the
+/// allowed ones too (a header holding the token is dropped whole).
+fn plant_headers(headers: &mut HeaderMap, token: &str, origin: &str) {
+    let planted = [
+        (
+            "link",
+            format!("<{origin}/{token}/manifest/video.m3u8>; rel=preload"),
+        ),
+        ("content-location", format!("/{token}/iframe")),
+        ("set-cookie", format!("stream={token}; Path=/")),
+        ("x-token", token.to_owned()),
+        ("refresh", format!("0; url={origin}/{token}/iframe")),
+        ("access-control-allow-origin", format!("{origin}/{token}")),
+        ("location", format!("https://elsewhere.example/?t={token}")),
+        ("etag", format!("\"{token}\"")),
+        ("last-modified", token.to_owned()),
+        ("expires", token.to_owned()),
+        ("vary", format!("x-{token}")),
+        ("date", token.to_owned()),
+        ("cache-control", format!("max-age=60, x-token=\"{token}\"")),
+        ("accept-ranges", token.to_owned()),
+        ("content-range", format!("bytes {token}")),
+    ];
+    for (name, value) in planted {
+        headers.append(
+            http::HeaderName::from_static(name),
+            value.parse().expect("a token is a valid header value"),
+        );
+    }
+}
+
+impl Handler for HostileOrigin {
+    async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        self.answer(&req)
+    }
+}
+
+/// Every byte of one exchange as the viewer receives it (status line, headers, framing,
+/// body, trailers), over a raw socket that asks for trailers and closes at the end.
+async fn raw_exchange(addr: SocketAddr, method: &str, path: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nTE: trailers\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).await.expect("read");
+        bytes
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} took longer than {REQUEST_TIMEOUT:?}"))
+}
+
+#[tokio::test]
+async fn the_viewer_never_sees_a_token_from_a_hostile_origin() {
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let origin = TestServer::start(Arc::new(HostileOrigin {
+        tokens: Arc::clone(&tokens),
+    }))
+    .await;
+    let gateway = TestGateway::start_with(&origin_config(&origin.origin(), "")).await;
+    let expected = [
+        ("iframe", 200),
+        ("manifest/video.m3u8", 200),
+        ("subs.vtt", 200),
+        ("config.json", 200),
+        ("data.xml", 200),
+        ("untyped", 200),
+        ("split.txt", 200),
+        ("redirect", 302),
+        ("missing", 404),
+        ("denied", 403),
+        ("denied.bin", 403),
+        ("gone", 410),
+        ("coded.vtt", 502),
+        ("partial.vtt", 502),
+    ];
+    let mut seen = Vec::new();
+    for (file, status) in expected {
+        let path = format!("/watch/intro/{file}");
+        let response = get(&gateway.url(&path)).await;
+        assert_eq!(
+            response.status.as_u16(),
+            status,
+            "{file}: {}",
+            response.text()
+        );
+        let head = send(Method::HEAD, &gateway.url(&path), &[], None).await;
+        let raw_get = raw_exchange(gateway.app().gateway_addr(), "GET", &path).await;
+        let raw_head = raw_exchange(gateway.app().gateway_addr(), "HEAD", &path).await;
+        seen.push((file, response, head, raw_get, raw_head));
+    }
+    let tokens: Vec<String> = tokens.lock().unwrap().clone();
+    assert!(
+        !tokens.is_empty() && tokens.iter().all(|t| t.starts_with("eyJ")),
+        "{tokens:?}"
+    );
+    for (file, response, head, raw_get, raw_head) in &seen {
+        for token in &tokens {
+            assert_leaks_nothing(response, &[token.as_str()], file);
+            assert_leaks_nothing(head, &[token.as_str()], &format!("HEAD {file}"));
+            for raw in [raw_get, raw_head] {
+                assert!(
+                    !raw.windows(token.len()).any(|w| w == token.as_bytes()),
+                    "{file}: the token in the raw exchange:\n{}",
+                    String::from_utf8_lossy(raw)
+                );
+            }
+        }
+        for name in [
+            "link",
+            "content-location",
+            "set-cookie",
+            "x-token",
+            "refresh",
+        ] {
+            assert!(response.header(name).is_none(), "{file}: {name} passed on");
+        }
+    }
+    let text = |file: &str| {
+        let (_, response, ..) = seen.iter().find(|(f, ..)| *f == file).expect("fetched");
+        response.text()
+    };
+    // Stream URLs became gateway paths; the token elsewhere, the placeholder.
+    assert_eq!(
+        text("manifest/video.m3u8"),
+        "#EXTM3U\n#EXT-X-MEDIA:TYPE=SUBTITLES,URI=\"/watch/intro/subs.m3u8?token=~token-withheld~\"\nc.m3u8?token=~token-withheld~\n/watch/intro/d.m3u8\n/watch/intro/e.m3u8\n"
+    );
+    assert!(
+        text("iframe").contains("var token = \"~token-withheld~\""),
+        "{}",
+        text("iframe")
+    );
+    assert!(text("iframe").contains("var src = '/watch/intro/manifest/video.m3u8'"));
+    assert_eq!(
+        text("split.txt"),
+        format!("a~token-withheld~b/watch/intro/c\"~token-withheld~\"")
+    );
+    assert!(text("untyped").starts_with("token=~token-withheld~"));
+    assert!(
+        text("denied").contains("token ~token-withheld~ is not welcome here"),
+        "{}",
+        text("denied")
+    );
+    assert!(
+        text("denied.bin").contains("~token-withheld~ and ~token-withheld~"),
+        "{}",
+        text("denied.bin")
+    );
+    assert_eq!(text("gone"), "~token-withheld~");
+    let (_, redirect, ..) = seen
+        .iter()
+        .find(|(f, ..)| *f == "redirect")
+        .expect("fetched");
+    assert_eq!(
+        redirect.header("location"),
+        None,
+        "a Location holding the token is dropped"
+    );
+    gateway.shutdown().await;
+    origin.shutdown().await;
 }
 
 // === broken bodies are visible; the deadline model ===

@@ -20,7 +20,7 @@ use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::request::route::Target;
 use crate::request::{Context, Decision};
-use crate::token::cache::TokenCache;
+use crate::token::cache::{Replacement, TokenCache};
 use crate::token::claims::Validity;
 use crate::token::signer::unix_now;
 use crate::token::{IssuedToken, TokenSettings};
@@ -252,11 +252,27 @@ impl<'a> Permit<'a> {
         .map_err(RequestError::Signing)
     }
 
-    /// Drop the cached token (the origin refused it) and sign a new one, for proxy mode's
-    /// request to Stream.
-    pub async fn fresh_token(&self, cache: &TokenCache) -> Result<Arc<IssuedToken>, RequestError> {
-        cache.invalidate(self.video.uid, &self.settings).await;
-        self.cached_token(cache).await
+    /// For proxy mode's one retry after Stream refused `refused` (401/403): a replacement
+    /// token, signed at most once per refused token however many requests saw the refusal
+    /// (see [`TokenCache::replace_refused`]). `Ok(None)` when `refused` was itself a
+    /// replacement less than [`REFUSED_TOKEN_COOL_DOWN`] old: nothing is signed and the
+    /// refusal stands. `Err` is a signing failure.
+    ///
+    /// [`REFUSED_TOKEN_COOL_DOWN`]: crate::token::cache::REFUSED_TOKEN_COOL_DOWN
+    pub async fn replacement_token(
+        &self,
+        cache: &TokenCache,
+        refused: &Arc<IssuedToken>,
+    ) -> Result<Option<Arc<IssuedToken>>, RequestError> {
+        let replacement = cache
+            .replace_refused(self.video.uid, &self.settings, refused, || {
+                self.cached_token(cache)
+            })
+            .await?;
+        Ok(match replacement {
+            Replacement::Token(token) => Some(token),
+            Replacement::CoolingDown => None,
+        })
     }
 
     /// A token of its own for a caller of the token API: what `requested` asks for, within

@@ -1,20 +1,21 @@
 //! Proxy mode: fetch `<origin>/<token>/<path>` from Stream and stream the answer to the
 //! viewer, who never sees the token.
 //!
-//! [`headers`] decides what crosses in each direction, [`rewrite`] keeps Stream URLs out of
-//! manifests, player pages and redirects, and [`idle`] cuts off a stalled upstream body.
+//! [`headers`] decides what crosses in each direction (allow-lists both ways), [`rewrite`]
+//! keeps the token out of every text body and redirect, and [`idle`] cuts off a stalled
+//! upstream body.
 
 pub mod headers;
 pub mod idle;
 pub mod rewrite;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
 
 use crate::body::{Body, BoxError};
 use crate::http::client::{self as http_client, ClientOptions, HttpsClient};
@@ -71,7 +72,6 @@ pub struct Forward<'a> {
     pub query: Option<&'a str>,
     /// The video as the viewer named it, for rewritten URLs.
     pub video: &'a str,
-    pub client_ip: IpAddr,
 }
 
 impl Upstream {
@@ -91,10 +91,12 @@ impl Upstream {
         &self.origin
     }
 
-    /// Send the request and return Stream's answer with its body streaming through.
-    /// Statuses pass through unchanged (the caller decides what a 401 or a 5xx means).
+    /// Send the request and return Stream's answer with its body streaming through: headers
+    /// by the allow-lists of [`headers`], a text body rewritten by [`rewrite`] (any status),
+    /// anything else untouched. Statuses pass through unchanged (the caller decides what a
+    /// 401 or a 5xx means). `Err(Failed)` also for a text body that cannot be rewritten
+    /// (content-coded, or a 206 part): passing it on could hand the viewer the token.
     pub async fn forward(&self, request: &Forward<'_>) -> Result<Response<Body>, UpstreamError> {
-        let rewrites = needs_rewrite(request.path);
         let mut uri = format!("{}/{}/{}", self.origin, request.token, request.path);
         if let Some(query) = request.query {
             uri.push('?');
@@ -106,7 +108,7 @@ impl Upstream {
             .body(Full::new(Bytes::new()))
             .map_err(|e| UpstreamError::Failed(e.into()))?;
         *upstream_request.headers_mut() =
-            headers::upstream_request_headers(request.headers, request.client_ip, rewrites);
+            headers::upstream_request_headers(request.headers, !is_binary_path(request.path));
 
         let response = tokio::time::timeout(
             self.settings.response_timeout,
@@ -123,32 +125,34 @@ impl Upstream {
         })?;
 
         let (parts, body) = response.into_parts();
-        let mut headers = headers::downstream_response_headers(&parts.headers);
-        let rewriter = Rewriter::new(&self.origin, request.token, request.video);
-        if let Some(location) = parts.headers.get(LOCATION) {
-            headers.remove(LOCATION);
-            let rewritten = location.to_str().ok().and_then(|l| rewriter.location(l));
-            if let Some(value) = rewritten.and_then(|l| HeaderValue::try_from(l).ok()) {
-                headers.insert(LOCATION, value);
-            }
-        }
-        let body = IdleBody::new(
-            body,
-            self.settings.idle_timeout,
-            self.settings.min_body_rate,
-        );
-        let text = rewrites || is_rewritable_type(&parts.headers);
-        let rewritten = text && parts.status.is_success();
-        if rewritten && (is_coded(&parts.headers) || parts.status == StatusCode::PARTIAL_CONTENT) {
-            // A compressed or partial document cannot be rewritten, and passing it on
-            // could hand the viewer the token.
+        // An answer other than a 2xx (or a 304, which describes the 200) is a message about
+        // the request, never media: rewritten whatever its type says.
+        let message = !parts.status.is_success() && parts.status != StatusCode::NOT_MODIFIED;
+        let text = message || is_text(request.path, &parts.headers);
+        let has_body = request.method != Method::HEAD
+            && parts.status != StatusCode::NOT_MODIFIED
+            && parts.status != StatusCode::NO_CONTENT;
+        if text
+            && has_body
+            && (is_coded(&parts.headers) || parts.status == StatusCode::PARTIAL_CONTENT)
+        {
             return Err(UpstreamError::Failed(
-                "the origin sent a compressed or partial document that must be rewritten".into(),
+                "the origin sent a compressed or partial text body, which must be rewritten".into(),
             ));
         }
-        if rewritten {
+        let mut headers =
+            headers::downstream_response_headers(&parts.headers, request.token, !text);
+        let rewriter = Rewriter::new(&self.origin, request.token, request.video);
+        let location = parts.headers.get(LOCATION).and_then(|l| l.to_str().ok());
+        if let Some(value) = location
+            .and_then(|l| rewriter.location(l))
+            .and_then(|l| HeaderValue::try_from(l).ok())
+        {
+            headers.insert(LOCATION, value);
+        }
+        if text {
             // The representation changes: its length and strong validator no longer hold
-            // (for HEAD too, so that it describes what GET would send).
+            // (for HEAD and 304 too, so that they describe what GET would send).
             headers.remove(CONTENT_LENGTH);
             if let Some(etag) = headers.remove(ETAG)
                 && let Ok(weak) = HeaderValue::try_from(weaken(etag.as_bytes()))
@@ -156,10 +160,20 @@ impl Upstream {
                 headers.insert(ETAG, weak);
             }
         }
-        let body = if rewritten && request.method != Method::HEAD {
+        let body = IdleBody::new(
+            body,
+            self.settings.idle_timeout,
+            self.settings.min_body_rate,
+        );
+        let body = if text && has_body {
             Body::stream(RewriteBody::new(body, rewriter))
         } else {
-            Body::stream(body)
+            // Per frame, not per byte: media passes through as it came, without trailers
+            // (which are headers no allow-list admits).
+            Body::stream(body.map_frame(|frame| match frame.into_data() {
+                Ok(data) => Frame::data(data),
+                Err(_) => Frame::data(Bytes::new()),
+            }))
         };
         let mut response = Response::new(body);
         *response.status_mut() = parts.status;
@@ -169,8 +183,14 @@ impl Upstream {
 }
 
 /// The first line of a refusal body, for passing Stream's reason on: at most `limit`
-/// bytes read, within `timeout`; printable text only.
-pub async fn short_reason(response: Response<Body>, limit: usize, timeout: Duration) -> String {
+/// bytes read, within `timeout`; printable text only, `token` withheld (again: leaving out
+/// control characters could join the pieces of a token the body's rewrite did not see whole).
+pub async fn short_reason(
+    response: Response<Body>,
+    token: &str,
+    limit: usize,
+    timeout: Duration,
+) -> String {
     let status = response.status();
     let read = http_body_util::Limited::new(response.into_body(), limit).collect();
     let text = match tokio::time::timeout(timeout, read).await {
@@ -183,6 +203,10 @@ pub async fn short_reason(response: Response<Body>, limit: usize, timeout: Durat
         .unwrap_or_default()
         .chars()
         .filter(|c| !c.is_control())
+        .collect();
+    let line: String = line
+        .replace(token, rewrite::TOKEN_PLACEHOLDER)
+        .chars()
         .take(200)
         .collect();
     if line.is_empty() {
@@ -192,31 +216,69 @@ pub async fn short_reason(response: Response<Body>, limit: usize, timeout: Durat
     }
 }
 
-/// Whether a path names a document whose URLs must be rewritten: HLS and DASH manifests,
-/// and the player page.
+/// Whether a path names a document whose URLs must be rewritten whatever its type says: HLS
+/// and DASH manifests, and the player page.
 fn needs_rewrite(path: &str) -> bool {
     path == "iframe" || path.ends_with(".m3u8") || path.ends_with(".mpd")
 }
 
-fn is_rewritable_type(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+/// Whether a path names media that is never text (segments, downloads, thumbnails): a body
+/// without a `Content-Type` there passes through untouched, and the viewer's `Range` and
+/// validators are passed on.
+fn is_binary_path(path: &str) -> bool {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let Some((_, extension)) = file.rsplit_once('.') else {
         return false;
     };
+    const BINARY: [&str; 14] = [
+        "ts", "m4s", "mp4", "m4a", "m4v", "aac", "mp3", "webm", "jpg", "jpeg", "png", "gif",
+        "webp", "avif",
+    ];
+    BINARY.iter().any(|b| extension.eq_ignore_ascii_case(b))
+}
+
+/// Whether the body must be rewritten: a document path, a text-like type, a type that cannot
+/// be read (assume the worst), or no type outside a binary path.
+fn is_text(path: &str, headers: &HeaderMap) -> bool {
+    if needs_rewrite(path) {
+        return true;
+    }
+    match headers.get(CONTENT_TYPE).map(|v| v.to_str()) {
+        None => !is_binary_path(path),
+        Some(Err(_)) => true,
+        Some(Ok(content_type)) => is_text_type(content_type),
+    }
+}
+
+/// HTML, JavaScript, JSON, CSS, VTT, XML, HLS and DASH manifests, plain text: anything a
+/// browser or player reads as text and where a URL or the token could be written.
+fn is_text_type(content_type: &str) -> bool {
     let mime = content_type
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    matches!(
-        mime.as_str(),
-        "application/vnd.apple.mpegurl"
-            | "application/x-mpegurl"
-            | "audio/mpegurl"
-            | "audio/x-mpegurl"
-            | "application/dash+xml"
-            | "text/html"
-    )
+    let Some((kind, subtype)) = mime.split_once('/') else {
+        // Not a media type at all.
+        return true;
+    };
+    kind == "text"
+        || subtype.ends_with("+json")
+        || subtype.ends_with("+xml")
+        || matches!(
+            mime.as_str(),
+            "application/javascript"
+                | "application/x-javascript"
+                | "application/ecmascript"
+                | "application/json"
+                | "application/xml"
+                | "application/vnd.apple.mpegurl"
+                | "application/x-mpegurl"
+                | "audio/mpegurl"
+                | "audio/x-mpegurl"
+                | "application/x-www-form-urlencoded"
+        )
 }
 
 /// Whether the body carries a content coding other than `identity`.
@@ -262,6 +324,76 @@ mod tests {
         ] {
             assert!(!needs_rewrite(path), "{path}");
         }
+    }
+
+    fn typed(content_type: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(content_type) = content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn every_text_like_body_is_rewritten_media_is_not() {
+        for content_type in [
+            "text/html; charset=utf-8",
+            "text/vtt",
+            "text/plain",
+            "text/css",
+            "text/javascript",
+            "application/javascript",
+            "application/json",
+            "application/problem+json",
+            "application/xml",
+            "application/dash+xml",
+            "image/svg+xml",
+            "application/vnd.apple.mpegurl",
+            "Application/X-MpegURL",
+            "garbage",
+            "",
+        ] {
+            assert!(
+                is_text("anything", &typed(Some(content_type))),
+                "{content_type}"
+            );
+            assert!(
+                is_text("manifest/seg_0.ts", &typed(Some(content_type))),
+                "{content_type}"
+            );
+        }
+        for content_type in [
+            "video/mp2t",
+            "video/mp4",
+            "image/jpeg",
+            "application/octet-stream",
+        ] {
+            assert!(
+                !is_text("downloads/x", &typed(Some(content_type))),
+                "{content_type}"
+            );
+        }
+        // A manifest or the player page is rewritten whatever it claims to be.
+        assert!(is_text(
+            "manifest/video.m3u8",
+            &typed(Some("application/octet-stream"))
+        ));
+        assert!(is_text("iframe", &typed(Some("video/mp4"))));
+        // Without a type: text unless the path names media.
+        assert!(is_text("manifest/subtitles_en_0.vtt", &typed(None)));
+        assert!(is_text("whatever", &typed(None)));
+        for path in [
+            "manifest/seg_360p_0.ts",
+            "manifest/seg_0.M4S",
+            "downloads/default.mp4",
+            "thumbnails/thumbnail.jpg",
+        ] {
+            assert!(!is_text(path, &typed(None)), "{path}");
+            assert!(is_binary_path(path), "{path}");
+        }
+        let mut unreadable = HeaderMap::new();
+        unreadable.insert(CONTENT_TYPE, HeaderValue::from_bytes(b"text/\xff").unwrap());
+        assert!(is_text("downloads/default.mp4", &unreadable));
     }
 
     #[test]

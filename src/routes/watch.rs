@@ -1,6 +1,7 @@
 //! `GET|HEAD /watch/<video>[/<resource>]`: identify, authorize, get a token, then redirect
 //! to the signed Stream URL or (proxy mode) fetch it and stream it back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -57,10 +58,9 @@ pub async fn watch(
                 path: target.upstream_path(),
                 query,
                 video,
-                client_ip: ctx.client,
             };
             let request_id = ctx.id.clone();
-            Box::pin(proxied(snapshot, request, &permit, request_id)).await
+            Box::pin(proxied(snapshot, request, &token, &permit, request_id)).await
         }
     }
 }
@@ -75,11 +75,14 @@ fn token_issued(permit: &Permit<'_>, ctx: &Context) {
     );
 }
 
-/// Fetch the target from Stream with the minted token and stream it back. A token the origin
-/// refuses is dropped from the cache and signed again once before the refusal is passed on.
+/// Fetch the target from Stream with `token` and stream it back. A token the origin refuses
+/// is replaced once (one signature per refused token, however many requests saw it refused)
+/// and the request tried again; a refused replacement, or a refusal while the last
+/// replacement is cooling down, is passed on as a 403 with the origin's reason.
 async fn proxied(
     snapshot: &Snapshot,
     mut request: Forward<'_>,
+    token: &Arc<IssuedToken>,
     permit: &Permit<'_>,
     request_id: HeaderValue,
 ) -> Result<Response<Body>, RequestError> {
@@ -87,23 +90,34 @@ async fn proxied(
     if !proxy::refused_token(response.status()) {
         return upstream_status(snapshot, response).map(|r| watch_body(snapshot, r, request_id));
     }
+    let Some(replacement) = permit.replacement_token(&snapshot.cache, token).await? else {
+        tracing::debug!(
+            video = %permit.video().uid,
+            status = response.status().as_u16(),
+            "the Stream origin refused a recent replacement token; not signing again yet"
+        );
+        return Err(refused(snapshot, response, request.token).await);
+    };
     tracing::warn!(
         video = %permit.video().uid,
         status = response.status().as_u16(),
-        "the Stream origin refused a token; signing a new one"
+        "the Stream origin refused a token; trying its replacement"
     );
     drop(response);
-    let fresh = permit.fresh_token(&snapshot.cache).await?;
-    request.token = fresh.token.expose();
+    request.token = replacement.token.expose();
     let response = forward(snapshot, &request).await?;
     if !proxy::refused_token(response.status()) {
         return upstream_status(snapshot, response).map(|r| watch_body(snapshot, r, request_id));
     }
+    Err(refused(snapshot, response, request.token).await)
+}
+
+/// The 403 for a refusal that stands, with the first line of the origin's reason (rewritten
+/// like any other text body, and `token` withheld from the line once more).
+async fn refused(snapshot: &Snapshot, response: Response<Body>, token: &str) -> RequestError {
     snapshot.metrics.upstream_error(UpstreamErrorKind::Refused);
-    let reason = proxy::short_reason(response, 1024, Duration::from_secs(2)).await;
-    Err(RequestError::Forbidden(format!(
-        "the Stream origin refused the token: {reason}"
-    )))
+    let reason = proxy::short_reason(response, token, 1024, Duration::from_secs(2)).await;
+    RequestError::Forbidden(format!("the Stream origin refused the token: {reason}"))
 }
 
 /// One upstream exchange, timed and counted.

@@ -15,6 +15,38 @@ use crate::token::{IssuedToken, SignError, Signer, TokenSettings, VideoUid};
 /// Slots in front of the cache for the tokens being asked for now.
 const HOT_SLOTS: usize = 256;
 
+/// How long a replacement for a refused token is trusted: if Stream refuses the replacement
+/// too within this time, nothing more is signed for that key until it has passed (the
+/// refusal is the origin's answer, not a stale token).
+pub const REFUSED_TOKEN_COOL_DOWN: Duration = Duration::from_secs(60);
+
+/// The last refusal handled for one key: which token Stream refused, when, and its
+/// replacement once there is one (shared by every request that saw that refusal).
+struct Refusal {
+    refused: Arc<IssuedToken>,
+    /// Unix second (by the cache's clock) the refusal was handled.
+    at: u64,
+    replacement: Arc<tokio::sync::OnceCell<Replaced>>,
+}
+
+/// The token that followed a refused one.
+struct Replaced {
+    token: Arc<IssuedToken>,
+    /// Whether the refused token was evicted for it (else it was already cached: the refused
+    /// token was an older one, and this is no replacement to cool down on).
+    evicted: bool,
+}
+
+/// What [`TokenCache::replace_refused`] found.
+#[derive(Debug, Clone)]
+pub enum Replacement {
+    /// A token other than the refused one, to try once.
+    Token(Arc<IssuedToken>),
+    /// The refused token was itself a replacement less than [`REFUSED_TOKEN_COOL_DOWN`] old:
+    /// it stays cached, nothing was signed, and the refusal stands.
+    CoolingDown,
+}
+
 /// A token in a hot slot. A lookup is a hash, one atomic load and two comparisons (the
 /// settings by address first: a rule's grant is one shared `Arc`). Moka's own bookkeeping
 /// on a hit (read recording, expiry and frequency accounting) cost as much as the rest of
@@ -106,6 +138,13 @@ impl Expiry<TokenKey, Arc<IssuedToken>> for ReuseWindow {
     }
 }
 
+/// Whether `a` and `b` are the same issued token. By identity, not by text: two signatures
+/// of the same claims within one second are byte-identical (the claims have no nonce), yet
+/// the second is a replacement for the first.
+fn same_token(a: &Arc<IssuedToken>, b: &Arc<IssuedToken>) -> bool {
+    Arc::ptr_eq(a, b)
+}
+
 /// Counters for the cache; read with [`TokenCache::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -138,6 +177,8 @@ pub struct TokenCache {
     /// Longest wait for a signature (queue included), in milliseconds;
     /// `limits.request_timeout`, which a reload may change while the cache is kept.
     sign_timeout_ms: AtomicU64,
+    /// Refusals handled within the last [`REFUSED_TOKEN_COOL_DOWN`], by key.
+    refusals: std::sync::Mutex<std::collections::HashMap<TokenKey, Refusal>>,
 }
 
 impl TokenCache {
@@ -171,6 +212,7 @@ impl TokenCache {
             evictions,
             metrics: None,
             sign_timeout_ms: AtomicU64::new(30_000),
+            refusals: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -335,18 +377,101 @@ impl TokenCache {
         signed
     }
 
-    /// Forget the token for `uid` under `settings` (the origin refused it), so the next
-    /// request signs a new one.
-    pub async fn invalidate(&self, uid: VideoUid, settings: &TokenSettings) {
-        let slot = self.hot_slot(uid, settings);
-        let held = slot
-            .load()
-            .as_ref()
-            .is_some_and(|hot| hot.uid == uid && *hot.settings == *settings);
-        if held {
-            slot.store(None);
+    /// A replacement for `refused`, a token for `uid` under `settings` that Stream refused.
+    ///
+    /// The refused token is evicted only if it is still the one cached, and then `lookup`
+    /// (the caller's way to the cached token: it signs on a miss) gets its replacement. Every
+    /// request refused with the same token shares that one eviction and lookup
+    /// (single-flight), so a token is replaced at most once however many requests saw it
+    /// refused. A refusal of the replacement itself within [`REFUSED_TOKEN_COOL_DOWN`] is
+    /// [`Replacement::CoolingDown`]: no eviction, no signature. `Err` is `lookup`'s.
+    pub async fn replace_refused<E, F, Fut>(
+        &self,
+        uid: VideoUid,
+        settings: &Arc<TokenSettings>,
+        refused: &Arc<IssuedToken>,
+        lookup: F,
+    ) -> Result<Replacement, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<IssuedToken>, E>>,
+    {
+        let now = self.clock.now();
+        let cool_down = REFUSED_TOKEN_COOL_DOWN.as_secs();
+        let replacement = {
+            let mut refusals = self
+                .refusals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            refusals.retain(|_, refusal| now < refusal.at.saturating_add(cool_down));
+            let key = TokenKey {
+                uid,
+                settings: Arc::clone(settings),
+            };
+            match refusals.get(&key) {
+                Some(last) if same_token(&last.refused, refused) => Arc::clone(&last.replacement),
+                Some(last)
+                    if last.replacement.get().is_some_and(|replaced| {
+                        replaced.evicted && same_token(&replaced.token, refused)
+                    }) =>
+                {
+                    return Ok(Replacement::CoolingDown);
+                }
+                // None, or an older token than the last one refused: a refusal of its own.
+                _ => {
+                    let replacement = Arc::new(tokio::sync::OnceCell::new());
+                    refusals.insert(
+                        key,
+                        Refusal {
+                            refused: Arc::clone(refused),
+                            at: now,
+                            replacement: Arc::clone(&replacement),
+                        },
+                    );
+                    replacement
+                }
+            }
+        };
+        let replaced = replacement
+            .get_or_try_init(|| async {
+                let evicted = self.evict_if_cached(uid, settings, refused).await;
+                let token = lookup().await?;
+                Ok(Replaced { token, evicted })
+            })
+            .await?;
+        if same_token(&replaced.token, refused) {
+            return Ok(Replacement::CoolingDown);
         }
-        self.tokens.invalidate(&TokenKeyRef { uid, settings }).await;
+        Ok(Replacement::Token(Arc::clone(&replaced.token)))
+    }
+
+    /// Drop `token` from the hot slot and the cache if it is what they hold for `uid` under
+    /// `settings` (and not a newer token someone already put there). `true` if the cache
+    /// held it.
+    async fn evict_if_cached(
+        &self,
+        uid: VideoUid,
+        settings: &TokenSettings,
+        token: &Arc<IssuedToken>,
+    ) -> bool {
+        let slot = self.hot_slot(uid, settings);
+        let held = slot.load();
+        if let Some(hot) = &*held
+            && hot.uid == uid
+            && *hot.settings == *settings
+            && same_token(&hot.token, token)
+        {
+            // Only if the slot still holds what was checked.
+            slot.compare_and_swap(&held, None);
+        }
+        let lookup = TokenKeyRef { uid, settings };
+        match self.tokens.get(&lookup).await {
+            Some(cached) if same_token(&cached, token) => {
+                self.tokens.invalidate(&lookup).await;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Hits, misses and size so far.
@@ -501,20 +626,124 @@ mod tests {
         assert_eq!(cache.signer().signatures(), 1);
     }
 
+    /// `replace_refused` as proxy mode calls it: the lookup is the hot-slot path.
+    async fn replace(
+        cache: &TokenCache,
+        n: u8,
+        settings: &Arc<TokenSettings>,
+        refused: &Arc<IssuedToken>,
+    ) -> Replacement {
+        cache
+            .replace_refused(uid(n), settings, refused, || cache.token(uid(n), settings))
+            .await
+            .unwrap()
+    }
+
+    fn replaced(replacement: Replacement) -> Arc<IssuedToken> {
+        match replacement {
+            Replacement::Token(token) => token,
+            Replacement::CoolingDown => panic!("expected a replacement"),
+        }
+    }
+
     #[tokio::test]
-    async fn invalidation_also_drops_the_hot_token() {
+    async fn a_refused_token_is_replaced_once_and_the_hot_slot_follows() {
         let cache = cache(Duration::from_secs(60));
         let settings = settings(3600, false);
-        cache.token(uid(4), &settings).await.unwrap();
+        let first = cache.token(uid(4), &settings).await.unwrap();
         cache.token(uid(4), &settings).await.unwrap();
         assert_eq!(cache.signer().signatures(), 1);
-        cache.invalidate(uid(4), &settings).await;
-        cache.token(uid(4), &settings).await.unwrap();
-        assert_eq!(
-            cache.signer().signatures(),
-            2,
-            "signed again after invalidation"
+        let second = replaced(replace(&cache, 4, &settings, &first).await);
+        assert!(!Arc::ptr_eq(&second, &first));
+        assert_eq!(cache.signer().signatures(), 2, "signed again once");
+        // Every later request, from the hot slot or the cache, gets the replacement.
+        let hot = cache.token(uid(4), &settings).await.unwrap();
+        let behind = cache.token_unshared(uid(4), &settings).await.unwrap();
+        assert!(Arc::ptr_eq(&hot, &second) && Arc::ptr_eq(&behind, &second));
+        // A late request refused with the first token gets the same replacement.
+        let late = replaced(replace(&cache, 4, &settings, &first).await);
+        assert!(Arc::ptr_eq(&late, &second));
+        assert_eq!(cache.signer().signatures(), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_refusals_of_one_token_sign_one_replacement() {
+        let cache = Arc::new(cache(Duration::from_secs(60)));
+        let settings = settings(3600, false);
+        let refused = cache.token(uid(6), &settings).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let (cache, settings, refused) = (
+                Arc::clone(&cache),
+                Arc::clone(&settings),
+                Arc::clone(&refused),
+            );
+            tasks.push(tokio::spawn(async move {
+                replaced(replace(&cache, 6, &settings, &refused).await)
+            }));
+        }
+        let mut replacements = Vec::new();
+        for task in tasks {
+            replacements.push(task.await.unwrap());
+        }
+        assert_eq!(cache.signer().signatures(), 2, "one token, one replacement");
+        assert!(
+            replacements
+                .iter()
+                .all(|t| Arc::ptr_eq(t, &replacements[0]))
         );
+        assert!(!Arc::ptr_eq(&replacements[0], &refused));
+    }
+
+    #[tokio::test]
+    async fn a_refused_replacement_signs_nothing_until_the_cool_down_has_passed() {
+        let clock = Clock::manual(T0);
+        let cache = cache_with_clock(Duration::from_secs(60), clock.clone());
+        let settings = settings(3600, false);
+        let first = cache.token(uid(7), &settings).await.unwrap();
+        let second = replaced(replace(&cache, 7, &settings, &first).await);
+        for _ in 0..20 {
+            let again = replace(&cache, 7, &settings, &second).await;
+            assert!(matches!(again, Replacement::CoolingDown), "{again:?}");
+        }
+        assert_eq!(cache.signer().signatures(), 2);
+        let still = cache.token(uid(7), &settings).await.unwrap();
+        assert!(Arc::ptr_eq(&still, &second), "the replacement stays cached");
+
+        clock.advance(REFUSED_TOKEN_COOL_DOWN - Duration::from_secs(1));
+        assert!(matches!(
+            replace(&cache, 7, &settings, &second).await,
+            Replacement::CoolingDown
+        ));
+        clock.advance(Duration::from_secs(1));
+        let third = replaced(replace(&cache, 7, &settings, &second).await);
+        assert!(!Arc::ptr_eq(&third, &second));
+        assert_eq!(cache.signer().signatures(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_of_a_token_no_longer_cached_evicts_nothing() {
+        let cache = cache(Duration::from_secs(60));
+        let settings = settings(3600, false);
+        let current = cache.token(uid(8), &settings).await.unwrap();
+        let stale = Arc::new(IssuedToken::new(
+            "eyJ.stale.token".into(),
+            current.expires_at,
+        ));
+        let replacement = replaced(replace(&cache, 8, &settings, &stale).await);
+        assert!(
+            Arc::ptr_eq(&replacement, &current),
+            "the cached token is the answer"
+        );
+        assert_eq!(cache.signer().signatures(), 1);
+        // That was no replacement: a refusal of the current token is its own, and replaced.
+        let other = cache.token(uid(9), &settings).await.unwrap();
+        let renewed = replaced(replace(&cache, 8, &settings, &current).await);
+        assert!(!Arc::ptr_eq(&renewed, &current));
+        assert_eq!(cache.signer().signatures(), 3);
+        // Other keys are not touched by a refusal.
+        let still = cache.token(uid(9), &settings).await.unwrap();
+        assert!(Arc::ptr_eq(&other, &still));
     }
 
     #[tokio::test]
