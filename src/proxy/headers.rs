@@ -25,8 +25,10 @@ const UPSTREAM_REQUEST_PARTIAL: [HeaderName; 4] = [
 
 /// Stream's response headers the viewer may see, besides `Cache-Control` (made private) and
 /// `Location` (rewritten, see [`super::rewrite::Rewriter::location`]).
-const DOWNSTREAM_RESPONSE: [HeaderName; 9] = [
+const DOWNSTREAM_RESPONSE: [HeaderName; 10] = [
     header::CONTENT_TYPE,
+    // A download's file name.
+    header::CONTENT_DISPOSITION,
     header::CONTENT_LENGTH,
     header::CONTENT_RANGE,
     header::ACCEPT_RANGES,
@@ -278,6 +280,7 @@ mod tests {
             [
                 "accept-ranges",
                 "cache-control",
+                "content-disposition",
                 "content-length",
                 "content-range",
                 "content-type",
