@@ -1,29 +1,39 @@
-//! Log lines written off the request path: each formatted line goes into a bounded queue, and
-//! one writer thread moves the queue into a buffered writer, flushing whenever the queue runs
-//! dry (so at once when traffic is light, in large batches when it is heavy) and at least every
-//! [`FLUSH_EVERY`].
+//! Log lines written off the request path. Each line is formatted on the thread that logs it
+//! and appended to one shared, bounded buffer; a writer thread of its own swaps the buffer out
+//! and writes it to the sink in one go, every [`FLUSH_EVERY`] or as soon as
+//! [`WAKE_AT_BYTES`] are waiting, whichever comes first.
 //!
-//! A request thread never waits for the log: when the queue is full the line is dropped and
-//! counted ([`dropped_lines`], exported as `streamgate_log_lines_dropped_total`). Waiting
+//! Nothing on the request path waits for the sink, makes a system call or wakes a thread per
+//! line: a line costs its formatting, one short lock and a copy. A thread is woken only when a
+//! batch is large (about one wake per thousand access lines under load). The cost of that
+//! choice is a delay of up to [`FLUSH_EVERY`] before a line reaches the sink when traffic is
+//! light.
+//!
+//! When the sink cannot keep up and the buffer holds [`QUEUE_BYTES`], new lines are dropped
+//! and counted ([`dropped_lines`], exported as `streamgate_log_lines_dropped_total`). Waiting
 //! would turn a slow log sink (a full pipe, a stalled collector) into a stalled gateway.
-//! [`LogGuard`] flushes everything queued before it when it is dropped, so a graceful shutdown
-//! loses no line.
+//! [`LogGuard`] writes and flushes everything appended before it is dropped, so a graceful
+//! shutdown loses no line.
 
-use std::io::{self, BufWriter, Write};
+use std::cell::RefCell;
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// The longest a written line waits in the buffer before it reaches the sink.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// The longest an appended line waits before the writer thread writes and flushes it.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
-/// Lines the queue holds before new ones are dropped.
-pub const QUEUE_LINES: usize = 65_536;
+/// How many bytes may wait for the writer before new lines are dropped.
+pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Lines dropped because the queue was full, since the process started.
+/// How many waiting bytes wake the writer before [`FLUSH_EVERY`] has passed.
+pub const WAKE_AT_BYTES: usize = 256 * 1024;
+
+/// Lines dropped because the buffer was full, since the process started.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// How many log lines were dropped because the writer could not keep up.
@@ -31,97 +41,155 @@ pub fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
-enum Message {
-    Line(Vec<u8>),
-    /// Flush everything before this and stop.
-    Stop,
+/// What the logging threads and the writer thread share.
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Signalled when `pending` passes the wake mark, and to stop.
+    wake: Condvar,
+    capacity: usize,
+    wake_at: usize,
 }
 
-/// The `MakeWriter` the log formatter writes through: cheap to clone, one queue per process.
+struct Pending {
+    bytes: Vec<u8>,
+    stop: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding the lock leaves whole lines behind: keep going.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Append one whole line, or drop and count it when the buffer is full.
+    fn append(&self, line: &[u8]) {
+        let mut pending = self.lock();
+        if pending.stop {
+            // The writer has gone (the process is exiting): write directly.
+            drop(pending);
+            let _ = io::stderr().write_all(line);
+            return;
+        }
+        let before = pending.bytes.len();
+        if before + line.len() > self.capacity {
+            drop(pending);
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pending.bytes.extend_from_slice(line);
+        let crossed = before < self.wake_at && pending.bytes.len() >= self.wake_at;
+        drop(pending);
+        if crossed {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The `MakeWriter` the log formatter writes through: cheap to clone, one buffer per process.
 #[derive(Clone)]
 pub struct LogWriter {
-    queue: SyncSender<Message>,
+    shared: Arc<Shared>,
 }
 
-/// Stops the writer thread when dropped, after it has written and flushed every line queued
+/// Stops the writer thread when dropped, after it has written and flushed every line appended
 /// before.
 pub struct LogGuard {
-    queue: SyncSender<Message>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// Start the writer thread over `sink`, with room for `capacity` lines.
+/// Start the writer thread over `sink`, with room for `capacity` bytes of waiting lines.
 pub fn spawn<W: Write + Send + 'static>(
     sink: W,
     capacity: usize,
 ) -> io::Result<(LogWriter, LogGuard)> {
-    let (queue, lines) = mpsc::sync_channel(capacity);
-    let thread = std::thread::Builder::new()
-        .name("log-writer".into())
-        .spawn(move || write_lines(lines, sink))?;
+    let shared = Arc::new(Shared {
+        pending: Mutex::new(Pending {
+            bytes: Vec::with_capacity(WAKE_AT_BYTES.min(capacity)),
+            stop: false,
+        }),
+        wake: Condvar::new(),
+        capacity,
+        wake_at: WAKE_AT_BYTES.min(capacity / 2).max(1),
+    });
+    let thread = {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || write_batches(&shared, sink))?
+    };
     Ok((
         LogWriter {
-            queue: queue.clone(),
+            shared: Arc::clone(&shared),
         },
         LogGuard {
-            queue,
+            shared,
             thread: Some(thread),
         },
     ))
 }
 
-/// The writer thread: write what is queued, flush when the queue is empty or
-/// [`FLUSH_EVERY`] has passed, until told to stop.
-fn write_lines<W: Write>(lines: Receiver<Message>, sink: W) {
-    let mut out = BufWriter::with_capacity(64 * 1024, sink);
+/// The writer thread: every [`FLUSH_EVERY`] (or when woken), take what is waiting, write it
+/// and flush, until told to stop; then write the rest.
+fn write_batches<W: Write>(shared: &Shared, mut sink: W) {
+    // Two buffers trade places, so that neither side allocates in the steady state.
+    let mut batch: Vec<u8> = Vec::new();
     loop {
-        let first = match lines.recv_timeout(FLUSH_EVERY) {
-            Ok(message) => message,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
+        let stop = {
+            let pending = shared.lock();
+            let (mut pending, _) = shared
+                .wake
+                .wait_timeout_while(pending, FLUSH_EVERY, |p| {
+                    !p.stop && p.bytes.len() < shared.wake_at
+                })
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::swap(&mut pending.bytes, &mut batch);
+            pending.stop
         };
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                // A sink that fails has nowhere to report it: the log is where it would go.
-                Message::Line(line) => drop(out.write_all(&line)),
-                Message::Stop => {
-                    let _ = out.flush();
-                    return;
-                }
-            }
-            // Whatever else is already queued goes into the same flush.
-            next = lines.try_recv().ok();
+        if !batch.is_empty() {
+            // A sink that fails has nowhere to report it: the log is where it would go.
+            let _ = sink.write_all(&batch);
+            let _ = sink.flush();
+            batch.clear();
         }
-        let _ = out.flush();
+        if stop {
+            return;
+        }
     }
-    let _ = out.flush();
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        // Blocking on purpose: shutdown waits for the queue to drain.
-        if self.queue.send(Message::Stop).is_ok()
-            && let Some(thread) = self.thread.take()
-        {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
+        // Blocking on purpose: shutdown waits for what is waiting to be written.
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-/// One formatted line, collected as the formatter writes it and queued when it is done.
+thread_local! {
+    /// The line being formatted on this thread, reused from line to line.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+/// One formatted line, collected as the formatter writes it and appended when it is done.
 pub struct Line<'a> {
     buffer: Vec<u8>,
-    queue: &'a SyncSender<Message>,
+    shared: &'a Shared,
 }
 
 impl<'a> MakeWriter<'a> for LogWriter {
     type Writer = Line<'a>;
 
     fn make_writer(&'a self) -> Self::Writer {
+        let buffer = LINE
+            .try_with(|line| std::mem::take(&mut *line.borrow_mut()))
+            .unwrap_or_default();
         Line {
-            buffer: Vec::with_capacity(256),
-            queue: &self.queue,
+            buffer,
+            shared: &self.shared,
         }
     }
 }
@@ -139,20 +207,14 @@ impl Write for Line<'_> {
 
 impl Drop for Line<'_> {
     fn drop(&mut self) {
-        if self.buffer.is_empty() {
-            return;
+        if !self.buffer.is_empty() {
+            self.shared.append(&self.buffer);
         }
-        let line = std::mem::take(&mut self.buffer);
-        match self.queue.try_send(Message::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
-            }
-            // The writer has stopped (the process is exiting): write directly.
-            Err(TrySendError::Disconnected(Message::Line(line))) => {
-                let _ = io::stderr().write_all(&line);
-            }
-            Err(TrySendError::Disconnected(Message::Stop)) => {}
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        // Keep the allocation for the next line on this thread, unless a huge line grew it.
+        if buffer.capacity() <= 64 * 1024 {
+            let _ = LINE.try_with(|line| *line.borrow_mut() = buffer);
         }
     }
 }
@@ -160,10 +222,11 @@ impl Drop for Line<'_> {
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
+    use std::time::Instant;
 
     use super::*;
 
-    /// A sink tests can read, and hold shut to fill the queue.
+    /// A sink tests can read, and hold shut to fill the buffer.
     #[derive(Clone, Default)]
     struct Sink {
         written: Arc<Mutex<Vec<u8>>>,
@@ -189,9 +252,9 @@ mod tests {
     }
 
     #[test]
-    fn every_queued_line_is_written_in_order_by_the_time_the_guard_is_dropped() {
+    fn every_appended_line_is_written_in_order_by_the_time_the_guard_is_dropped() {
         let sink = Sink::default();
-        let (writer, guard) = spawn(sink.clone(), 1024).unwrap();
+        let (writer, guard) = spawn(sink.clone(), 1 << 20).unwrap();
         for i in 0..500 {
             line(&writer, &format!("line {i}\n"));
         }
@@ -202,22 +265,72 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_lines_and_counts_them_instead_of_waiting() {
+    fn lines_from_many_threads_stay_whole() {
+        let sink = Sink::default();
+        let (writer, guard) = spawn(sink.clone(), 1 << 20).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let writer = writer.clone();
+                scope.spawn(move || {
+                    for i in 0..200 {
+                        let mut line = writer.make_writer();
+                        // Written in pieces, as the formatter does.
+                        write!(line, "thread {t} ").unwrap();
+                        write!(line, "line {i}").unwrap();
+                        line.write_all(b"\n").unwrap();
+                    }
+                });
+            }
+        });
+        drop(guard);
+        let written = String::from_utf8(sink.written.lock().unwrap().clone()).unwrap();
+        assert_eq!(written.lines().count(), 800);
+        for t in 0..4 {
+            let ours: Vec<&str> = written
+                .lines()
+                .filter(|l| l.starts_with(&format!("thread {t} ")))
+                .collect();
+            let expected: Vec<String> = (0..200).map(|i| format!("thread {t} line {i}")).collect();
+            assert_eq!(ours, expected, "thread {t}'s lines, whole and in order");
+        }
+    }
+
+    #[test]
+    fn a_line_reaches_the_sink_within_the_flush_interval_without_more_traffic() {
+        let sink = Sink::default();
+        let (writer, _guard) = spawn(sink.clone(), 1 << 20).unwrap();
+        let started = Instant::now();
+        line(&writer, "alone\n");
+        // Bounded: the writer flushes every FLUSH_EVERY; give it twenty of them.
+        while sink.written.lock().unwrap().is_empty() {
+            assert!(
+                started.elapsed() < FLUSH_EVERY * 20,
+                "the line never reached the sink"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(sink.written.lock().unwrap().as_slice(), b"alone\n");
+    }
+
+    #[test]
+    fn a_full_buffer_drops_lines_and_counts_them_instead_of_waiting() {
         let sink = Sink::default();
         let closed = sink.gate.lock().unwrap();
-        let (writer, guard) = spawn(sink.clone(), 4).unwrap();
+        // Room for 8 lines of 8 bytes; the writer blocks on the closed sink with its first
+        // batch, so the buffer then fills and the rest are dropped, and no call here blocks.
+        let (writer, guard) = spawn(sink.clone(), 64).unwrap();
         let before = dropped_lines();
-        // The writer thread blocks on its first flush into the closed sink; the queue then
-        // holds 4 more lines and the rest are dropped, and no call here blocks.
-        for i in 0..20 {
-            line(&writer, &format!("line {i}\n"));
+        for i in 0..40 {
+            line(&writer, &format!("line {i:02}\n"));
         }
         let dropped = dropped_lines() - before;
-        assert!((1..=16).contains(&dropped), "{dropped} dropped");
+        assert!((16..=32).contains(&dropped), "{dropped} dropped");
         drop(closed);
         drop(guard);
         let written = String::from_utf8(sink.written.lock().unwrap().clone()).unwrap();
-        let kept: String = (0..20 - dropped).map(|i| format!("line {i}\n")).collect();
-        assert_eq!(written, kept, "the first lines are kept, in order");
+        let kept = written.lines().count() as u64;
+        assert_eq!(kept + dropped, 40, "every line is written or counted");
+        let expected: String = (0..kept).map(|i| format!("line {i:02}\n")).collect();
+        assert_eq!(written, expected, "the first lines are kept, in order");
     }
 }

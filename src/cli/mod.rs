@@ -180,7 +180,7 @@ fn init_tracing(format: LogFormat) -> Option<log_writer::LogGuard> {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     // Lines are formatted on the thread that logs them and written by a thread of their own.
-    let (writer, guard) = match log_writer::spawn(std::io::stderr(), log_writer::QUEUE_LINES) {
+    let (writer, guard) = match log_writer::spawn(std::io::stderr(), log_writer::QUEUE_BYTES) {
         Ok((writer, guard)) => (writer, guard),
         Err(error) => {
             eprintln!("error: cannot start the log writer: {error}");
