@@ -85,8 +85,26 @@ pub struct BasicUsers {
     per_address: Arc<AddressQueues>,
 }
 
-/// A check that must be let through (`Ok`) once it has its turn, right before argon2 runs.
-pub type Gate<'a> = dyn Fn() -> Result<(), AuthError> + Send + Sync + 'a;
+/// What a full password check asks and tells around argon2: whether it may still run once
+/// it has its turn, and that it found the password wrong. Both happen while the check holds
+/// its address's turn, so the next check from that address already sees the failure.
+pub trait Gate: Send + Sync {
+    /// `Err` refuses the check before argon2 runs.
+    fn admit(&self) -> Result<(), AuthError>;
+    /// The password (or the user) was wrong.
+    fn failed(&self);
+}
+
+/// A gate that admits every check and keeps no count.
+pub struct Open;
+
+impl Gate for Open {
+    fn admit(&self) -> Result<(), AuthError> {
+        Ok(())
+    }
+
+    fn failed(&self) {}
+}
 
 /// The user name and password of `Authorization: Basic ...`, decoded.
 pub struct BasicCredentials {
@@ -213,24 +231,24 @@ impl BasicUsers {
     }
 
     /// Verify `credentials_b64`, the part of `Authorization: Basic ...` after the scheme, sent
-    /// from `client`, with no further gate.
+    /// from `client`, with no gate ([`Open`]).
     pub async fn verify(
         &self,
         credentials_b64: &str,
         client: IpAddr,
     ) -> Result<Arc<Principal>, AuthError> {
         let credentials = BasicCredentials::decode(credentials_b64)?;
-        self.verify_credentials(&credentials, client, &|| Ok(()))
-            .await
+        self.verify_credentials(&credentials, client, &Open).await
     }
 
     /// Verify decoded `credentials` sent from `client`. A full check asks `gate` once it has
-    /// its turn, just before argon2 runs, and is refused with its error.
+    /// its turn, just before argon2 runs (and is refused with its error), and tells it of a
+    /// wrong password before the next check from that address has its turn.
     pub async fn verify_credentials(
         &self,
         credentials: &BasicCredentials,
         client: IpAddr,
-        gate: &Gate<'_>,
+        gate: &dyn Gate,
     ) -> Result<Arc<Principal>, AuthError> {
         let (name, password) = (credentials.user(), credentials.password());
         let key = self.hasher.digest(&[name.as_bytes(), password.as_bytes()]);
@@ -249,7 +267,7 @@ impl BasicUsers {
         name: &str,
         password: &str,
         client: IpAddr,
-        gate: &Gate<'_>,
+        gate: &dyn Gate,
     ) -> Result<Arc<Principal>, AuthError> {
         let user = self.users.get(name);
         let turn = AddressQueues::enter(&self.per_address, AddressKey::of(client))
@@ -281,35 +299,39 @@ impl BasicUsers {
                 .await
                 .map_err(|_| AuthError::Busy)?
         };
-        gate()?;
+        gate.admit()?;
 
         let stored = user.map(|user| user.password_hash.expose().clone());
         let password = password.to_owned();
         let verifications = self.verifications.clone();
         let memory = Arc::clone(&self.memory);
         // The permit and the address's turn move into the task, so the bounds hold even if
-        // this future is dropped (the client went away) while argon2 is still running.
+        // this future is dropped (the client went away) while argon2 is still running. The
+        // turn comes back, to be given up only once a failure is told to the gate.
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let _turn = turn;
             verifications.fetch_add(1, Ordering::Relaxed);
-            match &stored {
+            let matched = match &stored {
                 Some(phc) => memory.verify(phc, password.as_bytes()),
                 None => {
                     // Same work as a real check, same answer as a wrong password.
                     let _ = memory.verify(&DUMMY_HASH, password.as_bytes());
                     false
                 }
-            }
+            };
+            (matched, turn)
         })
         .await;
 
         match outcome {
-            Ok(true) => match user {
+            // `_turn` is held to the end of the arm: past the gate's count of a failure.
+            Ok((matched, _turn)) => match user.filter(|_| matched) {
                 Some(user) => Ok(user.principal.clone()),
-                None => Err(AuthError::InvalidPassword),
+                None => {
+                    gate.failed();
+                    Err(AuthError::InvalidPassword)
+                }
             },
-            Ok(false) => Err(AuthError::InvalidPassword),
             Err(error) => {
                 tracing::error!(%error, "a password check failed to complete");
                 Err(AuthError::Busy)
@@ -802,28 +824,60 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_gate_refuses_the_check_before_argon2_runs() {
+    async fn the_gate_refuses_before_argon2_runs_and_hears_of_each_wrong_password() {
         let basic = users(Duration::from_secs(60));
+        /// Admits while `open`, and counts the failures it is told of.
+        struct Counting {
+            open: bool,
+            failures: AtomicUsize,
+        }
+        impl Gate for Counting {
+            fn admit(&self) -> Result<(), AuthError> {
+                if self.open {
+                    Ok(())
+                } else {
+                    Err(AuthError::Throttled {
+                        reason: ThrottleReason::User,
+                        retry_after_secs: 3,
+                    })
+                }
+            }
+            fn failed(&self) {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let credentials = BasicCredentials::decode(&encode("alice:wonderland")).unwrap();
-        let refused = || {
-            Err(AuthError::Throttled {
-                reason: ThrottleReason::User,
-                retry_after_secs: 3,
-            })
+        let closed = Counting {
+            open: false,
+            failures: AtomicUsize::new(0),
         };
         assert!(matches!(
             basic
-                .verify_credentials(&credentials, ADDRESS, &refused)
+                .verify_credentials(&credentials, ADDRESS, &closed)
                 .await,
             Err(AuthError::Throttled { .. })
         ));
         assert_eq!(basic.verifications(), 0);
         assert_eq!(basic.per_address.len(), 0);
+        let open = Counting {
+            open: true,
+            failures: AtomicUsize::new(0),
+        };
         basic
-            .verify_credentials(&credentials, ADDRESS, &|| Ok(()))
+            .verify_credentials(&credentials, ADDRESS, &open)
             .await
             .unwrap();
-        assert_eq!(basic.verifications(), 1);
+        let wrong = BasicCredentials::decode(&encode("alice:wrong")).unwrap();
+        let unknown = BasicCredentials::decode(&encode("nobody:wonderland")).unwrap();
+        for credentials in [&wrong, &unknown] {
+            let error = basic
+                .verify_credentials(credentials, ADDRESS, &open)
+                .await
+                .unwrap_err();
+            assert_eq!(error, AuthError::InvalidPassword);
+        }
+        assert_eq!(basic.verifications(), 3);
+        assert_eq!(open.failures.load(Ordering::Relaxed), 2);
         assert!(!format!("{credentials:?}").contains("wonderland"));
     }
 

@@ -342,7 +342,11 @@ impl Authenticator {
         let verified = self.verify(credential, basic.as_ref(), client).await;
         match &verified {
             Ok(_) => self.throttle.succeeded(client, user),
-            Err(error) if error.is_failed_credential() => self.throttle.failed(client, user),
+            // A wrong password was counted by the password check itself (see
+            // [`ThrottleGate`]), before the address's next check could start.
+            Err(error) if error.is_failed_credential() && basic.is_none() => {
+                self.throttle.failed(client, None)
+            }
             Err(_) => {}
         }
         verified.map(Identity::Authenticated)
@@ -360,9 +364,11 @@ impl Authenticator {
             // Boxed: these futures are large (a password check on the blocking pool, a key
             // fetch), and anonymous and API-key callers would otherwise carry their space.
             (Credential::Basic(_), Some(credentials), Some(users)) => {
-                // Asked again once the check has its turn: a window that began while it
-                // waited refuses it before argon2 runs.
-                let gate = || self.throttle.check(client, Some(credentials.user()));
+                let gate = ThrottleGate {
+                    throttle: &self.throttle,
+                    client,
+                    user: credentials.user(),
+                };
                 Box::pin(users.verify_credentials(credentials, client, &gate)).await
             }
             (Credential::Basic(_), _, _) => Err(self.unsupported("Basic")),
@@ -450,6 +456,25 @@ impl Authenticator {
                 .copied(),
             accepted: accepted.join(" or "),
         }
+    }
+}
+
+/// The throttle as a password check sees it: asked again once the check has its turn (a
+/// window that began while it waited refuses it before argon2 runs), and told of a wrong
+/// password while the check still holds the turn.
+struct ThrottleGate<'a> {
+    throttle: &'a SignInThrottle,
+    client: IpAddr,
+    user: &'a str,
+}
+
+impl basic::Gate for ThrottleGate<'_> {
+    fn admit(&self) -> Result<(), AuthError> {
+        self.throttle.check(self.client, Some(self.user))
+    }
+
+    fn failed(&self) {
+        self.throttle.failed(self.client, Some(self.user));
     }
 }
 

@@ -232,10 +232,10 @@ impl SignInThrottle {
         if let Some(wait) = self.addresses.wait(&address, &self.settings, now) {
             return Err(throttled(ThrottleReason::Address, wait));
         }
-        if let Some(user) = user.filter(|_| !self.users.is_empty()) {
-            if let Some(wait) = self.users.wait(&self.user_key(user), &self.settings, now) {
-                return Err(throttled(ThrottleReason::User, wait));
-            }
+        if let Some(user) = user.filter(|_| !self.users.is_empty())
+            && let Some(wait) = self.users.wait(&self.user_key(user), &self.settings, now)
+        {
+            return Err(throttled(ThrottleReason::User, wait));
         }
         Ok(())
     }
