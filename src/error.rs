@@ -82,6 +82,9 @@ impl RequestError {
             RequestError::NotFound(_) => StatusCode::NOT_FOUND,
             RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::UriTooLong => StatusCode::URI_TOO_LONG,
+            RequestError::InvalidCredentials(AuthError::Throttled { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             RequestError::InvalidCredentials(error) if error.is_unavailable() => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -166,7 +169,10 @@ impl RequestError {
             RequestError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
             }
-            RequestError::TooManyRequests { retry_after_secs } => {
+            RequestError::TooManyRequests { retry_after_secs }
+            | RequestError::InvalidCredentials(AuthError::Throttled {
+                retry_after_secs, ..
+            }) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             _ if needs_sign_in => {
@@ -353,6 +359,18 @@ mod tests {
         assert!(!accept("application/json, text/html"));
         assert!(!accept("*/*"));
         assert!(!prefers_html(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_throttled_sign_in_is_429_with_retry_after_and_no_challenge() {
+        let response = RequestError::InvalidCredentials(AuthError::Throttled {
+            reason: crate::metrics::ThrottleReason::User,
+            retry_after_secs: 8,
+        })
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[RETRY_AFTER], "8");
+        assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
     }
 
     #[test]

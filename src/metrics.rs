@@ -38,6 +38,8 @@
 //! | `streamgate_connections_closed_total` | counter | `reason` (`header_timeout`, `idle_timeout`, `evicted`) |
 //! | `streamgate_rate_limit_keys` | gauge | |
 //! | `streamgate_draining` | gauge | |
+//! | `streamgate_failed_sign_ins_total` | counter | |
+//! | `streamgate_sign_ins_throttled_total` | counter | `reason` (`address`, `user`, `queued`) |
 //!
 //! Series labelled by request (`route`/`status`, and `rule` other than `""`) appear once they
 //! are first non-zero, as a prometheus-client `Family` would add them; the small fixed label
@@ -208,6 +210,36 @@ impl UpstreamErrorKind {
 }
 
 const UPSTREAM_KINDS: usize = UpstreamErrorKind::ALL.len();
+
+/// Why a sign-in was refused before its credential was checked; the `reason` label of
+/// `streamgate_sign_ins_throttled_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ThrottleReason {
+    /// The client address is in its backoff window after failed sign-ins.
+    Address,
+    /// The Basic user name is in its backoff window after failed sign-ins.
+    User,
+    /// The client address already has as many password checks running and waiting as it may.
+    Queued,
+}
+
+impl ThrottleReason {
+    /// Every reason, in slot order.
+    pub const ALL: [ThrottleReason; 3] = [
+        ThrottleReason::Address,
+        ThrottleReason::User,
+        ThrottleReason::Queued,
+    ];
+
+    /// The `reason` label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            ThrottleReason::Address => "address",
+            ThrottleReason::User => "user",
+            ThrottleReason::Queued => "queued",
+        }
+    }
+}
 
 /// Why the server closed a client connection; the `reason` label of
 /// `streamgate_connections_closed_total`.
@@ -439,6 +471,8 @@ struct Cold {
     connections_closed: [AtomicU64; ConnectionClose::ALL.len()],
     rate_limit_keys: AtomicU64,
     draining: AtomicU64,
+    failed_sign_ins: AtomicU64,
+    sign_ins_throttled: [AtomicU64; ThrottleReason::ALL.len()],
 }
 
 /// The gateway's metrics. See the [module documentation](self) for the names and design.
@@ -664,6 +698,18 @@ impl Metrics {
         self.shard().rate_limited.fetch_add(1, RELAXED);
     }
 
+    /// A credential was checked and refused (a wrong password, an unknown API key, a JWT that
+    /// failed verification): `streamgate_failed_sign_ins_total`.
+    pub fn failed_sign_in(&self) {
+        self.cold.failed_sign_ins.fetch_add(1, RELAXED);
+    }
+
+    /// A sign-in refused before its credential was checked:
+    /// `streamgate_sign_ins_throttled_total{reason}`.
+    pub fn sign_in_throttled(&self, reason: ThrottleReason) {
+        self.cold.sign_ins_throttled[reason as usize].fetch_add(1, RELAXED);
+    }
+
     /// Every metric in OpenMetrics text (ending `# EOF`), for a response with
     /// [`CONTENT_TYPE`]. Sums the shards and calls the cache source; takes no lock that a
     /// recording call takes.
@@ -704,6 +750,10 @@ impl Metrics {
             }),
             rate_limit_keys: self.cold.rate_limit_keys.load(RELAXED),
             draining: self.cold.draining.load(RELAXED),
+            failed_sign_ins: self.cold.failed_sign_ins.load(RELAXED),
+            sign_ins_throttled: std::array::from_fn(|i| {
+                self.cold.sign_ins_throttled[i].load(RELAXED)
+            }),
         };
         for shard in &self.shards {
             add_all(
@@ -833,6 +883,8 @@ struct Snapshot {
     connections_closed: [u64; ConnectionClose::ALL.len()],
     rate_limit_keys: u64,
     draining: u64,
+    failed_sign_ins: u64,
+    sign_ins_throttled: [u64; ThrottleReason::ALL.len()],
 }
 
 fn counter(metric: &mut MetricEncoder, value: u64) -> fmt::Result {
@@ -1032,7 +1084,26 @@ impl Collector for Snapshot {
             "streamgate_draining",
             "1 once shutdown has begun.",
             i64::try_from(self.draining).unwrap_or(i64::MAX),
-        )
+        )?;
+        lone_counter(
+            e,
+            "streamgate_failed_sign_ins",
+            "Credentials checked and refused (wrong passwords, unknown API keys, refused JWTs).",
+            self.failed_sign_ins,
+        )?;
+        let mut metric = e.encode_descriptor(
+            "streamgate_sign_ins_throttled",
+            "Sign-ins refused before their credential was checked, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, &value) in ThrottleReason::ALL.iter().zip(&self.sign_ins_throttled) {
+            counter(
+                &mut metric.encode_family(&[("reason", reason.label())])?,
+                value,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -1569,5 +1640,40 @@ mod tests {
         let s = parse(&text);
         assert_eq!(value(&s, "other_thing_total", &[]), 1.0);
         assert_eq!(value(&s, "streamgate_rate_limited_total", &[]), 1.0);
+    }
+
+    #[test]
+    fn failed_and_throttled_sign_ins_are_counted_by_reason() {
+        let metrics = Metrics::new();
+        let fresh = metrics.encode();
+        let s = parse(&fresh);
+        assert_eq!(value(&s, "streamgate_failed_sign_ins_total", &[]), 0.0);
+        assert_eq!(
+            label_sets(&s, "streamgate_sign_ins_throttled_total").len(),
+            3,
+            "every reason is exported from the start"
+        );
+        metrics.failed_sign_in();
+        metrics.failed_sign_in();
+        metrics.sign_in_throttled(ThrottleReason::User);
+        metrics.sign_in_throttled(ThrottleReason::Queued);
+        metrics.sign_in_throttled(ThrottleReason::Queued);
+        let text = metrics.encode();
+        let s = parse(&text);
+        let throttled = "streamgate_sign_ins_throttled_total";
+        assert_eq!(value(&s, "streamgate_failed_sign_ins_total", &[]), 2.0);
+        assert_eq!(value(&s, throttled, &[("reason", "address")]), 0.0);
+        assert_eq!(value(&s, throttled, &[("reason", "user")]), 1.0);
+        assert_eq!(value(&s, throttled, &[("reason", "queued")]), 2.0);
+        for family in [
+            "streamgate_failed_sign_ins",
+            "streamgate_sign_ins_throttled",
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {family} counter\n")).count(),
+                1,
+                "{family}"
+            );
+        }
     }
 }

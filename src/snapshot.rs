@@ -4,7 +4,7 @@
 //! authenticator, the authorizer and its rate limits, the token cache and its signer, the
 //! upstream client, the emulator's view of the keys. Start and reload both call it; a reload
 //! passes the running snapshot so that what did not change (the token cache, the rate-limit
-//! state) carries over. [`restart_only_changes`] decides, field by field, what a running
+//! state, the failed sign-ins) carries over. [`restart_only_changes`] decides, field by field, what a running
 //! process cannot change.
 
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::emulator::{Emulator, EmulatorError, EmulatorSettings, VerifyingKeySpe
 use crate::identity::Authenticator;
 use crate::identity::basic::BasicUsers;
 use crate::identity::jwt::JwtVerifier;
+use crate::identity::throttle::SignInThrottle;
 use crate::metrics::Metrics;
 use crate::proxy::{ClientError, Upstream};
 use crate::token::cache::TokenCache;
@@ -84,6 +85,13 @@ impl Snapshot {
         let mut auth = authenticator(&settings)?;
         if let Some(old) = previous.and_then(|previous| previous.auth.basic.as_ref()) {
             auth.basic = auth.basic.take().map(|basic| basic.reusing_memory_of(old));
+        }
+        // Failed sign-ins carry over like the rate limits: a reload must not hand a guesser
+        // a fresh set of attempts.
+        if let Some(previous) = previous
+            && *previous.auth.throttle.settings() == settings.identity.failed_sign_ins
+        {
+            auth.throttle = Arc::clone(&previous.auth.throttle);
         }
         let cache = token_cache(&settings, keys, previous, fixed);
         let origin = fixed.origin.clone();
@@ -223,6 +231,7 @@ pub fn authenticator(settings: &Settings) -> Result<Authenticator, ConfigErrors>
         )
     });
     Ok(Authenticator {
+        throttle: Arc::new(SignInThrottle::new(identity.failed_sign_ins)),
         api_keys: identity.api_keys.clone(),
         basic,
         jwt,

@@ -269,6 +269,26 @@ fn table(dir: &Path) -> Vec<Entry> {
             Shows("max_password_checks: 7"),
         ),
         append(
+            "auth.failed_sign_ins",
+            "auth:\n  failed_sign_ins: {allowed: 77}\n",
+            Shows("allowed: 77"),
+        ),
+        append(
+            "auth.failed_sign_ins.allowed",
+            "auth:\n  failed_sign_ins:\n    allowed: 78\n",
+            Shows("allowed: 78"),
+        ),
+        append(
+            "auth.failed_sign_ins.backoff",
+            "auth:\n  failed_sign_ins:\n    backoff: 7s\n",
+            Shows("backoff: 7s"),
+        ),
+        append(
+            "auth.failed_sign_ins.max_backoff",
+            "auth:\n  failed_sign_ins:\n    max_backoff: 17m\n",
+            Shows("max_backoff: 1020s"),
+        ),
+        append(
             "client_address",
             "client_address:\n  header: X-Real-IP\n",
             Shows("XRealIp"),
@@ -485,6 +505,7 @@ const SECTIONS: &[&str] = &[
     "cache",
     "signing",
     "auth",
+    "auth.failed_sign_ins",
     "upstream",
     "limits",
     "log",

@@ -55,6 +55,9 @@ users:
 jwt_issuers:
 {issuers}auth:
   realm: {REALM}
+  # Many refused credentials come from one address here, each to see its own answer; the
+  # backoff after failed sign-ins is tested in tests/throttle.rs.
+  failed_sign_ins: {{allowed: 1000}}
 rules:
   - name: public
     videos: [\"tag:public\"]

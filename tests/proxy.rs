@@ -101,7 +101,7 @@ async fn current_token(gateway: &TestGateway, video: &str, headers: &[(&str, &st
     );
     ctx.identity = snapshot
         .auth
-        .identify(&map)
+        .identify(&map, ctx.client)
         .await
         .expect("the credentials are valid");
     let permit = snapshot

@@ -408,12 +408,14 @@ async fn bind_all(settings: &Settings, options: &StartOptions) -> Result<Listene
     })
 }
 
-/// Forget the rate-limit state of callers whose limits have recovered; how many are kept
-/// (also reported as `streamgate_rate_limit_keys`).
+/// Forget the rate-limit state of callers whose limits have recovered, and the failed
+/// sign-ins of addresses and user names quiet for `auth.failed_sign_ins.max_backoff`; how
+/// many rate-limit callers are kept (also reported as `streamgate_rate_limit_keys`).
 fn sweep_rate_limits(live: &Live<Snapshot>, metrics: &Metrics) -> usize {
     let snapshot = live.current();
     let limiter = snapshot.authz.limiter();
     limiter.forget_idle();
+    snapshot.auth.throttle.forget_idle();
     let keys = limiter.keys();
     metrics.set_rate_limit_keys(keys);
     keys

@@ -92,19 +92,41 @@ impl Authorizer {
         })
     }
 
-    fn rate_limit(&self, ctx: &Context) -> Result<(), RequestError> {
+    /// The per-address rate limit, for a request whose credential is about to be verified:
+    /// asked before any password, signature or key fetch, so that a flood from one address
+    /// costs nothing expensive. Counts the request once (see [`Authorizer::authorize`]).
+    /// `Err` is a 429 with `Retry-After`.
+    pub fn limit_address(&self, ctx: &mut Context) -> Result<(), RequestError> {
+        if ctx.address_limited || !self.limiter.limits_addresses() {
+            return Ok(());
+        }
+        ctx.address_limited = true;
+        self.limiter
+            .check_address(ctx.client)
+            .map_err(|wait| self.too_many(wait))
+    }
+
+    /// The per-subject limit, and the per-address one unless [`Authorizer::limit_address`]
+    /// already counted this request.
+    fn rate_limit(&self, ctx: &mut Context) -> Result<(), RequestError> {
         if !self.limiter.is_enabled() {
             return Ok(());
         }
-        let subject = ctx.identity.principal().map(|p| p.label());
-        self.limiter
-            .check(subject.as_deref(), ctx.client)
-            .map_err(|wait| {
-                self.metrics.rate_limited();
-                RequestError::TooManyRequests {
-                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-                }
-            })
+        if let Some(principal) = ctx.identity.principal()
+            && self.limiter.limits_subjects()
+        {
+            self.limiter
+                .check_subject(&principal.label())
+                .map_err(|wait| self.too_many(wait))?;
+        }
+        self.limit_address(ctx)
+    }
+
+    fn too_many(&self, wait: std::time::Duration) -> RequestError {
+        self.metrics.rate_limited();
+        RequestError::TooManyRequests {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
     }
 
     /// Apply the policy, and note what it decided.

@@ -127,13 +127,37 @@ impl MintLimiter {
     /// `Err(wait)` when `subject` (an authenticated caller's label) or `address` is over its
     /// limit; `wait` is how long until the next request would be allowed.
     pub fn check(&self, subject: Option<&str>, address: IpAddr) -> Result<(), Duration> {
-        if let (Some(limiter), Some(subject)) = (&self.per_subject, subject) {
-            limiter.check(&subject.to_string(), &self.clock)?;
+        if let Some(subject) = subject {
+            self.check_subject(subject)?;
         }
-        if let Some(limiter) = &self.per_address {
-            limiter.check(&address, &self.clock)?;
+        self.check_address(address)
+    }
+
+    /// `Err(wait)` when `address` is over its limit. Asked before the caller's credential is
+    /// verified, so that a flood from one address costs no password or signature checks.
+    pub fn check_address(&self, address: IpAddr) -> Result<(), Duration> {
+        match &self.per_address {
+            Some(limiter) => limiter.check(&address, &self.clock),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// `Err(wait)` when `subject` (an authenticated caller's label) is over its limit.
+    pub fn check_subject(&self, subject: &str) -> Result<(), Duration> {
+        match &self.per_subject {
+            Some(limiter) => limiter.check(&subject.to_string(), &self.clock),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a per-subject limit is set.
+    pub fn limits_subjects(&self) -> bool {
+        self.per_subject.is_some()
+    }
+
+    /// Whether a per-address limit is set.
+    pub fn limits_addresses(&self) -> bool {
+        self.per_address.is_some()
     }
 
     /// Forget callers whose limits have fully recovered and give the memory back (call

@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use super::raw::{RawApiKey, RawAuth, RawClientAddress, RawIssuer, RawNet, RawUser};
+use super::raw::{
+    RawApiKey, RawAuth, RawClientAddress, RawFailedSignIns, RawIssuer, RawNet, RawUser,
+};
 use super::{Checker, KeyLocation, Seg, key, parse_origin};
 use crate::http::client_addr::{ClientAddress, ForwardedHeader, TrustedProxies};
 use crate::identity::ApiKeys;
 use crate::identity::basic::{UserSettings, validate_phc};
 use crate::identity::jwt::{IssuerKeys, IssuerSettings};
+use crate::identity::throttle::FailedSignIns;
 use crate::secret::Secret;
 
 /// Who can sign in, and how refusals reach a browser.
@@ -33,6 +36,8 @@ pub struct IdentitySettings {
     pub public_url: Option<String>,
     pub basic_cache_ttl: Duration,
     pub max_password_checks: usize,
+    /// Failed sign-ins let through per address and user name, and the backoff after them.
+    pub failed_sign_ins: FailedSignIns,
     /// The trusted proxies and the one header they state the viewer's address in.
     pub client_address: ClientAddress,
 }
@@ -137,6 +142,7 @@ pub(super) fn validate_identity(
             "must be at least 1",
         );
     }
+    let failed_sign_ins = failed_sign_ins(&raw.auth.failed_sign_ins, check);
     IdentitySettings {
         api_keys,
         users,
@@ -147,11 +153,48 @@ pub(super) fn validate_identity(
         public_url,
         basic_cache_ttl: raw.auth.basic_cache_ttl.0,
         max_password_checks: raw.auth.max_password_checks.max(1),
+        failed_sign_ins,
         client_address: ClientAddress {
             trusted: TrustedProxies::new(raw.trusted_proxies.into_iter().map(|n| n.0).collect()),
             header: client_address_header(raw.client_address, check),
         },
     }
+}
+
+/// The longest `auth.failed_sign_ins.max_backoff`: failures are remembered this long at most.
+const MAX_BACKOFF_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+/// `auth.failed_sign_ins`: at least one failure let through, a backoff of at least 100 ms,
+/// and a maximum between the backoff and 24 h. Errors name the field, never the value.
+fn failed_sign_ins(raw: &RawFailedSignIns, check: &mut Checker<'_>) -> FailedSignIns {
+    let at = |field: &str| [key("auth"), key("failed_sign_ins"), key(field)];
+    let defaults = FailedSignIns::default();
+    let mut settings = FailedSignIns {
+        allowed: raw.allowed,
+        backoff: raw.backoff.0,
+        max_backoff: raw.max_backoff.0,
+    };
+    if raw.allowed == 0 {
+        check.error(&at("allowed"), "must be at least 1");
+        settings.allowed = defaults.allowed;
+    }
+    if raw.backoff.0 < Duration::from_millis(100) {
+        check.error(&at("backoff"), "must be at least 100ms");
+        settings.backoff = defaults.backoff;
+    } else if raw.backoff.0 > MAX_BACKOFF_LIMIT {
+        check.error(&at("backoff"), "must be at most 24h");
+        settings.backoff = defaults.backoff;
+    }
+    let backoff_ok = settings.backoff == raw.backoff.0;
+    if raw.max_backoff.0 > MAX_BACKOFF_LIMIT {
+        check.error(&at("max_backoff"), "must be at most 24h");
+    } else if backoff_ok && raw.max_backoff.0 < raw.backoff.0 {
+        check.error(&at("max_backoff"), "must be at least `backoff`");
+    }
+    settings.max_backoff = settings
+        .max_backoff
+        .clamp(settings.backoff, MAX_BACKOFF_LIMIT);
+    settings
 }
 
 /// `client_address.header`: one of the four headers proxies state the client in.

@@ -273,6 +273,8 @@ pub struct RawAuth {
     pub basic_cache_ttl: HumanDuration,
     #[serde(default = "default_max_in_flight")]
     pub max_password_checks: usize,
+    #[serde(default)]
+    pub failed_sign_ins: RawFailedSignIns,
 }
 
 impl Default for RawAuth {
@@ -283,6 +285,27 @@ impl Default for RawAuth {
             public_url: None,
             basic_cache_ttl: default_basic_cache_ttl(),
             max_password_checks: default_max_in_flight(),
+            failed_sign_ins: RawFailedSignIns::default(),
+        }
+    }
+}
+
+/// Failed sign-ins let through per address and user name, and the backoff after them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFailedSignIns {
+    pub allowed: u32,
+    pub backoff: HumanDuration,
+    pub max_backoff: HumanDuration,
+}
+
+impl Default for RawFailedSignIns {
+    fn default() -> Self {
+        let defaults = crate::identity::throttle::FailedSignIns::default();
+        Self {
+            allowed: defaults.allowed,
+            backoff: HumanDuration(defaults.backoff),
+            max_backoff: HumanDuration(defaults.max_backoff),
         }
     }
 }

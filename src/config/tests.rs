@@ -371,3 +371,57 @@ fn issuer_names_are_plain_unique_and_never_local() {
         assert_eq!(error.field, field, "{error}");
     }
 }
+
+#[test]
+fn failed_sign_ins_default_and_bad_values_are_named_by_line_and_field() {
+    let defaults = parse(GOOD).unwrap().identity.failed_sign_ins;
+    assert_eq!(
+        (defaults.allowed, defaults.backoff, defaults.max_backoff),
+        (5, Duration::from_secs(1), Duration::from_secs(300))
+    );
+    let set = parse(&format!(
+        "{GOOD}auth:\n  failed_sign_ins: {{allowed: 3, backoff: 2s, max_backoff: 1m}}\n"
+    ))
+    .unwrap()
+    .identity
+    .failed_sign_ins;
+    assert_eq!(
+        (set.allowed, set.backoff, set.max_backoff),
+        (3, Duration::from_secs(2), Duration::from_secs(60))
+    );
+    for (line, field, message) in [
+        ("allowed: 0", "auth.failed_sign_ins.allowed", "at least 1"),
+        (
+            "backoff: 50ms",
+            "auth.failed_sign_ins.backoff",
+            "at least 100ms",
+        ),
+        (
+            "backoff: 48h",
+            "auth.failed_sign_ins.backoff",
+            "at most 24h",
+        ),
+        (
+            "max_backoff: 999ms",
+            "auth.failed_sign_ins.max_backoff",
+            "at least `backoff`",
+        ),
+        (
+            "max_backoff: 30h",
+            "auth.failed_sign_ins.max_backoff",
+            "at most 24h",
+        ),
+    ] {
+        let error = single_error(&format!("{GOOD}auth:\n  failed_sign_ins:\n    {line}\n"));
+        assert_eq!(error.field, field, "{line}");
+        assert_eq!(error.position.map(|p| p.0), Some(30), "{line}: {error}");
+        assert!(error.message.contains(message), "{line}: {error}");
+        let value = line.split_once(": ").unwrap().1;
+        assert!(
+            value == "0" || !error.to_string().contains(value),
+            "{line}: {error}"
+        );
+    }
+    let error = single_error(&format!("{GOOD}auth:\n  failed_sign_ins:\n    alowed: 3\n"));
+    assert!(error.message.contains("unknown field `alowed`"), "{error}");
+}

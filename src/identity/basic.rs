@@ -6,6 +6,9 @@
 //!   kept and reused ([`WorkingMemory`]), so that their memory is bounded by the permits;
 //! - at most `max_concurrent_checks` run at once, and when too many are already queued the
 //!   caller is told [`AuthError::Busy`] instead of queueing more;
+//! - one client address (an IPv6 /64) has at most one check running or queued for a permit
+//!   and [`WAITING_PER_ADDRESS`] more waiting behind it; beyond that it is told
+//!   [`AuthError::Throttled`] (429), so one address cannot fill the shared queue;
 //! - a successful check is cached for `cache_ttl`, keyed by a keyed hash of the user and
 //!   password (so the cache holds nothing that could be checked offline); failures are never
 //!   cached;
@@ -14,8 +17,9 @@
 //!   password, and both get the same answer ([`AuthError::InvalidPassword`]).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, Salt, SaltString};
@@ -23,10 +27,12 @@ use argon2::{Argon2, Params, Version};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
 use moka::future::Cache;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::password_memory::WorkingMemory;
+use super::throttle::AddressKey;
 use super::{AuthError, CredentialHasher, Principal, PrincipalKind};
+use crate::metrics::ThrottleReason;
 use crate::secret::Secret;
 
 /// How many successful verifications the cache holds at most.
@@ -34,6 +40,12 @@ const CACHE_CAPACITY: u64 = 10_000;
 
 /// How many checks may wait for a permit, per permit, before callers are told to retry.
 const WAITERS_PER_PERMIT: usize = 4;
+
+/// Checks one client address may have waiting behind its one running (or queued) check.
+pub const WAITING_PER_ADDRESS: usize = 3;
+
+/// What an address over [`WAITING_PER_ADDRESS`] is told to wait, in seconds.
+const RETRY_QUEUED_SECS: u64 = 1;
 
 const MALFORMED: &str = "Basic credentials must be base64 of user:password";
 
@@ -69,6 +81,70 @@ pub struct BasicUsers {
     verifications: Arc<AtomicU64>,
     /// argon2's working memory: one buffer per permit at most.
     memory: Arc<WorkingMemory>,
+    /// Checks in progress per client address, one at a time each.
+    per_address: Arc<AddressQueues>,
+}
+
+/// What a full password check asks and tells around argon2: whether it may still run once
+/// it has its turn, and that it found the password wrong. Both happen while the check holds
+/// its address's turn, so the next check from that address already sees the failure.
+pub trait Gate: Send + Sync {
+    /// `Err` refuses the check before argon2 runs.
+    fn admit(&self) -> Result<(), AuthError>;
+    /// The password (or the user) was wrong.
+    fn failed(&self);
+}
+
+/// A gate that admits every check and keeps no count.
+pub struct Open;
+
+impl Gate for Open {
+    fn admit(&self) -> Result<(), AuthError> {
+        Ok(())
+    }
+
+    fn failed(&self) {}
+}
+
+/// The user name and password of `Authorization: Basic ...`, decoded.
+pub struct BasicCredentials {
+    /// `user:password`.
+    decoded: Secret<String>,
+    colon: usize,
+}
+
+impl BasicCredentials {
+    /// Decode the part of `Authorization: Basic ...` after the scheme. `Err` when it is not
+    /// base64 of UTF-8 `user:password`.
+    pub fn decode(credentials_b64: &str) -> Result<Self, AuthError> {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials_b64.trim())
+            .map_err(|_| AuthError::MalformedAuthorization(MALFORMED))?;
+        let decoded =
+            String::from_utf8(decoded).map_err(|_| AuthError::MalformedAuthorization(MALFORMED))?;
+        let colon = decoded
+            .find(':')
+            .ok_or(AuthError::MalformedAuthorization(MALFORMED))?;
+        Ok(Self {
+            decoded: Secret::new(decoded),
+            colon,
+        })
+    }
+
+    /// The user name (never a secret, but not to be logged: it may be a mistyped password).
+    pub fn user(&self) -> &str {
+        &self.decoded.expose()[..self.colon]
+    }
+
+    fn password(&self) -> &str {
+        &self.decoded.expose()[self.colon + 1..]
+    }
+}
+
+impl std::fmt::Debug for BasicCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BasicCredentials(***)")
+    }
 }
 
 /// A hash with the default parameters of a password nobody knows, checked for unknown users
@@ -132,6 +208,7 @@ impl BasicUsers {
             max_waiting: max_concurrent_checks.saturating_mul(WAITERS_PER_PERMIT),
             verifications: Arc::new(AtomicU64::new(0)),
             memory,
+            per_address: Arc::default(),
         }
     }
 
@@ -153,29 +230,59 @@ impl BasicUsers {
         &self.memory
     }
 
-    /// Verify `credentials_b64`, the part of `Authorization: Basic ...` after the scheme.
-    pub async fn verify(&self, credentials_b64: &str) -> Result<Arc<Principal>, AuthError> {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(credentials_b64.trim())
-            .map_err(|_| AuthError::MalformedAuthorization(MALFORMED))?;
-        let decoded =
-            String::from_utf8(decoded).map_err(|_| AuthError::MalformedAuthorization(MALFORMED))?;
-        let (name, password) = decoded
-            .split_once(':')
-            .ok_or(AuthError::MalformedAuthorization(MALFORMED))?;
+    /// Verify `credentials_b64`, the part of `Authorization: Basic ...` after the scheme, sent
+    /// from `client`, with no gate ([`Open`]).
+    pub async fn verify(
+        &self,
+        credentials_b64: &str,
+        client: IpAddr,
+    ) -> Result<Arc<Principal>, AuthError> {
+        let credentials = BasicCredentials::decode(credentials_b64)?;
+        self.verify_credentials(&credentials, client, &Open).await
+    }
 
+    /// Verify decoded `credentials` sent from `client`. A full check asks `gate` once it has
+    /// its turn, just before argon2 runs (and is refused with its error), and tells it of a
+    /// wrong password before the next check from that address has its turn.
+    pub async fn verify_credentials(
+        &self,
+        credentials: &BasicCredentials,
+        client: IpAddr,
+        gate: &dyn Gate,
+    ) -> Result<Arc<Principal>, AuthError> {
+        let (name, password) = (credentials.user(), credentials.password());
         let key = self.hasher.digest(&[name.as_bytes(), password.as_bytes()]);
         // A hit returns at once; concurrent misses for the same key share one check; an error
         // is returned to every waiter and never cached.
         self.cache
-            .try_get_with(key, self.check(name, password))
+            .try_get_with(key, self.check(name, password, client, gate))
             .await
             .map_err(|error| (*error).clone())
     }
 
-    /// The full argon2 check, bounded in concurrency, on the blocking pool.
-    async fn check(&self, name: &str, password: &str) -> Result<Arc<Principal>, AuthError> {
+    /// The full argon2 check, one at a time per address and bounded in concurrency overall,
+    /// on the blocking pool.
+    async fn check(
+        &self,
+        name: &str,
+        password: &str,
+        client: IpAddr,
+        gate: &dyn Gate,
+    ) -> Result<Arc<Principal>, AuthError> {
         let user = self.users.get(name);
+        let turn = AddressQueues::enter(&self.per_address, AddressKey::of(client))
+            .ok_or_else(|| {
+                tracing::debug!(
+                    waiting = WAITING_PER_ADDRESS,
+                    "this address has too many password checks queued; refusing a Basic sign-in"
+                );
+                AuthError::Throttled {
+                    reason: ThrottleReason::Queued,
+                    retry_after_secs: RETRY_QUEUED_SECS,
+                }
+            })?
+            .take_turn()
+            .await?;
         let permit = {
             let _waiting =
                 WaitingGuard::enter(&self.waiting, self.max_waiting).ok_or_else(|| {
@@ -192,33 +299,39 @@ impl BasicUsers {
                 .await
                 .map_err(|_| AuthError::Busy)?
         };
+        gate.admit()?;
 
         let stored = user.map(|user| user.password_hash.expose().clone());
         let password = password.to_owned();
         let verifications = self.verifications.clone();
         let memory = Arc::clone(&self.memory);
-        // The permit moves into the task, so the bound holds even if this future is dropped
-        // (the client went away) while argon2 is still running.
+        // The permit and the address's turn move into the task, so the bounds hold even if
+        // this future is dropped (the client went away) while argon2 is still running. The
+        // turn comes back, to be given up only once a failure is told to the gate.
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             verifications.fetch_add(1, Ordering::Relaxed);
-            match &stored {
+            let matched = match &stored {
                 Some(phc) => memory.verify(phc, password.as_bytes()),
                 None => {
                     // Same work as a real check, same answer as a wrong password.
                     let _ = memory.verify(&DUMMY_HASH, password.as_bytes());
                     false
                 }
-            }
+            };
+            (matched, turn)
         })
         .await;
 
         match outcome {
-            Ok(true) => match user {
+            // `_turn` is held to the end of the arm: past the gate's count of a failure.
+            Ok((matched, _turn)) => match user.filter(|_| matched) {
                 Some(user) => Ok(user.principal.clone()),
-                None => Err(AuthError::InvalidPassword),
+                None => {
+                    gate.failed();
+                    Err(AuthError::InvalidPassword)
+                }
             },
-            Ok(false) => Err(AuthError::InvalidPassword),
             Err(error) => {
                 tracing::error!(%error, "a password check failed to complete");
                 Err(AuthError::Busy)
@@ -247,6 +360,97 @@ impl std::fmt::Debug for BasicUsers {
         f.debug_struct("BasicUsers")
             .field("users", &self.users.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Password checks in progress per client address: each address's checks take turns, one
+/// at a time, and at most [`WAITING_PER_ADDRESS`] wait behind the current one. An address has
+/// an entry only while it has checks in progress.
+#[derive(Default)]
+struct AddressQueues {
+    queues: Mutex<HashMap<AddressKey, AddressQueue>>,
+}
+
+struct AddressQueue {
+    /// Checks in progress (the one with the turn and those waiting for it).
+    checks: usize,
+    turn: Arc<Semaphore>,
+}
+
+impl AddressQueues {
+    /// A place in `key`'s queue; `None` when it is full.
+    fn enter(queues: &Arc<Self>, key: AddressKey) -> Option<QueuePlace> {
+        let mut map = queues.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let queue = map.entry(key).or_insert_with(|| AddressQueue {
+            checks: 0,
+            turn: Arc::new(Semaphore::new(1)),
+        });
+        if queue.checks > WAITING_PER_ADDRESS {
+            return None;
+        }
+        queue.checks += 1;
+        Some(QueuePlace {
+            queues: Arc::clone(queues),
+            key,
+            turn: Arc::clone(&queue.turn),
+            permit: None,
+        })
+    }
+
+    /// Addresses with checks in progress.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Checks in progress for `key`.
+    #[cfg(test)]
+    fn checks(&self, key: AddressKey) -> usize {
+        self.queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .map_or(0, |queue| queue.checks)
+    }
+}
+
+/// A check's place in its address's queue, and then its turn; leaving (on drop) frees it.
+struct QueuePlace {
+    queues: Arc<AddressQueues>,
+    key: AddressKey,
+    turn: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl QueuePlace {
+    /// Wait for the address's previous checks to finish.
+    async fn take_turn(mut self) -> Result<Self, AuthError> {
+        // Never closed; treat it as busy if it ever is.
+        let permit = Arc::clone(&self.turn)
+            .acquire_owned()
+            .await
+            .map_err(|_| AuthError::Busy)?;
+        self.permit = Some(permit);
+        Ok(self)
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        let mut map = self
+            .queues
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = map.get_mut(&self.key) {
+            queue.checks -= 1;
+            if queue.checks == 0 {
+                map.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -342,6 +546,13 @@ mod tests {
     use super::*;
     use argon2::Algorithm;
 
+    const ADDRESS: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    /// The `i`-th of a run of distinct addresses.
+    fn address(i: usize) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i as u32))
+    }
+
     /// Whether `password` matches `phc`, as the argon2 crate checks it on its own.
     fn check_password(phc: &str, password: &str) -> bool {
         use argon2::password_hash::PasswordVerifier;
@@ -387,7 +598,10 @@ mod tests {
     #[tokio::test]
     async fn correct_password_yields_the_user_principal() {
         let basic = users(Duration::from_secs(60));
-        let principal = basic.verify(&encode("alice:wonderland")).await.unwrap();
+        let principal = basic
+            .verify(&encode("alice:wonderland"), ADDRESS)
+            .await
+            .unwrap();
         assert_eq!(&*principal.name, "alice");
         assert_eq!(principal.kind, PrincipalKind::User);
         assert_eq!(
@@ -402,7 +616,10 @@ mod tests {
         let basic = users(Duration::from_secs(60));
         for credentials in ["alice:wrong", "alice:", "mallory:wonderland", ":wonderland"] {
             assert_eq!(
-                basic.verify(&encode(credentials)).await.unwrap_err(),
+                basic
+                    .verify(&encode(credentials), ADDRESS)
+                    .await
+                    .unwrap_err(),
                 AuthError::InvalidPassword,
                 "{credentials}"
             );
@@ -412,10 +629,16 @@ mod tests {
     #[tokio::test]
     async fn passwords_may_contain_colons() {
         let basic = users(Duration::from_secs(60));
-        let principal = basic.verify(&encode("bob:pa:ss:word")).await.unwrap();
+        let principal = basic
+            .verify(&encode("bob:pa:ss:word"), ADDRESS)
+            .await
+            .unwrap();
         assert_eq!(&*principal.name, "bob");
         assert_eq!(
-            basic.verify(&encode("bob:pa:ss")).await.unwrap_err(),
+            basic
+                .verify(&encode("bob:pa:ss"), ADDRESS)
+                .await
+                .unwrap_err(),
             AuthError::InvalidPassword
         );
     }
@@ -431,7 +654,7 @@ mod tests {
         ];
         for case in &cases {
             assert_eq!(
-                basic.verify(case).await.unwrap_err(),
+                basic.verify(case, ADDRESS).await.unwrap_err(),
                 AuthError::MalformedAuthorization(MALFORMED),
                 "{case:?}"
             );
@@ -443,9 +666,9 @@ mod tests {
     async fn a_success_is_cached() {
         let basic = users(Duration::from_secs(60));
         let credentials = encode("alice:wonderland");
-        let first = basic.verify(&credentials).await.unwrap();
+        let first = basic.verify(&credentials, ADDRESS).await.unwrap();
         assert_eq!(basic.verifications(), 1);
-        let second = basic.verify(&credentials).await.unwrap();
+        let second = basic.verify(&credentials, ADDRESS).await.unwrap();
         assert_eq!(basic.verifications(), 1);
         assert!(Arc::ptr_eq(&first, &second));
     }
@@ -457,11 +680,14 @@ mod tests {
             .iter()
             .enumerate()
         {
-            assert!(basic.verify(&encode(credentials)).await.is_err());
+            assert!(basic.verify(&encode(credentials), ADDRESS).await.is_err());
             assert_eq!(basic.verifications(), attempt as u64 + 1);
         }
         // And a failure does not poison a later success.
-        basic.verify(&encode("alice:wonderland")).await.unwrap();
+        basic
+            .verify(&encode("alice:wonderland"), ADDRESS)
+            .await
+            .unwrap();
         assert_eq!(basic.verifications(), 5);
     }
 
@@ -469,11 +695,11 @@ mod tests {
     async fn the_cache_expires_after_its_ttl() {
         let basic = users(Duration::from_millis(300));
         let credentials = encode("alice:wonderland");
-        basic.verify(&credentials).await.unwrap();
-        basic.verify(&credentials).await.unwrap();
+        basic.verify(&credentials, ADDRESS).await.unwrap();
+        basic.verify(&credentials, ADDRESS).await.unwrap();
         assert_eq!(basic.verifications(), 1);
         tokio::time::sleep(Duration::from_millis(450)).await;
-        basic.verify(&credentials).await.unwrap();
+        basic.verify(&credentials, ADDRESS).await.unwrap();
         assert_eq!(basic.verifications(), 2);
     }
 
@@ -489,9 +715,12 @@ mod tests {
         let mut queued = Vec::new();
         for i in 0..WAITERS_PER_PERMIT {
             let basic = basic.clone();
-            // Distinct passwords, so the checks are not coalesced by the cache.
+            // Distinct passwords, so the checks are not coalesced by the cache, from distinct
+            // addresses, so each queues for the permit at once.
             queued.push(tokio::spawn(async move {
-                basic.verify(&encode(format!("alice:wrong{i}"))).await
+                basic
+                    .verify(&encode(format!("alice:wrong{i}")), address(i))
+                    .await
             }));
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -503,7 +732,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(
-            basic.verify(&encode("alice:wonderland")).await.unwrap_err(),
+            basic
+                .verify(&encode("alice:wonderland"), ADDRESS)
+                .await
+                .unwrap_err(),
             AuthError::Busy
         );
         assert!(AuthError::Busy.is_unavailable());
@@ -513,8 +745,140 @@ mod tests {
             assert_eq!(task.await.unwrap().unwrap_err(), AuthError::InvalidPassword);
         }
         assert_eq!(basic.waiting.load(Ordering::Acquire), 0);
-        basic.verify(&encode("alice:wonderland")).await.unwrap();
+        basic
+            .verify(&encode("alice:wonderland"), ADDRESS)
+            .await
+            .unwrap();
         assert_eq!(basic.verifications(), WAITERS_PER_PERMIT as u64 + 1);
+    }
+
+    #[tokio::test]
+    async fn one_address_queues_at_most_four_checks_and_leaves_room_for_others() {
+        let basic = Arc::new(BasicUsers::new(
+            vec![user("alice", "wonderland", &[])],
+            Duration::from_secs(60),
+            1,
+        ));
+        // Hold the only permit so every check has to wait.
+        let held = basic.permits.clone().acquire_owned().await.unwrap();
+        let flood: Vec<_> = (0..4)
+            .map(|i| {
+                let basic = Arc::clone(&basic);
+                tokio::spawn(async move {
+                    basic
+                        .verify(&encode(format!("alice:wrong{i}")), ADDRESS)
+                        .await
+                })
+            })
+            .collect();
+        // One of them waits for the permit; the other three wait behind it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while basic.waiting.load(Ordering::Acquire) < 1
+            || basic.per_address.checks(AddressKey::of(ADDRESS)) < 4
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the checks never queued"
+            );
+            tokio::task::yield_now().await;
+        }
+        // The fifth from that address is refused without queueing (an IPv6 /64 is one
+        // address; a mapped IPv4 address is the IPv4 address).
+        for same in [ADDRESS, "::ffff:192.0.2.1".parse().unwrap()] {
+            assert_eq!(
+                basic
+                    .verify(&encode("alice:wrong-again"), same)
+                    .await
+                    .unwrap_err(),
+                AuthError::Throttled {
+                    reason: ThrottleReason::Queued,
+                    retry_after_secs: 1
+                }
+            );
+        }
+        // It holds one place in the shared queue, not four: another address still gets in.
+        assert_eq!(basic.waiting.load(Ordering::Acquire), 1);
+        let other = {
+            let basic = Arc::clone(&basic);
+            tokio::spawn(async move { basic.verify(&encode("alice:wonderland"), address(1)).await })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while basic.waiting.load(Ordering::Acquire) < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the other never queued"
+            );
+            tokio::task::yield_now().await;
+        }
+
+        drop(held);
+        other.await.unwrap().unwrap();
+        for check in flood {
+            assert_eq!(
+                check.await.unwrap().unwrap_err(),
+                AuthError::InvalidPassword
+            );
+        }
+        assert_eq!(basic.verifications(), 5);
+        assert_eq!(basic.per_address.len(), 0, "queues are dropped once empty");
+    }
+
+    #[tokio::test]
+    async fn the_gate_refuses_before_argon2_runs_and_hears_of_each_wrong_password() {
+        let basic = users(Duration::from_secs(60));
+        /// Admits while `open`, and counts the failures it is told of.
+        struct Counting {
+            open: bool,
+            failures: AtomicUsize,
+        }
+        impl Gate for Counting {
+            fn admit(&self) -> Result<(), AuthError> {
+                if self.open {
+                    Ok(())
+                } else {
+                    Err(AuthError::Throttled {
+                        reason: ThrottleReason::User,
+                        retry_after_secs: 3,
+                    })
+                }
+            }
+            fn failed(&self) {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let credentials = BasicCredentials::decode(&encode("alice:wonderland")).unwrap();
+        let closed = Counting {
+            open: false,
+            failures: AtomicUsize::new(0),
+        };
+        assert!(matches!(
+            basic
+                .verify_credentials(&credentials, ADDRESS, &closed)
+                .await,
+            Err(AuthError::Throttled { .. })
+        ));
+        assert_eq!(basic.verifications(), 0);
+        assert_eq!(basic.per_address.len(), 0);
+        let open = Counting {
+            open: true,
+            failures: AtomicUsize::new(0),
+        };
+        basic
+            .verify_credentials(&credentials, ADDRESS, &open)
+            .await
+            .unwrap();
+        let wrong = BasicCredentials::decode(&encode("alice:wrong")).unwrap();
+        let unknown = BasicCredentials::decode(&encode("nobody:wonderland")).unwrap();
+        for credentials in [&wrong, &unknown] {
+            let error = basic
+                .verify_credentials(credentials, ADDRESS, &open)
+                .await
+                .unwrap_err();
+            assert_eq!(error, AuthError::InvalidPassword);
+        }
+        assert_eq!(basic.verifications(), 3);
+        assert_eq!(open.failures.load(Ordering::Relaxed), 2);
+        assert!(!format!("{credentials:?}").contains("wonderland"));
     }
 
     #[tokio::test]
@@ -527,8 +891,12 @@ mod tests {
         let flood: Vec<_> = (0..8)
             .map(|i| {
                 let basic = Arc::clone(&basic);
-                // Distinct passwords, so the checks are not coalesced by the cache.
-                tokio::spawn(async move { basic.verify(&encode(format!("alice:wrong{i}"))).await })
+                // Distinct passwords and addresses: nothing coalesced, nothing queued per address.
+                tokio::spawn(async move {
+                    basic
+                        .verify(&encode(format!("alice:wrong{i}")), address(i))
+                        .await
+                })
             })
             .collect();
         for check in flood {
@@ -544,7 +912,10 @@ mod tests {
             "{:?}",
             basic.memory()
         );
-        basic.verify(&encode("alice:wonderland")).await.unwrap();
+        basic
+            .verify(&encode("alice:wonderland"), ADDRESS)
+            .await
+            .unwrap();
 
         // A reload with the same users keeps the same memory.
         let reloaded = BasicUsers::new(
@@ -608,7 +979,7 @@ mod tests {
         let basic = users(Duration::from_secs(60));
         // The request handlers need a `Send` future.
         fn assert_send<T: Send>(_: &T) {}
-        assert_send(&basic.verify("x"));
+        assert_send(&basic.verify("x", ADDRESS));
         let debug = format!("{basic:?}");
         assert!(!debug.contains("$argon2"), "{debug}");
         assert!(debug.contains("users: 2"), "{debug}");

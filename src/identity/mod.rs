@@ -8,7 +8,9 @@ pub mod api_key;
 pub mod basic;
 pub mod jwt;
 pub mod password_memory;
+pub mod throttle;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use aws_lc_rs::hmac;
@@ -16,6 +18,10 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde_json::Value;
 
 pub use api_key::{ApiKeys, hash_api_key};
+use basic::BasicCredentials;
+use throttle::SignInThrottle;
+
+use crate::metrics::ThrottleReason;
 
 /// An authenticated caller: what rules can match on. Its `kind` says where the identity came
 /// from, so a name from one source is never taken for the same name from another.
@@ -192,12 +198,37 @@ pub enum AuthError {
     /// Too many password checks are queued (503, retry later).
     #[error("too many sign-ins at once; try again shortly")]
     Busy,
+    /// Refused before the credential was checked (429 with `Retry-After`): the address or
+    /// user name is in its backoff window after failed sign-ins, or the address has as many
+    /// password checks running and waiting as it may.
+    #[error("{}; retry in {retry_after_secs} s", throttle_reason(*.reason))]
+    Throttled {
+        reason: ThrottleReason,
+        retry_after_secs: u64,
+    },
+}
+
+fn throttle_reason(reason: ThrottleReason) -> &'static str {
+    match reason {
+        ThrottleReason::Address => "too many failed sign-ins from this address",
+        ThrottleReason::User => "too many failed sign-ins for this user name",
+        ThrottleReason::Queued => "too many sign-ins from this address are being checked at once",
+    }
 }
 
 impl AuthError {
     /// Whether this is the server's temporary state rather than the caller's mistake.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, AuthError::KeysUnavailable | AuthError::Busy)
+    }
+
+    /// Whether a credential was checked and found wrong (a guess that failed), as opposed to
+    /// a malformed header, a check that could not run, or a refusal before checking.
+    pub fn is_failed_credential(&self) -> bool {
+        matches!(
+            self,
+            AuthError::InvalidApiKey | AuthError::InvalidPassword | AuthError::InvalidToken(_)
+        )
     }
 }
 
@@ -249,7 +280,7 @@ impl std::fmt::Debug for CredentialHasher {
 }
 
 /// A credential found in a request, not yet verified. Borrows from the headers.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Credential<'a> {
     ApiKey(&'a str),
     /// The base64 part of `Authorization: Basic ...`.
@@ -267,6 +298,9 @@ pub struct Authenticator {
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Cookies that may carry a JWT, from the issuers' `cookie` settings.
     pub jwt_cookies: Vec<String>,
+    /// Failed sign-ins per address and user name (`auth.failed_sign_ins`); carried over by a
+    /// reload that does not change those settings.
+    pub throttle: Arc<SignInThrottle>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -276,6 +310,7 @@ impl std::fmt::Debug for Authenticator {
             .field("basic", &self.basic.is_some())
             .field("jwt", &self.jwt.is_some())
             .field("jwt_cookies", &self.jwt_cookies)
+            .field("throttle", &self.throttle)
             .finish()
     }
 }
@@ -284,24 +319,69 @@ impl std::fmt::Debug for Authenticator {
 const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 impl Authenticator {
-    /// Identify the caller from request headers. `Ok(Anonymous)` only when no credential is
-    /// present at all.
-    pub async fn identify(&self, headers: &http::HeaderMap) -> Result<Identity, AuthError> {
-        let principal = match self.credential(headers)? {
-            None => return Ok(Identity::Anonymous),
-            Some(Credential::ApiKey(key)) => self.api_keys.verify(key)?,
+    /// Identify the caller from request headers, sent from `client`. `Ok(Anonymous)` only
+    /// when no credential is present at all.
+    ///
+    /// Before a credential is verified, the throttle is asked whether `client` (and for HTTP
+    /// Basic, the user name) is in a backoff window after failed sign-ins
+    /// ([`AuthError::Throttled`]); the outcome is then counted for both.
+    pub async fn identify(
+        &self,
+        headers: &http::HeaderMap,
+        client: IpAddr,
+    ) -> Result<Identity, AuthError> {
+        let Some(credential) = self.credential(headers)? else {
+            return Ok(Identity::Anonymous);
+        };
+        let basic = match credential {
+            Credential::Basic(encoded) => Some(BasicCredentials::decode(encoded)?),
+            _ => None,
+        };
+        let user = basic.as_ref().map(BasicCredentials::user);
+        self.throttle.check(client, user)?;
+        let verified = self.verify(credential, basic.as_ref(), client).await;
+        match &verified {
+            Ok(_) => self.throttle.succeeded(client, user),
+            // A wrong password was counted by the password check itself (see
+            // [`ThrottleGate`]), before the address's next check could start.
+            Err(error) if error.is_failed_credential() && basic.is_none() => {
+                self.throttle.failed(client, None)
+            }
+            Err(_) => {}
+        }
+        verified.map(Identity::Authenticated)
+    }
+
+    /// Verify the credential found (`basic` is a Basic one, decoded).
+    async fn verify(
+        &self,
+        credential: Credential<'_>,
+        basic: Option<&BasicCredentials>,
+        client: IpAddr,
+    ) -> Result<Arc<Principal>, AuthError> {
+        match (credential, basic, &self.basic) {
+            (Credential::ApiKey(key), _, _) => self.api_keys.verify(key),
             // Boxed: these futures are large (a password check on the blocking pool, a key
             // fetch), and anonymous and API-key callers would otherwise carry their space.
-            Some(Credential::Basic(encoded)) => match &self.basic {
-                Some(basic) => Box::pin(basic.verify(encoded)).await?,
-                None => return Err(self.unsupported("Basic")),
+            (Credential::Basic(_), Some(credentials), Some(users)) => {
+                let gate = ThrottleGate {
+                    throttle: &self.throttle,
+                    client,
+                    user: credentials.user(),
+                };
+                Box::pin(users.verify_credentials(credentials, client, &gate)).await
+            }
+            (Credential::Basic(_), _, _) => Err(self.unsupported("Basic")),
+            (Credential::Jwt(token), _, _) => match &self.jwt {
+                Some(jwt) => Box::pin(jwt.verify(token)).await,
+                None => Err(AuthError::InvalidApiKey),
             },
-            Some(Credential::Jwt(token)) => match &self.jwt {
-                Some(jwt) => Box::pin(jwt.verify(token)).await?,
-                None => return Err(AuthError::InvalidApiKey),
-            },
-        };
-        Ok(Identity::Authenticated(principal))
+        }
+    }
+
+    /// Whether the request carries a credential to verify (a malformed one included).
+    pub fn presents_credential(&self, headers: &http::HeaderMap) -> bool {
+        !matches!(self.credential(headers), Ok(None))
     }
 
     /// Whether HTTP Basic is on (some users are configured).
@@ -379,6 +459,25 @@ impl Authenticator {
     }
 }
 
+/// The throttle as a password check sees it: asked again once the check has its turn (a
+/// window that began while it waited refuses it before argon2 runs), and told of a wrong
+/// password while the check still holds the turn.
+struct ThrottleGate<'a> {
+    throttle: &'a SignInThrottle,
+    client: IpAddr,
+    user: &'a str,
+}
+
+impl basic::Gate for ThrottleGate<'_> {
+    fn admit(&self) -> Result<(), AuthError> {
+        self.throttle.check(self.client, Some(self.user))
+    }
+
+    fn failed(&self) {
+        self.throttle.failed(self.client, Some(self.user));
+    }
+}
+
 /// `name=value` of one `Cookie` pair, both trimmed of spaces.
 fn split_cookie(pair: &[u8]) -> Option<(&[u8], &[u8])> {
     let at = pair.iter().position(|&b| b == b'=')?;
@@ -435,6 +534,8 @@ mod tests {
     use super::*;
     use http::{HeaderMap, HeaderValue};
 
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
@@ -453,7 +554,10 @@ mod tests {
 
     #[tokio::test]
     async fn no_credential_is_anonymous() {
-        let identity = authenticator().identify(&headers(&[])).await.unwrap();
+        let identity = authenticator()
+            .identify(&headers(&[]), CLIENT)
+            .await
+            .unwrap();
         assert!(!identity.is_authenticated());
     }
 
@@ -464,7 +568,7 @@ mod tests {
             ("authorization", "Bearer s3cret-key"),
             ("x-api-key", "s3cret-key"),
         ] {
-            let identity = auth.identify(&headers(&[pair])).await.unwrap();
+            let identity = auth.identify(&headers(&[pair]), CLIENT).await.unwrap();
             assert_eq!(identity.subject(), "ci");
         }
     }
@@ -480,14 +584,44 @@ mod tests {
             ("x-api-key", "wrong"),
         ];
         for pair in cases {
-            assert!(auth.identify(&headers(&[pair])).await.is_err(), "{pair:?}");
+            assert!(
+                auth.identify(&headers(&[pair]), CLIENT).await.is_err(),
+                "{pair:?}"
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn wrong_api_keys_put_the_address_in_backoff_before_the_key_is_checked() {
+        let auth = authenticator();
+        let wrong = headers(&[("x-api-key", "wrong")]);
+        let right = headers(&[("x-api-key", "s3cret-key")]);
+        for _ in 0..throttle::FailedSignIns::default().allowed {
+            let error = auth.identify(&wrong, CLIENT).await.unwrap_err();
+            assert!(error.is_failed_credential(), "{error:?}");
+        }
+        // Even the right key is refused now, from that address: it is not checked.
+        let error = auth.identify(&right, CLIENT).await.unwrap_err();
+        assert_eq!(
+            error,
+            AuthError::Throttled {
+                reason: ThrottleReason::Address,
+                retry_after_secs: 1
+            }
+        );
+        assert!(!error.is_failed_credential() && !error.is_unavailable());
+        // Another address is not affected, and anonymous callers are never throttled.
+        let elsewhere = IpAddr::from([198, 51, 100, 7]);
+        assert!(auth.identify(&right, elsewhere).await.is_ok());
+        assert!(auth.identify(&headers(&[]), CLIENT).await.is_ok());
+        assert_eq!(auth.throttle.keys(), 1);
+        assert!(!format!("{auth:?}").contains("s3cret"));
     }
 
     #[tokio::test]
     async fn basic_is_refused_by_name_when_no_users_are_configured() {
         let error = authenticator()
-            .identify(&headers(&[("authorization", "Basic dTpw")]))
+            .identify(&headers(&[("authorization", "Basic dTpw")]), CLIENT)
             .await
             .unwrap_err();
         assert_eq!(
@@ -504,7 +638,7 @@ mod tests {
         let auth = authenticator();
         for value in ["s3cret-key x", "=s3cret-key; x", "Token=s3cret-key Bearer"] {
             let error = auth
-                .identify(&headers(&[("authorization", value)]))
+                .identify(&headers(&[("authorization", value)]), CLIENT)
                 .await
                 .unwrap_err();
             assert!(!error.to_string().contains("s3cret-key"), "{error}");
@@ -512,7 +646,7 @@ mod tests {
         }
         // A registered scheme is still named.
         let error = auth
-            .identify(&headers(&[("authorization", "digest abc")]))
+            .identify(&headers(&[("authorization", "digest abc")]), CLIENT)
             .await
             .unwrap_err();
         assert!(error.to_string().contains("`Digest`"), "{error}");

@@ -34,6 +34,9 @@ pub struct Context {
     pub identity: Identity,
     /// What authorization decided, when it ran.
     pub verdict: Verdict,
+    /// Whether the per-address rate limit has counted this request (it is asked before the
+    /// credential is verified, and only once).
+    pub address_limited: bool,
     /// Whether this request's access-log line is written: fields that cost something to fill
     /// (the video's alias) are filled only then.
     pub logged: bool,
@@ -60,6 +63,7 @@ impl Context {
             html: false,
             identity: Identity::Anonymous,
             verdict: Verdict::default(),
+            address_limited: false,
             logged: false,
         }
     }

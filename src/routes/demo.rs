@@ -62,8 +62,7 @@ pub async fn sign_in(
     ctx: &mut Context,
     head: &Parts,
 ) -> Result<Response<Body>, RequestError> {
-    let identity = snapshot.auth.identify(&head.headers).await?;
-    ctx.identity = identity.clone();
+    let identity = super::identify_visitor(snapshot, ctx, &head.headers).await?;
     if identity.is_authenticated() {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SEE_OTHER;
@@ -91,8 +90,7 @@ pub async fn home(
     head: &Parts,
 ) -> Result<Response<Body>, RequestError> {
     let settings = &snapshot.settings;
-    let identity = snapshot.auth.identify(&head.headers).await?;
-    ctx.identity = identity.clone();
+    let identity = super::identify_visitor(snapshot, ctx, &head.headers).await?;
     let now = unix_now();
     let mut listed = Vec::new();
     let mut more = 0usize;

@@ -10,17 +10,21 @@ pub mod watch;
 use http::HeaderMap;
 
 use crate::error::RequestError;
+use crate::identity::{AuthError, Identity};
 use crate::request::{Context, Decision};
 use crate::snapshot::Snapshot;
 
-/// Identify the caller into `ctx`. `Err` is a credential that is present but invalid (401),
+/// Identify the caller into `ctx`, on a route that mints tokens. The per-address rate limit
+/// is asked first, before any credential is verified (429). `Err` is then a credential that
+/// is present but invalid (401), a sign-in refused before checking after failed ones (429),
 /// or a check that could not run (503); it is noted as an unauthenticated request.
 pub async fn identify(
     snapshot: &Snapshot,
     ctx: &mut Context,
     headers: &HeaderMap,
 ) -> Result<(), RequestError> {
-    match snapshot.auth.identify(headers).await {
+    snapshot.authz.limit_address(ctx)?;
+    match identify_caller(snapshot, ctx, headers).await {
         Ok(identity) => {
             ctx.identity = identity;
             Ok(())
@@ -30,4 +34,36 @@ pub async fn identify(
             Err(error.into())
         }
     }
+}
+
+/// Identify the visitor of a page into `ctx`, and return who it is. As [`identify`], but the
+/// per-address rate limit counts only a request that carries a credential to verify: an
+/// anonymous page view mints nothing and checks nothing.
+pub async fn identify_visitor(
+    snapshot: &Snapshot,
+    ctx: &mut Context,
+    headers: &HeaderMap,
+) -> Result<Identity, RequestError> {
+    if snapshot.auth.presents_credential(headers) {
+        snapshot.authz.limit_address(ctx)?;
+    }
+    let identity = identify_caller(snapshot, ctx, headers).await?;
+    ctx.identity = identity.clone();
+    Ok(identity)
+}
+
+/// Ask the authenticator, from the viewer's address; count refused and throttled sign-ins
+/// (`streamgate_failed_sign_ins_total`, `streamgate_sign_ins_throttled_total{reason}`).
+async fn identify_caller(
+    snapshot: &Snapshot,
+    ctx: &Context,
+    headers: &HeaderMap,
+) -> Result<Identity, AuthError> {
+    let identified = snapshot.auth.identify(headers, ctx.client).await;
+    match &identified {
+        Err(AuthError::Throttled { reason, .. }) => snapshot.metrics.sign_in_throttled(*reason),
+        Err(error) if error.is_failed_credential() => snapshot.metrics.failed_sign_in(),
+        _ => {}
+    }
+    identified
 }
