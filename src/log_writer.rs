@@ -18,9 +18,9 @@
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -219,6 +219,200 @@ impl Drop for Line<'_> {
     }
 }
 
+// === records formatted here, without `tracing` ===
+
+/// Where records formatted without `tracing` go: the same buffer and format as the subscriber's
+/// lines. The access log uses it, because formatting a line through `tracing-subscriber`
+/// (a visitor per field, JSON through `serde_json` into a `String`, then copied) cost more
+/// than the rest of a cache hit; the outside bench keeps the measurement.
+pub struct Direct {
+    shared: Arc<Shared>,
+    json: bool,
+}
+
+static DIRECT: OnceLock<Direct> = OnceLock::new();
+
+/// Send direct records through `writer` in the subscriber's format (`json`, else plain text
+/// without colours). Once per process; later calls are ignored.
+pub fn install_direct(writer: &LogWriter, json: bool) {
+    let _ = DIRECT.set(Direct {
+        shared: Arc::clone(&writer.shared),
+        json,
+    });
+}
+
+/// The direct sink, when the binary installed one; `None` means "log through `tracing`".
+pub fn direct() -> Option<&'static Direct> {
+    DIRECT.get()
+}
+
+impl Direct {
+    /// Write one INFO record of `target` with `message` and the fields `fill` adds, stamped now.
+    pub fn info(&self, target: &str, message: &str, fill: impl FnOnce(&mut Record<'_>)) {
+        let mut line = LINE
+            .try_with(|line| std::mem::take(&mut *line.borrow_mut()))
+            .unwrap_or_default();
+        line.clear();
+        let mut record = Record {
+            out: &mut line,
+            json: self.json,
+        };
+        record.start(SystemTime::now(), target, message);
+        fill(&mut record);
+        record.finish(target);
+        self.shared.append(&line);
+        line.clear();
+        if line.capacity() <= 64 * 1024 {
+            let _ = LINE.try_with(|slot| *slot.borrow_mut() = line);
+        }
+    }
+}
+
+/// One record being written: fields in order, escaped for the format.
+pub struct Record<'a> {
+    out: &'a mut Vec<u8>,
+    json: bool,
+}
+
+impl Record<'_> {
+    fn start(&mut self, now: SystemTime, target: &str, message: &str) {
+        let stamp = humantime::format_rfc3339_micros(now);
+        if self.json {
+            let _ = write!(
+                self.out,
+                "{{\"timestamp\":\"{stamp}\",\"level\":\"INFO\",\"message\":"
+            );
+            json_string(self.out, message);
+        } else {
+            let _ = write!(self.out, "{stamp}  INFO {target}: {message}");
+        }
+    }
+
+    fn finish(&mut self, target: &str) {
+        if self.json {
+            self.out.extend_from_slice(b",\"target\":");
+            json_string(self.out, target);
+            self.out.extend_from_slice(b"}\n");
+        } else {
+            self.out.push(b'\n');
+        }
+    }
+
+    fn name(&mut self, name: &str) {
+        if self.json {
+            self.out.extend_from_slice(b",\"");
+            self.out.extend_from_slice(name.as_bytes());
+            self.out.extend_from_slice(b"\":");
+        } else {
+            self.out.push(b' ');
+            self.out.extend_from_slice(name.as_bytes());
+            self.out.push(b'=');
+        }
+    }
+
+    /// A text field: a JSON string, or quoted and escaped as `tracing` shows a `&str`.
+    pub fn str(&mut self, name: &str, value: &str) -> &mut Self {
+        self.name(name);
+        if self.json {
+            json_string(self.out, value);
+        } else {
+            debug_string(self.out, value);
+        }
+        self
+    }
+
+    /// A field shown with `Display` (as `tracing`'s `%`): a JSON string, or bare in text.
+    /// Only for values that cannot hold a quote, a backslash or a control character, such as
+    /// addresses and methods.
+    pub fn display(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Self {
+        self.name(name);
+        if self.json {
+            let start = self.out.len() + 1;
+            let _ = write!(self.out, "\"{value}\"");
+            // Never trust the promise with the record's shape.
+            let end = self.out.len() - 1;
+            if self.out[start..end]
+                .iter()
+                .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            {
+                let text = String::from_utf8_lossy(&self.out[start..end]).into_owned();
+                self.out.truncate(start - 1);
+                json_string(self.out, &text);
+            }
+        } else {
+            let _ = write!(self.out, "{value}");
+        }
+        self
+    }
+
+    pub fn u64(&mut self, name: &str, value: u64) -> &mut Self {
+        self.name(name);
+        let _ = write!(self.out, "{value}");
+        self
+    }
+
+    pub fn f64(&mut self, name: &str, value: f64) -> &mut Self {
+        self.name(name);
+        if value.is_finite() {
+            let _ = write!(self.out, "{value}");
+        } else if self.json {
+            self.out.extend_from_slice(b"null");
+        } else {
+            let _ = write!(self.out, "{value}");
+        }
+        self
+    }
+
+    pub fn bool(&mut self, name: &str, value: bool) -> &mut Self {
+        self.name(name);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+}
+
+/// `value` as a JSON string.
+fn json_string(out: &mut Vec<u8>, value: &str) {
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.extend_from_slice(escape);
+        }
+        plain = i + 1;
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
+}
+
+/// `value` quoted and escaped as Rust's `Debug` shows a string (what `tracing`'s text format
+/// writes for a `&str` field).
+fn debug_string(out: &mut Vec<u8>, value: &str) {
+    let simple = value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if simple {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = write!(out, "{value:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -332,5 +526,77 @@ mod tests {
         assert_eq!(kept + dropped, 40, "every line is written or counted");
         let expected: String = (0..kept).map(|i| format!("line {i:02}\n")).collect();
         assert_eq!(written, expected, "the first lines are kept, in order");
+    }
+
+    /// The same record written by `tracing-subscriber` (as the binary configures it) and by
+    /// [`Direct`], for both formats.
+    fn both_ways(json: bool) -> (String, String) {
+        use tracing_subscriber::fmt::MakeWriter as _;
+        let sink = Sink::default();
+        let (writer, guard) = spawn(sink.clone(), 1 << 20).unwrap();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(writer.clone());
+        let tricky = "a \"quoted\" \\ path\n\twith \u{1b}[2K and é";
+        let peer: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        let log = || {
+            tracing::info!(
+                target: "streamgate::access",
+                request_id = "abc",
+                method = %http::Method::GET,
+                path = tricky,
+                status = 302u64,
+                latency_ms = 1.321064f64,
+                body_bytes = Some(42u64),
+                truncated = false,
+                peer = %peer,
+                "request"
+            );
+        };
+        if json {
+            tracing::subscriber::with_default(subscriber.json().flatten_event(true).finish(), log);
+        } else {
+            tracing::subscriber::with_default(subscriber.finish(), log);
+        }
+        let direct = Direct {
+            shared: Arc::clone(&writer.shared),
+            json,
+        };
+        direct.info("streamgate::access", "request", |record| {
+            record
+                .str("request_id", "abc")
+                .display("method", http::Method::GET)
+                .str("path", tricky)
+                .u64("status", 302)
+                .f64("latency_ms", 1.321064)
+                .u64("body_bytes", 42)
+                .bool("truncated", false)
+                .display("peer", peer);
+        });
+        drop(writer.make_writer());
+        drop(guard);
+        let written = String::from_utf8(sink.written.lock().unwrap().clone()).unwrap();
+        let mut lines = written.lines().map(str::to_string);
+        (lines.next().unwrap(), lines.next().unwrap())
+    }
+
+    #[test]
+    fn direct_json_records_carry_what_the_subscriber_writes() {
+        let (traced, direct) = both_ways(true);
+        let mut traced: serde_json::Value = serde_json::from_str(&traced).unwrap();
+        let mut direct: serde_json::Value = serde_json::from_str(&direct).unwrap();
+        let stamp = direct["timestamp"].as_str().unwrap().to_string();
+        assert_eq!(stamp.len(), "2026-12-01T11:30:05.236260Z".len(), "{stamp}");
+        traced.as_object_mut().unwrap().remove("timestamp");
+        direct.as_object_mut().unwrap().remove("timestamp");
+        assert_eq!(direct, traced);
+    }
+
+    #[test]
+    fn direct_text_records_read_as_the_subscriber_writes_them() {
+        let (traced, direct) = both_ways(false);
+        let after_stamp = |line: &str| line.split_once("  ").unwrap().1.to_string();
+        assert_eq!(after_stamp(&direct), after_stamp(&traced));
+        assert!(!direct.contains('\u{1b}'), "{direct}");
     }
 }

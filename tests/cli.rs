@@ -466,10 +466,20 @@ fn sign_prints_a_token_and_its_player_url() {
     assert!(!too_long.status.success());
 }
 
-/// A `streamgate` process whose stdout lines arrive on a channel.
+/// A `streamgate` process whose stdout lines arrive on a channel; killed if a test ends (or
+/// panics) without stopping it.
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Running {

@@ -224,6 +224,9 @@ impl AccessLine {
     /// body broke off, `abandoned` when the viewer went away), `body_bytes` what a streamed
     /// body carried, `duration` until the body ended.
     fn write(self, body: &'static str, body_bytes: Option<u64>, duration: Duration) {
+        if let Some(direct) = crate::log_writer::direct() {
+            return self.write_direct(direct, body, body_bytes, duration);
+        }
         tracing::info!(
             target: "streamgate::access",
             request_id = self.request_id,
@@ -243,6 +246,37 @@ impl AccessLine {
             rule = self.rule.as_deref().unwrap_or(""),
             "request"
         );
+    }
+
+    /// [`AccessLine::write`] without `tracing`'s formatting: the same fields, in the same order.
+    fn write_direct(
+        self,
+        direct: &crate::log_writer::Direct,
+        body: &'static str,
+        body_bytes: Option<u64>,
+        duration: Duration,
+    ) {
+        direct.info("streamgate::access", "request", |record| {
+            record
+                .str("request_id", &self.request_id)
+                .display("method", &self.method)
+                .str("path", &self.path)
+                .u64("status", u64::from(self.status))
+                .f64("latency_ms", self.latency.as_secs_f64() * 1000.0)
+                .f64("duration_ms", duration.as_secs_f64() * 1000.0)
+                .str("body", body);
+            if let Some(bytes) = body_bytes {
+                record.u64("body_bytes", bytes);
+            }
+            record
+                .bool("truncated", body == "truncated")
+                .display("peer", self.peer)
+                .display("client", self.client)
+                .str("video", self.video.as_deref().unwrap_or(""))
+                .str("subject", self.subject.as_deref().unwrap_or(""))
+                .str("decision", self.decision)
+                .str("rule", self.rule.as_deref().unwrap_or(""));
+        });
     }
 }
 

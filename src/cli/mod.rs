@@ -187,9 +187,14 @@ fn init_tracing(format: LogFormat) -> Option<log_writer::LogGuard> {
             return None;
         }
     };
+    let ansi = std::io::stderr().is_terminal();
+    if json || !ansi {
+        // The access log formats its lines itself, in the same shape (colours aside).
+        log_writer::install_direct(&writer, json);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_writer(writer);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
