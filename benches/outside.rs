@@ -443,7 +443,8 @@ fn basic_header() -> String {
     format!("Authorization: Basic {credentials}")
 }
 
-/// `Cookie: session=<JWT>` from the shipped config's demo issuer, for the `staff` group.
+/// `Cookie: session=<JWT>` from the shipped config's demo issuer, in its `members` group
+/// (`group:demo-idp:members` in the `members` rule).
 fn jwt_cookie(root: &Path) -> String {
     let secret = std::fs::read(root.join("demo/idp-hs256.secret")).unwrap();
     let secret = String::from_utf8_lossy(&secret)
@@ -458,7 +459,7 @@ fn jwt_cookie(root: &Path) -> String {
         "iss": "https://idp.streamgate.example",
         "aud": "streamgate",
         "sub": "carol",
-        "groups": ["staff"],
+        "groups": ["members"],
         "iat": now,
         "exp": now + 3600,
     });
