@@ -268,7 +268,9 @@ impl Direct {
     }
 }
 
-/// One record being written: fields in order, escaped for the format.
+/// One record being written: fields in order, escaped for the format. Numbers, addresses
+/// and the timestamp are written without `core::fmt`, which costs more than the rest of the
+/// line together.
 pub struct Record<'a> {
     out: &'a mut Vec<u8>,
     json: bool,
@@ -276,15 +278,18 @@ pub struct Record<'a> {
 
 impl Record<'_> {
     fn start(&mut self, now: SystemTime, target: &str, message: &str) {
-        let stamp = humantime::format_rfc3339_micros(now);
         if self.json {
-            let _ = write!(
-                self.out,
-                "{{\"timestamp\":\"{stamp}\",\"level\":\"INFO\",\"message\":"
-            );
+            self.out.extend_from_slice(b"{\"timestamp\":\"");
+            timestamp(self.out, now);
+            self.out
+                .extend_from_slice(b"\",\"level\":\"INFO\",\"message\":");
             json_string(self.out, message);
         } else {
-            let _ = write!(self.out, "{stamp}  INFO {target}: {message}");
+            timestamp(self.out, now);
+            self.out.extend_from_slice(b"  INFO ");
+            self.out.extend_from_slice(target.as_bytes());
+            self.out.extend_from_slice(b": ");
+            self.out.extend_from_slice(message.as_bytes());
         }
     }
 
@@ -321,45 +326,64 @@ impl Record<'_> {
         self
     }
 
-    /// A field shown with `Display` (as `tracing`'s `%`): a JSON string, or bare in text.
-    /// Only for values that cannot hold a quote, a backslash or a control character, such as
-    /// addresses and methods.
-    pub fn display(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Self {
+    /// A text field shown as `tracing` shows a `%` (Display) field: a JSON string, or bare in
+    /// text. For values that hold no space, quote, backslash or control character (a method);
+    /// anything else is quoted as [`Record::str`] does, so the line keeps its shape.
+    pub fn bare(&mut self, name: &str, value: &str) -> &mut Self {
+        if !self.json
+            && value
+                .bytes()
+                .any(|b| b <= b' ' || b == b'"' || b == b'\\' || b == 0x7f)
+        {
+            return self.str(name, value);
+        }
         self.name(name);
         if self.json {
-            let start = self.out.len() + 1;
-            let _ = write!(self.out, "\"{value}\"");
-            // Never trust the promise with the record's shape.
-            let end = self.out.len() - 1;
-            if self.out[start..end]
-                .iter()
-                .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            {
-                let text = String::from_utf8_lossy(&self.out[start..end]).into_owned();
-                self.out.truncate(start - 1);
-                json_string(self.out, &text);
-            }
+            json_string(self.out, value);
         } else {
-            let _ = write!(self.out, "{value}");
+            self.out.extend_from_slice(value.as_bytes());
+        }
+        self
+    }
+
+    /// An address, shown as `Display` does.
+    pub fn ip(&mut self, name: &str, value: std::net::IpAddr) -> &mut Self {
+        self.name(name);
+        if self.json {
+            self.out.push(b'"');
+        }
+        match value {
+            std::net::IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b'.');
+                    }
+                    decimal(self.out, u64::from(octet));
+                }
+            }
+            std::net::IpAddr::V6(v6) => {
+                let _ = write!(self.out, "{v6}");
+            }
+        }
+        if self.json {
+            self.out.push(b'"');
         }
         self
     }
 
     pub fn u64(&mut self, name: &str, value: u64) -> &mut Self {
         self.name(name);
-        let _ = write!(self.out, "{value}");
+        decimal(self.out, value);
         self
     }
 
-    pub fn f64(&mut self, name: &str, value: f64) -> &mut Self {
+    /// A duration in milliseconds, with six decimals (nanoseconds).
+    pub fn millis(&mut self, name: &str, value: Duration) -> &mut Self {
         self.name(name);
-        if value.is_finite() {
-            let _ = write!(self.out, "{value}");
-        } else if self.json {
-            self.out.extend_from_slice(b"null");
-        } else {
-            let _ = write!(self.out, "{value}");
-        }
+        let nanos = value.as_nanos().min(u128::from(u64::MAX)) as u64;
+        decimal(self.out, nanos / 1_000_000);
+        self.out.push(b'.');
+        padded(self.out, nanos % 1_000_000, 6);
         self
     }
 
@@ -371,26 +395,102 @@ impl Record<'_> {
     }
 }
 
+/// `value` in decimal.
+fn decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `value` in decimal, zero-padded to `width` digits (`value` must fit).
+fn padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    for at in (0..width).rev() {
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.extend_from_slice(&digits[..width]);
+}
+
+thread_local! {
+    /// The last second stamped on this thread and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: RefCell<(u64, [u8; 19])> = const { RefCell::new((u64::MAX, [0; 19])) };
+}
+
+/// `now` as RFC 3339 UTC with microseconds, as `tracing-subscriber` stamps its lines. The
+/// date and time of day are formatted once per second per thread.
+fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = since.as_secs();
+    let cached = SECOND.try_with(|second| {
+        let mut second = second.borrow_mut();
+        if second.0 != seconds {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            // `YYYY-MM-DDTHH:MM:SSZ`: keep all but the `Z`.
+            if text.len() == 20 {
+                second.1.copy_from_slice(&text.as_bytes()[..19]);
+                second.0 = seconds;
+            }
+        }
+        (second.0 == seconds).then_some(second.1)
+    });
+    match cached.ok().flatten() {
+        Some(prefix) => {
+            out.extend_from_slice(&prefix);
+            out.push(b'.');
+            padded(out, u64::from(since.subsec_micros()), 6);
+            out.push(b'Z');
+        }
+        None => {
+            let _ = write!(out, "{}", humantime::format_rfc3339_micros(now));
+        }
+    }
+}
+
+/// Whether a byte must be escaped inside a JSON string.
+fn json_escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
 /// `value` as a JSON string.
 fn json_string(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
     let bytes = value.as_bytes();
+    // Most values need no escape: one pass without early exit (which vectorises), one copy.
+    if !bytes.iter().fold(false, |any, &b| any | json_escaped(b)) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
+        if !json_escaped(b) {
+            continue;
+        }
         out.extend_from_slice(&bytes[plain..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.extend_from_slice(escape);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                out.extend_from_slice(b"\\u00");
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
         }
         plain = i + 1;
     }
@@ -401,9 +501,9 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
 /// `value` quoted and escaped as Rust's `Debug` shows a string (what `tracing`'s text format
 /// writes for a `&str` field).
 fn debug_string(out: &mut Vec<u8>, value: &str) {
-    let simple = value
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    let simple = !value.bytes().fold(false, |any, b| {
+        any | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
+    });
     if simple {
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
@@ -550,6 +650,7 @@ mod tests {
                 body_bytes = Some(42u64),
                 truncated = false,
                 peer = %peer,
+                client = %"192.0.2.7".parse::<std::net::IpAddr>().unwrap(),
                 "request"
             );
         };
@@ -565,13 +666,14 @@ mod tests {
         direct.info("streamgate::access", "request", |record| {
             record
                 .str("request_id", "abc")
-                .display("method", http::Method::GET)
+                .bare("method", "GET")
                 .str("path", tricky)
                 .u64("status", 302)
-                .f64("latency_ms", 1.321064)
+                .millis("latency_ms", Duration::from_nanos(1_321_064))
                 .u64("body_bytes", 42)
                 .bool("truncated", false)
-                .display("peer", peer);
+                .ip("peer", peer)
+                .ip("client", "192.0.2.7".parse().unwrap());
         });
         drop(writer.make_writer());
         drop(guard);
@@ -598,5 +700,36 @@ mod tests {
         let after_stamp = |line: &str| line.split_once("  ").unwrap().1.to_string();
         assert_eq!(after_stamp(&direct), after_stamp(&traced));
         assert!(!direct.contains('\u{1b}'), "{direct}");
+    }
+
+    #[test]
+    fn timestamps_and_numbers_are_written_as_core_fmt_would() {
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_117_405);
+        for offset in [0, 7, 999_999, 1_000_000, 86_400_000_123] {
+            let now = base + Duration::from_micros(offset);
+            let mut out = Vec::new();
+            timestamp(&mut out, now);
+            let expected = humantime::format_rfc3339_micros(now).to_string();
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
+        for value in [0, 7, 10, 302, 18_446_744_073_709_551_615] {
+            let mut out = Vec::new();
+            decimal(&mut out, value);
+            assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
+        let mut out = Vec::new();
+        let mut record = Record {
+            out: &mut out,
+            json: false,
+        };
+        record
+            .millis("a", Duration::from_nanos(33_362))
+            .millis("b", Duration::from_secs(2))
+            .ip("v6", "2001:db8::1".parse().unwrap())
+            .bare("odd", "a b");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            " a=0.033362 b=2000.000000 v6=2001:db8::1 odd=\"a b\""
+        );
     }
 }

@@ -259,19 +259,19 @@ impl AccessLine {
         direct.info("streamgate::access", "request", |record| {
             record
                 .str("request_id", &self.request_id)
-                .display("method", &self.method)
+                .bare("method", self.method.as_str())
                 .str("path", &self.path)
                 .u64("status", u64::from(self.status))
-                .f64("latency_ms", self.latency.as_secs_f64() * 1000.0)
-                .f64("duration_ms", duration.as_secs_f64() * 1000.0)
+                .millis("latency_ms", self.latency)
+                .millis("duration_ms", duration)
                 .str("body", body);
             if let Some(bytes) = body_bytes {
                 record.u64("body_bytes", bytes);
             }
             record
                 .bool("truncated", body == "truncated")
-                .display("peer", self.peer)
-                .display("client", self.client)
+                .ip("peer", self.peer)
+                .ip("client", self.client)
                 .str("video", self.video.as_deref().unwrap_or(""))
                 .str("subject", self.subject.as_deref().unwrap_or(""))
                 .str("decision", self.decision)
