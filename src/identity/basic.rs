@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, Salt, SaltString};
 use argon2::{Argon2, Params, Version};
@@ -29,6 +29,7 @@ use base64::Engine as _;
 use moka::future::Cache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::hot::HotSlots;
 use super::password_memory::WorkingMemory;
 use super::throttle::AddressKey;
 use super::{AuthError, CredentialHasher, Principal, PrincipalKind};
@@ -69,8 +70,13 @@ struct User {
 pub struct BasicUsers {
     users: HashMap<Arc<str>, User>,
     hasher: CredentialHasher,
-    /// Successful verifications: keyed digest of (user, password) → principal.
-    cache: Cache<[u8; 32], Arc<Principal>>,
+    /// Successful verifications: keyed digest of (user, password) → principal, and when the
+    /// entry expires.
+    cache: Cache<[u8; 32], (Arc<Principal>, Instant)>,
+    /// The most recent verifications, in front of `cache`.
+    hot: HotSlots<Arc<Principal>>,
+    /// How long a success is cached.
+    cache_ttl: Duration,
     /// Bounds how many argon2 checks run at once (each uses the hash's `m` KiB of memory).
     permits: Arc<Semaphore>,
     /// Checks currently waiting for a permit.
@@ -203,6 +209,8 @@ impl BasicUsers {
                 .max_capacity(CACHE_CAPACITY)
                 .time_to_live(cache_ttl)
                 .build(),
+            hot: HotSlots::new(),
+            cache_ttl,
             permits: Arc::new(Semaphore::new(max_concurrent_checks)),
             waiting: AtomicUsize::new(0),
             max_waiting: max_concurrent_checks.saturating_mul(WAITERS_PER_PERMIT),
@@ -252,12 +260,23 @@ impl BasicUsers {
     ) -> Result<Arc<Principal>, AuthError> {
         let (name, password) = (credentials.user(), credentials.password());
         let key = self.hasher.digest(&[name.as_bytes(), password.as_bytes()]);
+        let now = Instant::now();
+        if let Some(principal) = self.hot.get(&key, now) {
+            return Ok(principal);
+        }
         // A hit returns at once; concurrent misses for the same key share one check; an error
         // is returned to every waiter and never cached.
-        self.cache
-            .try_get_with(key, self.check(name, password, client, gate))
+        let checked = async {
+            let principal = self.check(name, password, client, gate).await?;
+            Ok::<_, AuthError>((principal, now + self.cache_ttl))
+        };
+        let (principal, until) = self
+            .cache
+            .try_get_with(key, checked)
             .await
-            .map_err(|error| (*error).clone())
+            .map_err(|error| (*error).clone())?;
+        self.hot.put(key, Arc::clone(&principal), until);
+        Ok(principal)
     }
 
     /// The full argon2 check, one at a time per address and bounded in concurrency overall,

@@ -6,6 +6,7 @@
 
 pub mod api_key;
 pub mod basic;
+pub mod hot;
 pub mod jwt;
 pub mod password_memory;
 pub mod throttle;

@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 
 use self::jwks::Remote;
 use self::keys::{KeySet, load_fixed};
+use super::hot::HotSlots;
 use super::{AuthError, CredentialHasher, IssuerSource, Principal, PrincipalKind, lookup_claim};
 use crate::secret::KeyLocation;
 
@@ -93,6 +94,8 @@ pub struct JwtVerifier {
     issuers: Vec<Issuer>,
     hasher: CredentialHasher,
     cache: moka::future::Cache<[u8; 32], Cached>,
+    /// The most recent verifications, in front of `cache`.
+    hot: HotSlots<Arc<Principal>>,
     jwks_fetches: AtomicU64,
     verifications: AtomicU64,
     refresh_spawned: AtomicBool,
@@ -105,6 +108,8 @@ pub struct JwtVerifier {
 struct Cached {
     principal: Arc<Principal>,
     ttl: Duration,
+    /// When the entry expires (its `ttl` from when it was verified).
+    until: Instant,
 }
 
 struct CacheExpiry;
@@ -157,6 +162,7 @@ impl JwtVerifier {
                 .max_capacity(CACHE_CAPACITY)
                 .expire_after(CacheExpiry)
                 .build(),
+            hot: HotSlots::new(),
             jwks_fetches: AtomicU64::new(0),
             verifications: AtomicU64::new(0),
             refresh_spawned: AtomicBool::new(false),
@@ -168,7 +174,13 @@ impl JwtVerifier {
     /// from the cache until the token (or the issuer's `cache_ttl`) expires.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let cache_key = self.hasher.digest(&[token.as_bytes()]);
+        let now = Instant::now();
+        if let Some(principal) = self.hot.get(&cache_key, now) {
+            return Ok(principal);
+        }
         if let Some(hit) = self.cache.get(&cache_key).await {
+            self.hot
+                .put(cache_key, Arc::clone(&hit.principal), hit.until);
             return Ok(hit.principal);
         }
         match self.verify_uncached(token).await {
@@ -177,6 +189,7 @@ impl JwtVerifier {
                     let cached = Cached {
                         principal: principal.clone(),
                         ttl,
+                        until: now + ttl,
                     };
                     self.cache.insert(cache_key, cached).await;
                 }
