@@ -617,24 +617,36 @@ async fn logs_never_contain_tokens_or_api_keys() {
     );
 }
 
-#[tokio::test]
-async fn every_access_line_is_written_before_the_process_exits_on_sigterm() {
-    const REQUESTS: usize = 300;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), "config.yaml", &gateway_config());
-    let log_path = dir.path().join("stderr.log");
+/// `serve` on `yaml` (written into `dir`) on a free port, its log in `format` at `level` going
+/// to `dir/stderr.log`: the process, its origin and the log's path.
+fn serve_logging(
+    dir: &Path,
+    yaml: &str,
+    format: &str,
+    level: &str,
+) -> (Running, String, std::path::PathBuf) {
+    let path = write_config(dir, "config.yaml", yaml);
+    let log_path = dir.join("stderr.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let args = [
         "--config",
         &path,
         "--log-format",
-        "json",
+        format,
         "serve",
         "--listen",
         "127.0.0.1:0",
     ];
-    let serve = Running::spawn(&args, "info", Stdio::from(log));
+    let serve = Running::spawn(&args, level, Stdio::from(log));
     let origin = serve.line_after("streamgate listening on ");
+    (serve, origin, log_path)
+}
+
+#[tokio::test]
+async fn every_access_line_is_written_before_the_process_exits_on_sigterm() {
+    const REQUESTS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let (serve, origin, log_path) = serve_logging(dir.path(), &gateway_config(), "json", "info");
     for i in 0..REQUESTS {
         let id = format!("drain-{i}");
         let watch = get_with(&format!("{origin}/watch/intro"), &[("x-request-id", &id)]).await;
@@ -1157,20 +1169,8 @@ async fn send_forging_requests(origin: &str) {
 async fn request_derived_text_cannot_forge_or_flood_a_log_line() {
     for format in ["text", "json"] {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_config(dir.path(), "config.yaml", &undrained_config());
-        let log_path = dir.path().join("stderr.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let args = [
-            "--config",
-            &path,
-            "--log-format",
-            format,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ];
-        let serve = Running::spawn(&args, "debug", Stdio::from(log));
-        let origin = serve.line_after("streamgate listening on ");
+        let (serve, origin, log_path) =
+            serve_logging(dir.path(), &undrained_config(), format, "debug");
         send_forging_requests(&origin).await;
         assert!(serve.terminate().await.success());
 
