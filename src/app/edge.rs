@@ -210,7 +210,7 @@ impl AccessLine {
             subject: ctx
                 .identity
                 .principal()
-                .map(|p| clip(&p.label(), LOG_CHARS).to_string()),
+                .map(|p| clip(p.label(), LOG_CHARS).to_string()),
             decision: ctx.verdict.decision.map_or("", |d| d.label()),
             rule: ctx
                 .verdict

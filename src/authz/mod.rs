@@ -116,7 +116,7 @@ impl Authorizer {
             && self.limiter.limits_subjects()
         {
             self.limiter
-                .check_subject(&principal.label())
+                .check_subject(principal.label())
                 .map_err(|wait| self.too_many(wait))?;
         }
         self.limit_address(ctx)

@@ -36,6 +36,8 @@ pub struct Principal {
     pub groups: Box<[Arc<str>]>,
     /// A JWT's verified claims, for `claim:` subjects; empty for other kinds.
     pub claims: serde_json::Map<String, Value>,
+    /// [`Principal::label`], made once: the access log writes it for every request.
+    label: Box<str>,
 }
 
 /// How a [`Principal`] proved who it is: its source.
@@ -84,11 +86,18 @@ impl Principal {
         let mut groups: Vec<Arc<str>> = groups.into_iter().collect();
         groups.sort_unstable();
         groups.dedup();
+        let label = match &kind {
+            PrincipalKind::ApiKey => format!("api_key:{name}"),
+            PrincipalKind::User => format!("user:{name}"),
+            PrincipalKind::Jwt { .. } => format!("jwt:{name}"),
+        }
+        .into_boxed_str();
         Self {
             kind,
             name,
             groups: groups.into_boxed_slice(),
             claims,
+            label,
         }
     }
 
@@ -115,12 +124,8 @@ impl Principal {
     }
 
     /// A short label for logs: `user:alice`, `api_key:ci`, `jwt:alice@idp`.
-    pub fn label(&self) -> String {
-        match &self.kind {
-            PrincipalKind::ApiKey => format!("api_key:{}", self.name),
-            PrincipalKind::User => format!("user:{}", self.name),
-            PrincipalKind::Jwt { .. } => format!("jwt:{}", self.name),
-        }
+    pub fn label(&self) -> &str {
+        &self.label
     }
 }
 
