@@ -21,9 +21,11 @@
 //! candidate rules). The config now has users and a cookie issuer, so the gateway also looks
 //! for a session cookie on anonymous requests.
 //!
-//! Targets: (a)/(c) ≥ 0.90, (b)/(d) ≥ 0.85, (e)/(a) and (f)/(a) ≥ 0.70. Falling short prints
-//! BELOW but does not fail (the machine is shared and noisy); any failed request or non-302
-//! answer exits non-zero.
+//! The ratios it prints ((a)/(c) ≥ 0.90, (b)/(d) ≥ 0.85, (e)/(a) and (f)/(a) ≥ 0.70) are this
+//! bench's own marks, not the project's targets: the load generator shares the cores, which
+//! compresses every ratio toward 1. The targets are measured from outside (`benches/outside.rs`).
+//! Falling short prints BELOW but does not fail; any failed request or non-302 answer exits
+//! non-zero.
 //!
 //! Scenarios are measured in alternating rounds, (a) (c) (c') (e) (f) (a) (c) … then (b) (d)
 //! (b) (d) …, so that a noisy neighbour slows both sides of a ratio alike instead of only one.
