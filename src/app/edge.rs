@@ -151,16 +151,18 @@ impl Handler for Edge {
             self.metrics.decision(decision, ctx.verdict.rule_index);
         }
         if ctx.logged {
-            let line = AccessLine::new(&snapshot, &ctx, &head, status, latency);
+            let fields = AccessFields::new(&snapshot, &ctx, &head, status, latency);
             if response.body().is_stream() {
                 // A streamed body may still break off: the line is written when it ends.
+                let line = AccessLine::new(&fields, &head.method);
                 response = response.map(|body| {
                     body.on_end(move |end, bytes| {
-                        line.write(end.label(), Some(bytes), started.elapsed());
+                        line.fields()
+                            .write(end.label(), Some(bytes), started.elapsed());
                     })
                 });
             } else {
-                line.write(BodyEnd::Complete.label(), None, latency);
+                fields.write(BodyEnd::Complete.label(), None, latency);
             }
         }
         response.headers_mut().insert(REQUEST_ID, ctx.id);
@@ -172,58 +174,58 @@ impl Handler for Edge {
 /// accepts (`MAX_PATH_BYTES`) are refused with 414 but still logged, cut here.
 const ACCESS_PATH_CHARS: usize = 1024;
 
-/// One access-log line, from the context alone; written once the response has ended. Its
-/// string fields are escaped by the log format (quoted in text, JSON strings in JSON) and
-/// cut short here.
-struct AccessLine {
-    request_id: String,
-    method: http::Method,
-    path: String,
+/// One access-log line's fields, borrowed from the request context: written at once for a
+/// body that is complete, or kept as an [`AccessLine`] until a streamed body ends. String
+/// fields are escaped by the log format (quoted in text, JSON strings in JSON) and cut short
+/// here.
+struct AccessFields<'a> {
+    request_id: &'a str,
+    method: &'a str,
+    path: &'a str,
     status: u16,
     latency: Duration,
     peer: std::net::IpAddr,
     client: std::net::IpAddr,
-    video: Option<Arc<str>>,
-    subject: Option<String>,
+    video: &'a str,
+    subject: &'a str,
     decision: &'static str,
-    rule: Option<Arc<str>>,
+    rule: &'a str,
 }
 
-impl AccessLine {
+impl<'a> AccessFields<'a> {
     fn new(
-        snapshot: &Snapshot,
-        ctx: &Context,
-        head: &Parts,
+        snapshot: &'a Snapshot,
+        ctx: &'a Context,
+        head: &'a Parts,
         status: u16,
         latency: Duration,
     ) -> Self {
-        let rules = snapshot.authz.policy().rules();
         Self {
-            request_id: ctx.id.to_str().unwrap_or("").to_string(),
-            method: head.method.clone(),
-            path: clip(head.uri.path(), ACCESS_PATH_CHARS).to_string(),
+            request_id: ctx.id.to_str().unwrap_or(""),
+            method: head.method.as_str(),
+            path: clip(head.uri.path(), ACCESS_PATH_CHARS),
             status,
             latency,
             peer: ctx.peer.ip(),
             client: ctx.client,
-            video: ctx.verdict.video.clone(),
+            video: ctx.verdict.video.as_deref().unwrap_or(""),
             subject: ctx
                 .identity
                 .principal()
-                .map(|p| clip(p.label(), LOG_CHARS).to_string()),
+                .map_or("", |p| clip(p.label(), LOG_CHARS)),
             decision: ctx.verdict.decision.map_or("", |d| d.label()),
             rule: ctx
                 .verdict
                 .rule_index
-                .and_then(|index| rules.get(index))
-                .map(|rule| Arc::clone(&rule.name)),
+                .and_then(|index| snapshot.authz.policy().rules().get(index))
+                .map_or("", |rule| &rule.name),
         }
     }
 
     /// Write the line: `body` is how the body ended (`complete`, `truncated` when an upstream
     /// body broke off, `abandoned` when the viewer went away), `body_bytes` what a streamed
     /// body carried, `duration` until the body ended.
-    fn write(self, body: &'static str, body_bytes: Option<u64>, duration: Duration) {
+    fn write(&self, body: &'static str, body_bytes: Option<u64>, duration: Duration) {
         if let Some(direct) = crate::log_writer::direct() {
             return self.write_direct(direct, body, body_bytes, duration);
         }
@@ -240,17 +242,18 @@ impl AccessLine {
             truncated = body == "truncated",
             peer = %self.peer,
             client = %self.client,
-            video = self.video.as_deref().unwrap_or(""),
-            subject = self.subject.as_deref().unwrap_or(""),
+            video = self.video,
+            subject = self.subject,
             decision = self.decision,
-            rule = self.rule.as_deref().unwrap_or(""),
+            rule = self.rule,
             "request"
         );
     }
 
-    /// [`AccessLine::write`] without `tracing`'s formatting: the same fields, in the same order.
+    /// [`AccessFields::write`] without `tracing`'s formatting: the same fields, in the same
+    /// order.
     fn write_direct(
-        self,
+        &self,
         direct: &crate::log_writer::Direct,
         body: &'static str,
         body_bytes: Option<u64>,
@@ -258,9 +261,9 @@ impl AccessLine {
     ) {
         direct.info("streamgate::access", "request", |record| {
             record
-                .str("request_id", &self.request_id)
-                .bare("method", self.method.as_str())
-                .str("path", &self.path)
+                .str("request_id", self.request_id)
+                .bare("method", self.method)
+                .str("path", self.path)
                 .u64("status", u64::from(self.status))
                 .millis("latency_ms", self.latency)
                 .millis("duration_ms", duration)
@@ -272,11 +275,60 @@ impl AccessLine {
                 .bool("truncated", body == "truncated")
                 .ip("peer", self.peer)
                 .ip("client", self.client)
-                .str("video", self.video.as_deref().unwrap_or(""))
-                .str("subject", self.subject.as_deref().unwrap_or(""))
+                .str("video", self.video)
+                .str("subject", self.subject)
                 .str("decision", self.decision)
-                .str("rule", self.rule.as_deref().unwrap_or(""));
+                .str("rule", self.rule);
         });
+    }
+}
+
+/// [`AccessFields`] owned, for a line written when a streamed body ends.
+struct AccessLine {
+    request_id: String,
+    method: http::Method,
+    path: String,
+    status: u16,
+    latency: Duration,
+    peer: std::net::IpAddr,
+    client: std::net::IpAddr,
+    video: String,
+    subject: String,
+    decision: &'static str,
+    rule: Arc<str>,
+}
+
+impl AccessLine {
+    fn new(fields: &AccessFields<'_>, method: &http::Method) -> Self {
+        Self {
+            request_id: fields.request_id.to_string(),
+            method: method.clone(),
+            path: fields.path.to_string(),
+            status: fields.status,
+            latency: fields.latency,
+            peer: fields.peer,
+            client: fields.client,
+            video: fields.video.to_string(),
+            subject: fields.subject.to_string(),
+            decision: fields.decision,
+            rule: Arc::from(fields.rule),
+        }
+    }
+
+    fn fields(&self) -> AccessFields<'_> {
+        AccessFields {
+            request_id: &self.request_id,
+            method: self.method.as_str(),
+            path: &self.path,
+            status: self.status,
+            latency: self.latency,
+            peer: self.peer,
+            client: self.client,
+            video: &self.video,
+            subject: &self.subject,
+            decision: self.decision,
+            rule: &self.rule,
+        }
     }
 }
 
