@@ -397,6 +397,18 @@ impl Record<'_> {
 
 /// `value` in decimal.
 fn decimal(out: &mut Vec<u8>, mut value: u64) {
+    // Statuses and address octets: a few pushes, no copy of a digit buffer.
+    if value < 1000 {
+        let digit = |d: u64| b'0' + d as u8;
+        if value >= 100 {
+            out.push(digit(value / 100));
+        }
+        if value >= 10 {
+            out.push(digit(value / 10 % 10));
+        }
+        out.push(digit(value % 10));
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -712,7 +724,19 @@ mod tests {
             let expected = humantime::format_rfc3339_micros(now).to_string();
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
-        for value in [0, 7, 10, 302, 18_446_744_073_709_551_615] {
+        for value in [
+            0,
+            7,
+            9,
+            10,
+            99,
+            100,
+            255,
+            302,
+            999,
+            1000,
+            18_446_744_073_709_551_615,
+        ] {
             let mut out = Vec::new();
             decimal(&mut out, value);
             assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
