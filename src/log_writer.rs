@@ -41,9 +41,20 @@ pub fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+/// Token audit events dropped because their writer could not keep up (see
+/// [`crate::audit`]); kept here, below the metrics that export it.
+pub static AUDIT_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many token audit events were dropped because their writer could not keep up.
+pub fn dropped_audit_events() -> u64 {
+    AUDIT_DROPPED.load(Ordering::Relaxed)
+}
+
 /// What the logging threads and the writer thread share.
 struct Shared {
     pending: Mutex<Pending>,
+    /// Where lines dropped for want of room are counted.
+    dropped: &'static AtomicU64,
     /// Signalled when `pending` passes the wake mark, and to stop.
     wake: Condvar,
     capacity: usize,
@@ -73,7 +84,7 @@ impl Shared {
         let before = pending.bytes.len();
         if before + line.len() > self.capacity {
             drop(pending);
-            DROPPED.fetch_add(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         pending.bytes.extend_from_slice(line);
@@ -99,11 +110,24 @@ pub struct LogGuard {
 }
 
 /// Start the writer thread over `sink`, with room for `capacity` bytes of waiting lines.
+/// Dropped lines are counted in [`dropped_lines`].
 pub fn spawn<W: Write + Send + 'static>(
     sink: W,
     capacity: usize,
 ) -> io::Result<(LogWriter, LogGuard)> {
+    spawn_counted(sink, capacity, &DROPPED, "log-writer")
+}
+
+/// [`spawn`] for another stream of lines (the token audit trail): its dropped lines are
+/// counted in `dropped`, and its thread is called `thread_name`.
+pub fn spawn_counted<W: Write + Send + 'static>(
+    sink: W,
+    capacity: usize,
+    dropped: &'static AtomicU64,
+    thread_name: &str,
+) -> io::Result<(LogWriter, LogGuard)> {
     let shared = Arc::new(Shared {
+        dropped,
         pending: Mutex::new(Pending {
             bytes: Vec::with_capacity(WAKE_AT_BYTES.min(capacity)),
             stop: false,
@@ -115,7 +139,7 @@ pub fn spawn<W: Write + Send + 'static>(
     let thread = {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
-            .name("log-writer".into())
+            .name(thread_name.into())
             .spawn(move || write_batches(&shared, sink))?
     };
     Ok((
@@ -221,6 +245,42 @@ impl Drop for Line<'_> {
 
 // === records formatted here, without `tracing` ===
 
+impl LogWriter {
+    /// Append one JSON object, `{"timestamp":"<now>", <the fields fill adds>}`, as a line.
+    pub fn json_event(&self, fill: impl FnOnce(&mut Record<'_>)) {
+        json_event(&self.shared, fill);
+    }
+}
+
+/// One JSON object line into `shared`, formatted in this thread's reused line buffer.
+fn json_event(shared: &Shared, fill: impl FnOnce(&mut Record<'_>)) {
+    with_line(|line| {
+        let mut record = Record {
+            out: line,
+            json: true,
+        };
+        record.out.extend_from_slice(b"{\"timestamp\":\"");
+        timestamp(record.out, SystemTime::now());
+        record.out.push(b'"');
+        fill(&mut record);
+        record.out.extend_from_slice(b"}\n");
+        shared.append(line);
+    });
+}
+
+/// Run `write` over this thread's line buffer, emptied before and after.
+fn with_line(write: impl FnOnce(&mut Vec<u8>)) {
+    let mut line = LINE
+        .try_with(|line| std::mem::take(&mut *line.borrow_mut()))
+        .unwrap_or_default();
+    line.clear();
+    write(&mut line);
+    line.clear();
+    if line.capacity() <= 64 * 1024 {
+        let _ = LINE.try_with(|slot| *slot.borrow_mut() = line);
+    }
+}
+
 /// Where records formatted without `tracing` go: the same buffer and format as the subscriber's
 /// lines. The access log uses it, because formatting a line through `tracing-subscriber`
 /// (a visitor per field, JSON through `serde_json` into a `String`, then copied) cost more
@@ -249,22 +309,22 @@ pub fn direct() -> Option<&'static Direct> {
 impl Direct {
     /// Write one INFO record of `target` with `message` and the fields `fill` adds, stamped now.
     pub fn info(&self, target: &str, message: &str, fill: impl FnOnce(&mut Record<'_>)) {
-        let mut line = LINE
-            .try_with(|line| std::mem::take(&mut *line.borrow_mut()))
-            .unwrap_or_default();
-        line.clear();
-        let mut record = Record {
-            out: &mut line,
-            json: self.json,
-        };
-        record.start(SystemTime::now(), target, message);
-        fill(&mut record);
-        record.finish(target);
-        self.shared.append(&line);
-        line.clear();
-        if line.capacity() <= 64 * 1024 {
-            let _ = LINE.try_with(|slot| *slot.borrow_mut() = line);
-        }
+        with_line(|line| {
+            let mut record = Record {
+                out: line,
+                json: self.json,
+            };
+            record.start(SystemTime::now(), target, message);
+            fill(&mut record);
+            record.finish(target);
+            self.shared.append(line);
+        });
+    }
+
+    /// Append one JSON object line, as [`LogWriter::json_event`] does, whatever the log
+    /// format: for streams of events that share the log's sink (the audit trail on stderr).
+    pub fn json_event(&self, fill: impl FnOnce(&mut Record<'_>)) {
+        json_event(&self.shared, fill);
     }
 }
 

@@ -35,6 +35,7 @@
 //! | `streamgate_connections_refused_total` | counter | |
 //! | `streamgate_rate_limited_total` | counter | |
 //! | `streamgate_log_lines_dropped_total` | counter | |
+//! | `streamgate_audit_events_dropped_total` | counter | |
 //! | `streamgate_connections_closed_total` | counter | `reason` (`header_timeout`, `idle_timeout`, `evicted`) |
 //! | `streamgate_rate_limit_keys` | gauge | |
 //! | `streamgate_draining` | gauge | |
@@ -1060,6 +1061,12 @@ impl Collector for Snapshot {
             "streamgate_log_lines_dropped",
             "Log lines dropped because the log writer could not keep up.",
             crate::log_writer::dropped_lines(),
+        )?;
+        lone_counter(
+            e,
+            "streamgate_audit_events_dropped",
+            "Token audit events dropped because the audit trail's writer could not keep up.",
+            crate::log_writer::dropped_audit_events(),
         )?;
         let mut metric = e.encode_descriptor(
             "streamgate_connections_closed",

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use crate::audit::AuditTrail;
 use crate::authz::Authorizer;
 use crate::authz::ratelimit::MintLimiter;
 use crate::config::{ConfigError, ConfigErrors, EmulatorOptions, Settings, StreamSettings};
@@ -47,6 +48,8 @@ pub struct Fixed {
     pub metrics: Arc<Metrics>,
     /// The system clock in production; tests move a manual one.
     pub clock: Clock,
+    /// The token audit trail (`audit_trail`), opened once at start.
+    pub audit: Option<Arc<AuditTrail>>,
 }
 
 /// Everything one configuration needs at run time. Each request loads the current snapshot
@@ -64,6 +67,8 @@ pub struct Snapshot {
     /// `WWW-Authenticate` values for a 401, precomputed from what is configured.
     pub challenges: Vec<HeaderValue>,
     pub metrics: Arc<Metrics>,
+    /// Where every token handed to a request is recorded, when configured.
+    pub audit: Option<Arc<AuditTrail>>,
 }
 
 impl Snapshot {
@@ -132,6 +137,7 @@ impl Snapshot {
             upstream,
             challenges,
             metrics: Arc::clone(metrics),
+            audit: fixed.audit.clone(),
         };
         Ok((snapshot, emulator))
     }
@@ -332,7 +338,9 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
         token_api: _,
         allow_empty_policy: _,
         warnings: _,
-        // Fixed at start: listeners and what each connection is served with.
+        // Fixed at start: listeners and what each connection is served with, and the audit
+        // trail's file (opened once, so no event is lost between two files).
+        audit_trail,
         listen,
         stream,
         tls,
@@ -349,6 +357,7 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
     check(*stream != old.stream, "stream");
     check(*tls != old.tls, "tls");
     check(*metrics_listen != old.metrics_listen, "metrics_listen");
+    check(*audit_trail != old.audit_trail, "audit_trail");
     let crate::http::server::Limits {
         header_read_timeout,
         idle_timeout,
@@ -399,6 +408,7 @@ pub fn keep_restart_settings(old: &Settings, mut new: Settings) -> Settings {
     new.stream = old.stream.clone();
     new.tls = old.tls.clone();
     new.metrics_listen = old.metrics_listen;
+    new.audit_trail = old.audit_trail.clone();
     new.limits = old.limits.clone();
     new
 }

@@ -395,6 +395,31 @@ fn table(dir: &Path) -> Vec<Entry> {
             "limits:\n  shutdown_deadline: 3s\n",
             RestartOnly("limits.shutdown_deadline"),
         ),
+        append(
+            "audit_trail",
+            "audit_trail:\n  sink: stderr\n",
+            RestartOnly("audit_trail"),
+        ),
+        append(
+            "audit_trail.sink",
+            "audit_trail:\n  sink: stderr\n",
+            RestartOnly("audit_trail"),
+        ),
+        append(
+            "audit_trail.path",
+            "audit_trail:\n  sink: file\n  path: trail.jsonl\n",
+            RestartOnly("audit_trail"),
+        ),
+        append(
+            "audit_trail.max_file_bytes",
+            "audit_trail:\n  sink: file\n  path: trail.jsonl\n  max_file_bytes: 65536\n",
+            RestartOnly("audit_trail"),
+        ),
+        append(
+            "audit_trail.keep_files",
+            "audit_trail:\n  sink: file\n  path: trail.jsonl\n  keep_files: 2\n",
+            RestartOnly("audit_trail"),
+        ),
         append("log", "log:\n  access: false\n", Holds(|s| !s.access_log)),
         append(
             "log.access",
@@ -509,6 +534,7 @@ const SECTIONS: &[&str] = &[
     "upstream",
     "limits",
     "log",
+    "audit_trail",
     "rate_limit",
     "cors",
     "token_api",

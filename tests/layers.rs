@@ -24,6 +24,7 @@ const LAYERS: &[&str] = &[
     "identity",
     "proxy",
     "emulator",
+    "audit",
     "token",
     "http",
     "metrics",

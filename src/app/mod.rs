@@ -42,6 +42,8 @@ pub enum StartError {
     Build(#[from] BuildError),
     #[error("invalid TLS configuration\n{0}")]
     Tls(ConfigErrors),
+    #[error("cannot open the audit trail (audit_trail)")]
+    Audit(#[source] crate::audit::AuditError),
 }
 
 /// A running gateway (and emulator, when configured).
@@ -58,6 +60,7 @@ pub struct App {
     drain: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    audit: Option<Arc<crate::audit::AuditTrail>>,
 }
 
 /// Listeners bound before anything serves, so that a failure starts nothing.
@@ -104,6 +107,12 @@ impl App {
     ) -> Result<App, StartError> {
         // Before anything listens: a bad certificate or key must not half-start the gateway.
         let tls = load_https(&settings).map_err(StartError::Tls)?;
+        let audit = match &settings.audit_trail {
+            Some(sink) => Some(Arc::new(
+                crate::audit::AuditTrail::open(sink).map_err(StartError::Audit)?,
+            )),
+            None => None,
+        };
         let listeners = bind_all(&settings, &options).await?;
         let origin = match (&settings.stream, &listeners.emulator) {
             (StreamSettings::Origin(origin), _) => origin.clone(),
@@ -115,6 +124,7 @@ impl App {
             origin,
             metrics: Arc::clone(&metrics),
             clock: options.clock,
+            audit: audit.clone(),
         };
         let (snapshot, emulator) = Snapshot::build(settings, keys, &fixed, None)?;
         metrics.set_rules(snapshot.settings.policy.rules().iter().map(|r| &*r.name));
@@ -223,6 +233,7 @@ impl App {
             drain,
             stop,
             tasks,
+            audit,
         })
     }
 
@@ -327,6 +338,10 @@ impl App {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        // Every request has ended: write the last token events.
+        if let Some(audit) = &self.audit {
+            audit.close();
         }
     }
 }

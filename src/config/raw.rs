@@ -53,6 +53,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub log: RawLog,
+    /// The token audit trail (off unless set).
+    pub audit_trail: Option<RawAuditTrail>,
     pub metrics_listen: Option<SocketAddr>,
     /// Also serve `/metrics` on the gateway's own (public) listener.
     #[serde(default)]
@@ -157,6 +159,36 @@ impl Default for RawLog {
     fn default() -> Self {
         Self { access: true }
     }
+}
+
+/// Where the token audit trail goes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuditTrail {
+    pub sink: RawAuditSink,
+    /// The file, for `sink: file` (relative to the configuration file's directory).
+    pub path: Option<String>,
+    /// A file is rotated once it holds this many bytes.
+    #[serde(default = "default_audit_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Rotated files kept (`<path>.1` … `<path>.<keep_files>`).
+    #[serde(default = "default_audit_keep_files")]
+    pub keep_files: usize,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAuditSink {
+    Stderr,
+    File,
+}
+
+fn default_audit_file_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_audit_keep_files() -> usize {
+    5
 }
 
 /// Token-minting rate limits (off unless set).

@@ -134,6 +134,8 @@ pub struct Settings {
     pub cors: CorsSettings,
     /// The Stream-compatible token API.
     pub token_api: TokenApiSettings,
+    /// Where the token audit trail goes; `None` keeps none.
+    pub audit_trail: Option<crate::audit::AuditSink>,
     /// A live reload may apply a configuration with no rules or no videos.
     pub allow_empty_policy: bool,
     /// Things that are allowed but probably mistakes.

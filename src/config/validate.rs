@@ -117,6 +117,9 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
 
     let cors = validate_cors(raw.cors, check);
     let token_api = validate_token_api(raw.token_api, check);
+    let audit_trail = raw
+        .audit_trail
+        .and_then(|raw| validate_audit_trail(raw, check, base_dir));
     let tls = validate_tls(
         raw.tls,
         raw.http_redirect_listen,
@@ -149,6 +152,7 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
         demo_page: raw.demo_page,
         cors,
         token_api,
+        audit_trail,
         allow_empty_policy: raw.allow_empty_policy,
         warnings,
     }
@@ -328,6 +332,46 @@ pub(super) fn validate_token_api(
     TokenApiSettings {
         enabled: raw.enabled,
         account_id,
+    }
+}
+
+fn validate_audit_trail(
+    raw: raw::RawAuditTrail,
+    check: &mut Checker<'_>,
+    base_dir: &Path,
+) -> Option<crate::audit::AuditSink> {
+    use crate::audit::AuditSink;
+    if raw.max_file_bytes < 4096 {
+        check.error(
+            &[key("audit_trail"), key("max_file_bytes")],
+            "must be at least 4096",
+        );
+    }
+    match (raw.sink, raw.path) {
+        (raw::RawAuditSink::Stderr, None) => Some(AuditSink::Stderr),
+        (raw::RawAuditSink::Stderr, Some(_)) => {
+            check.error(
+                &[key("audit_trail"), key("path")],
+                "is only for `sink: file`",
+            );
+            None
+        }
+        (raw::RawAuditSink::File, None) => {
+            check.error(
+                &[key("audit_trail"), key("path")],
+                "is required with `sink: file`",
+            );
+            None
+        }
+        (raw::RawAuditSink::File, Some(path)) if path.is_empty() => {
+            check.error(&[key("audit_trail"), key("path")], "must not be empty");
+            None
+        }
+        (raw::RawAuditSink::File, Some(path)) => Some(AuditSink::File {
+            path: base_dir.join(path),
+            max_file_bytes: raw.max_file_bytes,
+            keep_files: raw.keep_files,
+        }),
     }
 }
 

@@ -50,6 +50,7 @@ pub async fn get_signed_url(
     super::identify(snapshot, ctx, &head.headers).await?;
     let permit = snapshot.authz.authorize(ctx, video_id, Target::Player)?;
     let issued = permit.token(&snapshot.cache).await?;
+    super::audit_token(snapshot, ctx, &permit, &issued, crate::audit::Via::Api);
     let token = issued.token.expose();
     let expires_at = UNIX_EPOCH + Duration::from_secs(issued.expires_at);
     let body = serde_json::json!({

@@ -10,7 +10,7 @@ pub mod watch;
 use http::HeaderMap;
 
 use crate::error::RequestError;
-use crate::identity::{AuthError, Identity};
+use crate::identity::{AuthError, Identity, PrincipalKind};
 use crate::request::{Context, Decision};
 use crate::snapshot::Snapshot;
 
@@ -66,4 +66,43 @@ async fn identify_caller(
         _ => {}
     }
     identified
+}
+
+/// Record in the audit trail (when one is configured) that this request was given `token`
+/// under `permit`: minted for it, or reused.
+pub(crate) fn audit_token(
+    snapshot: &Snapshot,
+    ctx: &Context,
+    permit: &crate::authz::Permit<'_>,
+    token: &crate::token::IssuedToken,
+    via: crate::audit::Via,
+) {
+    let Some(audit) = &snapshot.audit else {
+        return;
+    };
+    let (subject, source, issuer) = match ctx.identity.principal() {
+        None => ("anonymous", "anonymous", None),
+        Some(principal) => {
+            let (source, issuer) = match &principal.kind {
+                PrincipalKind::ApiKey => ("api_key", None),
+                PrincipalKind::User => ("basic", None),
+                PrincipalKind::Jwt { issuer } => ("jwt", Some(&*issuer.iss)),
+            };
+            (principal.label(), source, issuer)
+        }
+    };
+    let video = permit.video();
+    audit.token(&crate::audit::TokenEvent {
+        token,
+        reused: !token.first_hand_out(),
+        subject: crate::untrusted::clip(subject, crate::untrusted::LOG_CHARS),
+        source,
+        issuer: issuer.map(|iss| crate::untrusted::clip(iss, crate::untrusted::LOG_CHARS)),
+        video_uid: video.uid.as_str(),
+        video_alias: &video.alias,
+        rule: permit.rule(),
+        client: ctx.client,
+        request_id: ctx.id.to_str().unwrap_or(""),
+        via,
+    });
 }

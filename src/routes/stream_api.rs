@@ -107,6 +107,7 @@ async fn token(
 
     let permit = snapshot.authz.authorize(ctx, video_id, Target::Player)?;
     let issued = permit.narrowed_token(&snapshot.cache, requested).await?;
+    super::audit_token(snapshot, ctx, &permit, &issued, crate::audit::Via::TokenApi);
     tracing::debug!(
         video = %permit.video().uid,
         rule = permit.rule(),

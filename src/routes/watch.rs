@@ -10,6 +10,7 @@ use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::Body;
+use crate::audit::Via;
 use crate::authz::policy::Mode;
 use crate::authz::{Permit, file_in_redirect_mode};
 use crate::body::BodyEnd;
@@ -40,7 +41,7 @@ pub async fn watch(
                 _ => Resource::Iframe,
             };
             let token = permit.token(&snapshot.cache).await?;
-            token_issued(&permit, ctx);
+            token_issued(snapshot, &permit, ctx, &token, Via::Redirect);
             redirect(&snapshot.origin, &token, resource, query)
         }
         // The player page references its manifests relatively: give it a URL whose directory
@@ -50,7 +51,7 @@ pub async fn watch(
         // (and move) all that space.
         (Mode::Proxy, target) => {
             let token = permit.upstream_token(&snapshot.cache).await?;
-            token_issued(&permit, ctx);
+            token_issued(snapshot, &permit, ctx, &token, Via::Proxy);
             let request = Forward {
                 method: &head.method,
                 headers: &head.headers,
@@ -59,14 +60,20 @@ pub async fn watch(
                 query,
                 video,
             };
-            let request_id = ctx.id.clone();
-            Box::pin(proxied(snapshot, request, &token, &permit, request_id)).await
+            Box::pin(proxied(snapshot, request, &token, &permit, ctx)).await
         }
     }
 }
 
-/// A debug line per token a request used (signed or from the cache).
-fn token_issued(permit: &Permit<'_>, ctx: &Context) {
+/// A debug line per token a request used (signed or from the cache), and its audit event.
+fn token_issued(
+    snapshot: &Snapshot,
+    permit: &Permit<'_>,
+    ctx: &Context,
+    token: &IssuedToken,
+    via: Via,
+) {
+    super::audit_token(snapshot, ctx, permit, token, via);
     tracing::debug!(
         video = %permit.video().uid,
         rule = permit.rule(),
@@ -84,8 +91,9 @@ async fn proxied(
     mut request: Forward<'_>,
     token: &Arc<IssuedToken>,
     permit: &Permit<'_>,
-    request_id: HeaderValue,
+    ctx: &Context,
 ) -> Result<Response<Body>, RequestError> {
+    let request_id = ctx.id.clone();
     let response = forward(snapshot, &request).await?;
     if !proxy::refused_token(response.status()) {
         return upstream_status(snapshot, response).map(|r| watch_body(snapshot, r, request_id));
@@ -104,6 +112,7 @@ async fn proxied(
         "the Stream origin refused a token; trying its replacement"
     );
     drop(response);
+    token_issued(snapshot, permit, ctx, &replacement, Via::Proxy);
     request.token = replacement.token.expose();
     let response = forward(snapshot, &request).await?;
     if !proxy::refused_token(response.status()) {

@@ -2,7 +2,7 @@
 //! concurrency.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -42,6 +42,20 @@ pub struct IssuedToken {
     /// on the first redirect and shared by every later one (a cache hit then copies no
     /// token and validates no header bytes). Carries the token, so it is a secret too.
     player_location: OnceLock<Secret<(Box<str>, HeaderValue)>>,
+    /// The id of the key that signed it (empty for tokens made outside a signer).
+    pub key_id: Box<str>,
+    /// What the audit trail says of it, made on its first event.
+    audit: OnceLock<AuditId>,
+    /// Whether a request has been given it already (later ones reuse it).
+    handed_out: AtomicBool,
+}
+
+/// How the audit trail names a token without revealing it: the first 12 hex digits of the
+/// SHA-256 of the token, and its expiry in RFC 3339.
+#[derive(Debug)]
+pub struct AuditId {
+    pub id: String,
+    pub expires: String,
 }
 
 impl IssuedToken {
@@ -50,7 +64,41 @@ impl IssuedToken {
             token: Secret::new(token),
             expires_at,
             player_location: OnceLock::new(),
+            key_id: Box::default(),
+            audit: OnceLock::new(),
+            handed_out: AtomicBool::new(false),
         }
+    }
+
+    /// This token, signed by the key `key_id`.
+    pub fn signed_by(mut self, key_id: &str) -> Self {
+        self.key_id = key_id.into();
+        self
+    }
+
+    /// The token's id and expiry for the audit trail, computed once.
+    pub fn audit_id(&self) -> &AuditId {
+        self.audit.get_or_init(|| {
+            let digest = aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                self.token.expose().as_bytes(),
+            );
+            let id = digest.as_ref()[..6]
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            let expires = humantime::format_rfc3339_seconds(
+                UNIX_EPOCH + Duration::from_secs(self.expires_at),
+            )
+            .to_string();
+            AuditId { id, expires }
+        })
+    }
+
+    /// `true` the first time a request is given this token, `false` after: whether it was
+    /// minted for this request or reused. One read and no write once it has been handed out.
+    pub fn first_hand_out(&self) -> bool {
+        !self.handed_out.load(Ordering::Relaxed) && !self.handed_out.swap(true, Ordering::Relaxed)
     }
 
     /// The player's URL on `origin` for this token, built by `build` the first time (for
@@ -110,7 +158,7 @@ impl SigningCore {
         };
         let token = sign_jws(&self.active, &claims)?;
         self.signatures.fetch_add(1, Ordering::Relaxed);
-        Ok(IssuedToken::new(token, claims.exp))
+        Ok(IssuedToken::new(token, claims.exp).signed_by(self.active.id()))
     }
 }
 
