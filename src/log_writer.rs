@@ -431,6 +431,15 @@ impl Record<'_> {
         self
     }
 
+    /// JSON members written as they are (`"a":1,"b":"x"`): for parts of a JSON record made
+    /// once and reused. Only for JSON records (see [`LogWriter::json_event`]).
+    pub fn members(&mut self, members: &str) -> &mut Self {
+        debug_assert!(self.json, "members are JSON");
+        self.out.push(b',');
+        self.out.extend_from_slice(members.as_bytes());
+        self
+    }
+
     pub fn u64(&mut self, name: &str, value: u64) -> &mut Self {
         self.name(name);
         decimal(self.out, value);

@@ -38,6 +38,8 @@ pub struct Principal {
     pub claims: serde_json::Map<String, Value>,
     /// [`Principal::label`], made once: the access log writes it for every request.
     label: Box<str>,
+    /// [`Principal::audit_json`], made once: the audit trail writes it for every token.
+    audit_json: Box<str>,
 }
 
 /// How a [`Principal`] proved who it is: its source.
@@ -92,12 +94,14 @@ impl Principal {
             PrincipalKind::Jwt { .. } => format!("jwt:{name}"),
         }
         .into_boxed_str();
+        let audit_json = audit_json(&kind, &label);
         Self {
             kind,
             name,
             groups: groups.into_boxed_slice(),
             claims,
             label,
+            audit_json,
         }
     }
 
@@ -127,6 +131,32 @@ impl Principal {
     pub fn label(&self) -> &str {
         &self.label
     }
+
+    /// Who this is, as the audit trail's JSON members: `"subject":<label>,"source":<how the
+    /// identity was proven: api_key, basic or jwt>` and, for a JWT, `"issuer":<iss>`.
+    pub fn audit_json(&self) -> &str {
+        &self.audit_json
+    }
+}
+
+/// [`Principal::audit_json`] for an anonymous caller.
+pub const ANONYMOUS_AUDIT_JSON: &str = r#""subject":"anonymous","source":"anonymous""#;
+
+fn audit_json(kind: &PrincipalKind, label: &str) -> Box<str> {
+    let quoted = |text: &str| {
+        serde_json::to_string(crate::untrusted::clip(text, crate::untrusted::LOG_CHARS))
+            .unwrap_or_else(|_| "\"\"".to_string())
+    };
+    let subject = quoted(label);
+    match kind {
+        PrincipalKind::ApiKey => format!(r#""subject":{subject},"source":"api_key""#),
+        PrincipalKind::User => format!(r#""subject":{subject},"source":"basic""#),
+        PrincipalKind::Jwt { issuer } => format!(
+            r#""subject":{subject},"source":"jwt","issuer":{}"#,
+            quoted(&issuer.iss)
+        ),
+    }
+    .into_boxed_str()
 }
 
 /// The claim at a dotted `path` (`realm_access.roles`); a key that itself contains dots is
@@ -541,6 +571,44 @@ mod tests {
     use http::{HeaderMap, HeaderValue};
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    #[test]
+    fn audit_json_says_who_and_how_and_stays_valid_json_for_any_subject() {
+        let members = |principal: &Principal| -> serde_json::Value {
+            serde_json::from_str(&format!("{{{}}}", principal.audit_json())).unwrap()
+        };
+        let user = Principal::new(PrincipalKind::User, "bob".into(), [], Default::default());
+        assert_eq!(
+            members(&user),
+            serde_json::json!({"subject": "user:bob", "source": "basic"})
+        );
+        let key = Principal::new(PrincipalKind::ApiKey, "ci".into(), [], Default::default());
+        assert_eq!(members(&key)["source"], "api_key");
+        let issuer = Arc::new(IssuerSource {
+            iss: "https://idp.example/\"x".into(),
+            name: None,
+            shares_local_names: false,
+        });
+        let hostile = "a\"b\n\u{2028}".to_string() + &"z".repeat(1000);
+        let jwt = Principal::new(
+            PrincipalKind::Jwt { issuer },
+            hostile.into(),
+            [],
+            Default::default(),
+        );
+        let parsed = members(&jwt);
+        assert_eq!(parsed["source"], "jwt");
+        assert_eq!(parsed["issuer"], "https://idp.example/\"x");
+        let subject = parsed["subject"].as_str().unwrap();
+        assert!(subject.starts_with("jwt:a\"b\n"));
+        assert!(
+            subject.chars().count() <= crate::untrusted::LOG_CHARS,
+            "clipped"
+        );
+        let anonymous: serde_json::Value =
+            serde_json::from_str(&format!("{{{ANONYMOUS_AUDIT_JSON}}}")).unwrap();
+        assert_eq!(anonymous["source"], "anonymous");
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -10,7 +10,7 @@ pub mod watch;
 use http::HeaderMap;
 
 use crate::error::RequestError;
-use crate::identity::{AuthError, Identity, PrincipalKind};
+use crate::identity::{AuthError, Identity};
 use crate::request::{Context, Decision};
 use crate::snapshot::Snapshot;
 
@@ -80,24 +80,15 @@ pub(crate) fn audit_token(
     let Some(audit) = &snapshot.audit else {
         return;
     };
-    let (subject, source, issuer) = match ctx.identity.principal() {
-        None => ("anonymous", "anonymous", None),
-        Some(principal) => {
-            let (source, issuer) = match &principal.kind {
-                PrincipalKind::ApiKey => ("api_key", None),
-                PrincipalKind::User => ("basic", None),
-                PrincipalKind::Jwt { issuer } => ("jwt", Some(&*issuer.iss)),
-            };
-            (principal.label(), source, issuer)
-        }
-    };
+    let who = ctx
+        .identity
+        .principal()
+        .map_or(crate::identity::ANONYMOUS_AUDIT_JSON, |p| p.audit_json());
     let video = permit.video();
     audit.token(&crate::audit::TokenEvent {
         token,
         reused: !token.first_hand_out(),
-        subject: crate::untrusted::clip(subject, crate::untrusted::LOG_CHARS),
-        source,
-        issuer: issuer.map(|iss| crate::untrusted::clip(iss, crate::untrusted::LOG_CHARS)),
+        who,
         video_uid: video.uid.as_str(),
         video_alias: &video.alias,
         rule: permit.rule(),

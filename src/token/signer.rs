@@ -56,6 +56,9 @@ pub struct IssuedToken {
 pub struct AuditId {
     pub id: String,
     pub expires: String,
+    /// `"token_id":<id>,"key_id":<key id>,"expires":<expires>`, the token's part of an audit
+    /// event as JSON members.
+    pub json: String,
 }
 
 impl IssuedToken {
@@ -91,7 +94,9 @@ impl IssuedToken {
                 UNIX_EPOCH + Duration::from_secs(self.expires_at),
             )
             .to_string();
-            AuditId { id, expires }
+            let key_id = serde_json::to_string(&*self.key_id).unwrap_or_default();
+            let json = format!(r#""token_id":"{id}","key_id":{key_id},"expires":"{expires}""#);
+            AuditId { id, expires, json }
         })
     }
 
