@@ -617,6 +617,8 @@ mod tests {
             Refusal::from(Rejection::Expired).status(),
             StatusCode::UNAUTHORIZED
         );
+        assert_eq!(Refusal::NotReady.status(), StatusCode::NOT_FOUND);
+        assert_eq!(Refusal::OriginNotAllowed.status(), StatusCode::FORBIDDEN);
     }
 
     #[test]
