@@ -21,6 +21,7 @@ use crate::app::edge::{Edge, MetricsOnly};
 use crate::app::live::Live;
 use crate::app::reload::Reloader;
 use crate::config::{ConfigError, ConfigErrors, Settings, StreamSettings, TlsSettings};
+use crate::emulator::EmulatorAccount;
 use crate::http::server;
 use crate::http::tls::{self, CertStore, TlsFile};
 use crate::metrics::{CacheCounts, Metrics};
@@ -119,12 +120,21 @@ impl App {
             (StreamSettings::Emulator(_), Some((_, addr))) => origin_for(*addr),
             (StreamSettings::Emulator(_), None) => unreachable!("the emulator's listener is bound"),
         };
+        let emulator_account = match &settings.stream {
+            StreamSettings::Emulator(_) => {
+                let api = keys::load_emulator_api(&settings)
+                    .map_err(|errors| StartError::Build(BuildError::Config(errors)))?;
+                Some(Arc::new(EmulatorAccount::new(api)))
+            }
+            StreamSettings::Origin(_) => None,
+        };
         let metrics = Metrics::new();
         let fixed = Fixed {
             origin,
             metrics: Arc::clone(&metrics),
             clock: options.clock,
             audit: audit.clone(),
+            emulator_account,
         };
         let (snapshot, emulator) = Snapshot::build(settings, keys, &fixed, None)?;
         metrics.set_rules(snapshot.settings.policy.rules().iter().map(|r| &*r.name));

@@ -426,6 +426,7 @@ pub fn check(input: Input) {
         metrics: Metrics::new(),
         clock: Clock::manual(1_800_000_000),
         audit: None,
+        emulator_account: None,
     };
     // A runtime for the JWKS refresh task a snapshot starts; it never runs (no network), and
     // is dropped with the runtime.
