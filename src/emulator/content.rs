@@ -442,7 +442,9 @@ pub fn split_path(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The player page for `video_uid`: self-contained, no external URLs; the `<video>` element
-/// points at the manifest relative to the page, so it carries the same token.
+/// points at the manifest relative to the page, so it carries the same token (or, through a
+/// proxying gateway, stays below `/watch/<video>/`). No script: a browser that plays HLS
+/// natively (Safari, Chromium) plays the clip; one that does not (Firefox) shows the poster.
 ///
 /// `video_uid` must be a validated uid (hex only), so it needs no HTML escaping.
 pub fn player_page(video_uid: &str) -> String {
