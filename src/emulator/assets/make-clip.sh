@@ -10,12 +10,14 @@
 # The emulator writes the playlists itself (content.rs), so ffmpeg's are deleted; the
 # script checks them first (three segments of 2.000 s each per rendition).
 #
-# Made with ffmpeg 5.1.9-0+deb12u1 (Debian 12, libx264 164, ffmpeg's native AAC encoder):
+# Made with ffmpeg 5.1.9-0+deb12u1 and libx264 0.164.3095+gitbaee400-3 (Debian 12; ffmpeg's
+# native AAC encoder):
 #   apt-get install -y ffmpeg && sh src/emulator/assets/make-clip.sh
-# Deterministic with the same ffmpeg and libx264: one encoder thread, bit-exact flags, no
-# metadata or encoder strings. Another version may give other bytes (and then other ETags),
-# never another layout; after re-running it, update the renditions' CODECS in content.rs if
-# the profile or level printed below changed, and run `cargo test --lib emulator`.
+# Deterministic with the same ffmpeg and libx264 (two runs gave the same bytes): one encoder
+# thread, bit-exact flags, no metadata or encoder strings. Another version may give other
+# bytes (and then other ETags); the segment layout is checked below. After re-running it,
+# update the renditions' CODECS in content.rs if the profile or level printed at the end
+# changed, and run `cargo test --lib emulator`.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
