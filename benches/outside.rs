@@ -28,8 +28,11 @@
 //!   `downloadable`), nginx `proxy_pass` with a token minted once (buffering on and off), a
 //!   minimal hyper-util proxy (this binary, re-executed) and the emulator directly (the
 //!   ceiling) each serve `downloads/default.mp4` (4 MiB) and `manifest/seg_360p_0.ts`
-//!   (196,648 bytes: the emulator's segment nearest 200–300 KB; its 720p ones are 327,684).
-//!   The CPU column is the proxy's own, not the emulator's.
+//!   (196,648 bytes: the emulator's segment nearest 200–300 KB; its 720p ones are 327,684)
+//!   of the video `large`, added to the config copies with the emulator's
+//!   `SYNTHETIC_VIDEO_UID`: the one video whose files are large synthetic bodies (the others
+//!   play a real clip of a few hundred KB). The CPU column is the proxy's own, not the
+//!   emulator's.
 //!
 //! Run: `cargo bench --bench outside` (needs wrk: `apt-get install -y wrk`; nginx optional;
 //! the `https` group's nginx rows need nginx built with SSL, as distributions ship it).
@@ -48,9 +51,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const MISS_VIDEOS: usize = 40_000;
-/// The proxied files, below `/watch/welcome/` (gateway, nginx, hyper) or the token (emulator).
+/// The proxied files, below `/watch/large/` (gateway, nginx, hyper) or the token (emulator).
 const DOWNLOAD_PATH: &str = "downloads/default.mp4";
 const SEGMENT_PATH: &str = "manifest/seg_360p_0.ts";
+/// The public video the proxy group fetches: the emulator's large-body video.
+const PROXY_VIDEO: &str = "large";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -156,7 +161,7 @@ fn main() {
                 (DOWNLOAD_PATH, &PROXY_MP4_ROWS),
                 (SEGMENT_PATH, &PROXY_SEG_ROWS),
             ] {
-                let path = format!("/watch/welcome/{file}");
+                let path = format!("/watch/{PROXY_VIDEO}/{file}");
                 let [
                     gateway_row,
                     nginx_buffered_row,
@@ -352,7 +357,7 @@ struct Server<'b> {
 struct Origin<'b> {
     emulator: Server<'b>,
     config: PathBuf,
-    /// Minted once (`streamgate sign welcome --downloadable`), for nginx and the hyper proxy.
+    /// Minted once (`streamgate sign large --downloadable`), for nginx and the hyper proxy.
     token: String,
 }
 
@@ -425,15 +430,15 @@ impl Bench {
     }
 
     /// nginx `proxy_pass` to the emulator (keep-alive upstream connections), each
-    /// `/watch/welcome/<file>` fetched as `/<token>/<file>`.
+    /// `/watch/large/<file>` fetched as `/<token>/<file>`.
     fn nginx_proxy(&self, origin: &Origin<'_>, buffering: bool) -> Server<'_> {
         let upstream = format!(
             "upstream emulator {{ server {}; keepalive 64; }}",
             origin.emulator.addr
         );
         let locations = format!(
-            "location /watch/welcome/ {{
-      rewrite ^/watch/welcome/(.*)$ /{token}/$1 break;
+            "location /watch/{PROXY_VIDEO}/ {{
+      rewrite ^/watch/{PROXY_VIDEO}/(.*)$ /{token}/$1 break;
       proxy_pass http://emulator;
       proxy_http_version 1.1;
       proxy_set_header Connection \"\";
@@ -581,19 +586,25 @@ http {{
         path
     }
 
-    /// `streamgate emulate` on the shipped config as its own process (its signing key made
-    /// here if missing), a token for `welcome` that may download, and a gateway config that
-    /// proxies the public videos from this emulator.
+    /// `streamgate emulate` on the shipped config plus the public large-body video
+    /// [`PROXY_VIDEO`] as its own process (its signing key made here if missing), a token
+    /// for that video that may download, and a gateway config that proxies the public videos
+    /// from this emulator.
     fn origin(&self) -> Origin<'_> {
+        let large_video = format!(
+            "videos:\n  {PROXY_VIDEO}:\n    uid: {}\n    tags: [public]\n",
+            streamgate::emulator::SYNTHETIC_VIDEO_UID
+        );
+        let with_large_video = replace_once(&self.shipped_config(), "videos:\n", &large_video);
         let emulator_config = self.work.join("emulator.yaml");
-        std::fs::write(&emulator_config, self.shipped_config()).unwrap();
+        std::fs::write(&emulator_config, &with_large_video).unwrap();
         let signed = Command::new(env!("CARGO_BIN_EXE_streamgate"))
             .current_dir(&self.work)
             .args([
                 "--config",
                 "emulator.yaml",
                 "sign",
-                "welcome",
+                PROXY_VIDEO,
                 "--downloadable",
             ])
             .stderr(Stdio::inherit())
@@ -621,9 +632,8 @@ http {{
             .expect("streamgate emulate starts");
         let emulator = self.serving(vec![child], None, port, Some(&log_path));
 
-        let shipped = self.shipped_config();
         let config = replace_section(
-            &shipped,
+            &with_large_video,
             "stream:",
             &format!("stream:\n  origin: {}\n", emulator.origin()),
         );

@@ -4,7 +4,10 @@
 //! An anonymous visitor sees and plays only the public video, and is told to sign in for the
 //! members' one (by the form and by `/watch`); with a session cookie from the identity
 //! provider the same page greets the viewer, lists and plays the members' video, and signs a
-//! URL for it. Screenshots land in `<target>/tmp/browser-artifacts/`.
+//! URL for it. The emulator's player page plays the real clip (HLS, which this Chromium plays
+//! natively): its `currentTime` advances, in redirect mode (the gateway's 302 to the
+//! emulator's page) and in proxy mode (page, playlists and segments through the gateway).
+//! Screenshots land in `<target>/tmp/browser-artifacts/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`);
 //! `CHROMIUM` and `CHROMEDRIVER` name other binaries. Without them the test is skipped with a
@@ -268,6 +271,46 @@ async fn the_demo_page_plays_and_signs_in_a_real_browser() {
     let gateway = TestGateway::start_with(&browser_config(secret.path())).await;
     let origin = gateway.origin().to_owned();
 
+    let outcome = in_browser(&tools, "failure.png", async |session: &Session| {
+        anonymous_visitor(session, &origin).await;
+        signed_in_viewer(session, &origin).await;
+        console_is_clean(session).await;
+    })
+    .await;
+    gateway.shutdown().await;
+    outcome.resume();
+    eprintln!("browser test took {:.1?}", started.elapsed());
+}
+
+/// How a browser scenario ended.
+enum Outcome {
+    Passed,
+    Panicked(Box<dyn std::any::Any + Send>),
+    TimedOut,
+}
+
+impl Outcome {
+    /// Go on with the scenario's panic, if it had one.
+    fn resume(self) {
+        match self {
+            Outcome::Passed => {}
+            Outcome::Panicked(panic) => std::panic::resume_unwind(panic),
+            Outcome::TimedOut => {
+                panic!("the browser scenario took longer than {SCENARIO_LIMIT:?}")
+            }
+        }
+    }
+}
+
+/// Start Chromium (through chromedriver, with a fresh profile), run `scenario` in it for at
+/// most [`SCENARIO_LIMIT`], and close the browser. A failing scenario leaves a screenshot
+/// named `failure_screenshot` and its console printed; its panic is returned, to be resumed
+/// once the caller has shut its servers down.
+async fn in_browser(
+    tools: &BrowserTools,
+    failure_screenshot: &str,
+    scenario: impl AsyncFnOnce(&Session),
+) -> Outcome {
     let driver = webdriver::Driver::start(&tools.chromedriver);
     let profile = tempfile::TempDir::new().expect("a temporary browser profile");
     let session = Session::new(driver.url(), capabilities(&tools.chromium, profile.path()))
@@ -276,25 +319,18 @@ async fn the_demo_page_plays_and_signs_in_a_real_browser() {
 
     // Catch a failing step so that it still leaves a screenshot and the browser is closed
     // before the panic goes on. (futures-util's `std` feature is on through moka and governor.)
-    let scenario = async {
-        anonymous_visitor(&session, &origin).await;
-        signed_in_viewer(&session, &origin).await;
-        console_is_clean(&session).await;
-    };
     let outcome = tokio::time::timeout(
         SCENARIO_LIMIT,
-        std::panic::AssertUnwindSafe(scenario).catch_unwind(),
+        std::panic::AssertUnwindSafe(scenario(&session)).catch_unwind(),
     )
     .await;
-    let failure = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(panic)) => Some(Ok(panic)),
-        Err(_) => Some(Err(format!(
-            "the browser scenario took longer than {SCENARIO_LIMIT:?}"
-        ))),
+    let outcome = match outcome {
+        Ok(Ok(())) => Outcome::Passed,
+        Ok(Err(panic)) => Outcome::Panicked(panic),
+        Err(_) => Outcome::TimedOut,
     };
-    if failure.is_some() {
-        if let Err(reason) = save_screenshot(&session, "failure.png").await {
+    if !matches!(outcome, Outcome::Passed) {
+        if let Err(reason) = save_screenshot(&session, failure_screenshot).await {
             eprintln!("no failure screenshot: {reason}");
         }
         print_console(&session).await;
@@ -303,12 +339,230 @@ async fn the_demo_page_plays_and_signs_in_a_real_browser() {
         eprintln!("closing the browser failed (chromedriver's group is ended anyway): {error}");
     }
     drop(driver);
-    gateway.shutdown().await;
-    match failure {
-        None => eprintln!("browser test took {:.1?}", started.elapsed()),
-        Some(Ok(panic)) => std::panic::resume_unwind(panic),
-        Some(Err(reason)) => panic!("{reason}"),
+    outcome
+}
+
+/// The screenshots the playback test saves.
+const PLAYBACK_SCREENSHOTS: [&str; 3] = [
+    "playing-redirected.png",
+    "playing-proxied.png",
+    "playback-failure.png",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_player_plays_the_clip_redirected_and_proxied() {
+    let Some(tools) = browser_tools_or_skip() else {
+        return;
+    };
+    for name in PLAYBACK_SCREENSHOTS {
+        let _ = std::fs::remove_file(artifacts_dir().join(name));
     }
+    let redirecting = TestGateway::start_with(&gateway_config()).await;
+    let proxying = TestGateway::start_with(&format!("{}mode: proxy\n", gateway_config())).await;
+
+    let outcome = in_browser(&tools, "playback-failure.png", async |session: &Session| {
+        // Redirect mode: the gateway's 302 takes the browser to the emulator's own page,
+        // which fetches the playlists and segments from the emulator with the token.
+        let emulator = redirecting.emulator_origin();
+        goto(session, &redirecting.url("/watch/intro")).await;
+        let page = session.current_url().await.expect("reading the URL");
+        assert!(
+            page.starts_with(&format!("{emulator}/")) && page.ends_with("/iframe"),
+            "redirect mode should land on the emulator's player page: {page}"
+        );
+        let playing = plays_the_clip(session, "redirect mode").await;
+        let manifest = page.replace("/iframe", "/manifest/video.m3u8");
+        assert_eq!(playing.src, manifest, "redirect mode");
+        save_screenshot(session, "playing-redirected.png")
+            .await
+            .expect("the redirect-mode screenshot should be saved");
+
+        // Proxy mode: the page, the playlists and the segments all come through the gateway;
+        // the browser never learns the emulator's address or the token.
+        let proxied_before = upstream_responses(&proxying);
+        goto(session, &proxying.url("/watch/intro")).await;
+        let page = session.current_url().await.expect("reading the URL");
+        assert_eq!(page, proxying.url("/watch/intro/iframe"), "proxy mode");
+        let playing = plays_the_clip(session, "proxy mode").await;
+        assert_eq!(
+            playing.src,
+            proxying.url("/watch/intro/manifest/video.m3u8"),
+            "proxy mode"
+        );
+        // The page, the master and a media playlist, and the two segments it played.
+        let proxied = upstream_responses(&proxying) - proxied_before;
+        assert!(
+            proxied >= 5.0,
+            "proxy mode: the gateway fetched only {proxied} responses from the emulator"
+        );
+        save_screenshot(session, "playing-proxied.png")
+            .await
+            .expect("the proxy-mode screenshot should be saved");
+    })
+    .await;
+    redirecting.shutdown().await;
+    proxying.shutdown().await;
+    outcome.resume();
+}
+
+/// Responses the gateway has had from Stream (its upstream-duration histogram's count).
+fn upstream_responses(gateway: &TestGateway) -> f64 {
+    let text = gateway.app().metrics().encode();
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            let name = name.split('{').next()?;
+            if name != "streamgate_upstream_duration_seconds_count" {
+                return None;
+            }
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// What the page's `<video>` element says about itself.
+#[derive(Debug)]
+struct VideoState {
+    current_time: f64,
+    paused: bool,
+    ended: bool,
+    ready_state: u64,
+    network_state: u64,
+    /// `video.error` as `code: message`, if any.
+    error: Option<String>,
+    /// `currentSrc`.
+    src: String,
+}
+
+impl VideoState {
+    fn from_json(value: &Value) -> Result<VideoState, String> {
+        let number = |name: &str| {
+            value[name]
+                .as_f64()
+                .ok_or_else(|| format!("{name} is not a number in {value}"))
+        };
+        Ok(VideoState {
+            current_time: number("currentTime")?,
+            paused: value["paused"].as_bool().unwrap_or(true),
+            ended: value["ended"].as_bool().unwrap_or(false),
+            ready_state: number("readyState")? as u64,
+            network_state: number("networkState")? as u64,
+            error: value["error"].as_str().map(str::to_owned),
+            src: value["src"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for VideoState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "currentTime {:.2} s, readyState {}, networkState {}, paused {}, ended {}, error {:?}, src {:?}",
+            self.current_time,
+            self.ready_state,
+            self.network_state,
+            self.paused,
+            self.ended,
+            self.error,
+            self.src
+        )
+    }
+}
+
+/// Where the clip must have played to: past its first 2 s segment, well short of its 6 s.
+const PLAYED_SECS: f64 = 2.5;
+/// Longest one check waits in the browser for the video's events.
+const CHECK_WAIT: Duration = Duration::from_secs(3);
+/// Checks before giving up; with [`PLAYBACK_LIMIT`], whichever comes first.
+const PLAYBACK_CHECKS: usize = 12;
+/// Longest the clip may take to play to [`PLAYED_SECS`] after `play()`.
+const PLAYBACK_LIMIT: Duration = Duration::from_secs(30);
+
+/// Start playback (muted, so no autoplay policy can refuse it) and return the state once its
+/// `currentTime` has advanced to [`PLAYED_SECS`]. Each check waits in the browser for the
+/// video's `timeupdate`, `error` or `ended` events (at most [`CHECK_WAIT`]); a media error,
+/// a refused `play()` or an early end fails at once, running out of checks or time fails
+/// with the last state seen.
+async fn plays_the_clip(session: &Session, context: &str) -> VideoState {
+    let started = session
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const video = document.querySelector('video');
+             if (!video) { done('no <video> element'); return; }
+             video.muted = true;
+             video.play().then(() => done(null), (error) => done(String(error)));",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{context}: calling play(): {error}"));
+    if let Some(refused) = started.as_str() {
+        let state = video_state_after_events(session, 0.0).await;
+        let state = state.map_or_else(|error| error.to_string(), |state| state.to_string());
+        panic!("{context}: play() failed: {refused}; the video: {state}");
+    }
+    let deadline = Instant::now() + PLAYBACK_LIMIT;
+    let mut last = None;
+    for _ in 0..PLAYBACK_CHECKS {
+        let state = video_state_after_events(session, PLAYED_SECS)
+            .await
+            .unwrap_or_else(|error| panic!("{context}: reading the video: {error}"));
+        assert_eq!(state.error, None, "{context}: the video failed: {state}");
+        if state.current_time >= PLAYED_SECS {
+            assert!(!state.paused, "{context}: played, then paused: {state}");
+            return state;
+        }
+        assert!(!state.ended, "{context}: ended early: {state}");
+        last = Some(state);
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    let last = last.map_or_else(|| "nothing".to_owned(), |state| state.to_string());
+    panic!(
+        "{context}: the clip did not play to {PLAYED_SECS} s within {PLAYBACK_CHECKS} checks or \
+         {PLAYBACK_LIMIT:?}; last seen: {last}"
+    );
+}
+
+/// The video's state once its `currentTime` reaches `played_secs`, it fails or ends, or
+/// [`CHECK_WAIT`] passes, whichever is first (the browser waits for the events).
+async fn video_state_after_events(
+    session: &Session,
+    played_secs: f64,
+) -> webdriver::Result<VideoState> {
+    let value = session
+        .execute_async(
+            "const [playedSecs, waitMs] = arguments;
+             const done = arguments[arguments.length - 1];
+             const video = document.querySelector('video');
+             const state = () => ({
+               currentTime: video.currentTime,
+               paused: video.paused,
+               ended: video.ended,
+               readyState: video.readyState,
+               networkState: video.networkState,
+               error: video.error ? video.error.code + ': ' + video.error.message : null,
+               src: video.currentSrc,
+             });
+             const settled = () => video.error || video.ended || video.currentTime >= playedSecs;
+             if (settled()) { done(state()); return; }
+             let timer;
+             const finish = () => {
+               clearTimeout(timer);
+               for (const name of ['timeupdate', 'error', 'ended']) {
+                 video.removeEventListener(name, check);
+               }
+               done(state());
+             };
+             const check = () => { if (settled()) finish(); };
+             timer = setTimeout(finish, waitMs);
+             for (const name of ['timeupdate', 'error', 'ended']) {
+               video.addEventListener(name, check);
+             }",
+            vec![json!(played_secs), json!(CHECK_WAIT.as_millis() as u64)],
+        )
+        .await?;
+    VideoState::from_json(&value).map_err(webdriver::Error::Transport)
 }
 
 /// Step 1: no credential. Only `intro` is listed and plays; `keynote` is refused with a

@@ -10,7 +10,7 @@ use http::{Method, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use streamgate::emulator::{
-    DOWNLOAD_LEN_BYTES, RENDITIONS, SEGMENTS_PER_RENDITION, SUBTITLES_PLAYLIST_PATH, TS_PACKET_LEN,
+    CLIP, Media, SUBTITLES_PLAYLIST_PATH, SYNTHETIC, SYNTHETIC_DOWNLOAD_LEN_BYTES, TS_PACKET_LEN,
 };
 
 use common::*;
@@ -617,9 +617,21 @@ fn downloadable_token() -> String {
     mint(with_claim(valid_claims(), "downloadable", json!(true)))
 }
 
-/// The master playlist's URL and text, for a fresh valid token.
-async fn master_playlist(emulator: &TestEmulator) -> (String, String) {
-    let url = emulator.url_for(&mint(valid_claims()), "manifest/video.m3u8");
+/// A token for [`LARGE_VIDEO_UID`] (the large synthetic bodies) that may also download.
+fn large_downloadable_token() -> String {
+    mint(with_claim(
+        claims_for(LARGE_VIDEO_UID),
+        "downloadable",
+        json!(true),
+    ))
+}
+
+/// The videos whose files the tests walk: the clip, and the large synthetic one.
+const VIDEOS: [(&str, &Media); 2] = [(VIDEO_UID, &CLIP), (LARGE_VIDEO_UID, &SYNTHETIC)];
+
+/// The master playlist's URL and text of `video_uid`, for a fresh valid token.
+async fn master_playlist(emulator: &TestEmulator, video_uid: &str) -> (String, String) {
+    let url = emulator.url_for(&mint(claims_for(video_uid)), "manifest/video.m3u8");
     let response = get(&url).await;
     assert_eq!(response.status, StatusCode::OK);
     (url, response.text())
@@ -640,7 +652,7 @@ async fn master_playlist_lists_two_relative_renditions_and_an_absolute_subtitles
     let playlist = response.text();
     assert_eq!(
         playlist_uris(&playlist),
-        ["stream_360p.m3u8", "stream_720p.m3u8"]
+        ["stream_240p.m3u8", "stream_360p.m3u8"]
     );
     let media: Vec<&str> = playlist
         .lines()
@@ -675,11 +687,21 @@ async fn absolute_subtitles_uri_follows_the_host_header() {
 #[tokio::test]
 async fn every_segment_of_each_rendition_fetches_with_its_size_and_type() {
     let emulator = emulator().await;
-    let (master_url, master) = master_playlist(&emulator).await;
+    for (video_uid, media) in VIDEOS {
+        every_segment_fetches_with_its_size_and_type(&emulator, video_uid, media).await;
+    }
+}
+
+async fn every_segment_fetches_with_its_size_and_type(
+    emulator: &TestEmulator,
+    video_uid: &str,
+    media: &Media,
+) {
+    let (master_url, master) = master_playlist(emulator, video_uid).await;
     let renditions = playlist_uris(&master);
-    assert_eq!(renditions.len(), RENDITIONS.len());
+    assert_eq!(renditions.len(), media.renditions.len());
     let mut seen: Vec<Bytes> = Vec::new();
-    for (rendition, uri) in RENDITIONS.iter().zip(&renditions) {
+    for (rendition, uri) in media.renditions.iter().zip(&renditions) {
         let playlist_url = resolve_url(&master_url, uri);
         let response = get(&playlist_url).await;
         assert_eq!(response.status, StatusCode::OK, "{uri}");
@@ -694,8 +716,8 @@ async fn every_segment_of_each_rendition_fetches_with_its_size_and_type() {
         );
         assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
         let segments = playlist_uris(&playlist);
-        assert_eq!(segments.len(), SEGMENTS_PER_RENDITION, "{playlist}");
-        for segment in &segments {
+        assert_eq!(segments.len(), media.segments_per_rendition, "{playlist}");
+        for (index, segment) in segments.iter().enumerate() {
             assert!(!segment.contains("://") && !segment.starts_with('/'));
             let response = get(&resolve_url(&playlist_url, segment)).await;
             assert_eq!(response.status, StatusCode::OK, "{segment}");
@@ -704,7 +726,7 @@ async fn every_segment_of_each_rendition_fetches_with_its_size_and_type() {
                 response.header("cache-control"),
                 Some("public, max-age=31536000, immutable")
             );
-            let len = rendition.segment_len_bytes();
+            let len = rendition.segment_len_bytes(index);
             assert_eq!(response.body.len(), len, "{segment}");
             assert_eq!(
                 response.header("content-length"),
@@ -729,7 +751,7 @@ async fn every_segment_of_each_rendition_fetches_with_its_size_and_type() {
 #[tokio::test]
 async fn absolute_subtitles_uri_serves_a_playlist_and_its_webvtt_segment() {
     let emulator = emulator().await;
-    let (_, master) = master_playlist(&emulator).await;
+    let (_, master) = master_playlist(&emulator, VIDEO_UID).await;
     let subtitles_url = playlist_attribute_uris(&master).remove(0);
     let response = get(&subtitles_url).await;
     assert_eq!(response.status, StatusCode::OK);
@@ -753,7 +775,17 @@ async fn absolute_subtitles_uri_serves_a_playlist_and_its_webvtt_segment() {
 #[tokio::test]
 async fn dash_manifest_names_segments_and_subtitles_that_are_served() {
     let emulator = emulator().await;
-    let mpd_url = emulator.url_for(&mint(valid_claims()), "manifest/video.mpd");
+    for (video_uid, media) in VIDEOS {
+        dash_segments_and_subtitles_are_served(&emulator, video_uid, media).await;
+    }
+}
+
+async fn dash_segments_and_subtitles_are_served(
+    emulator: &TestEmulator,
+    video_uid: &str,
+    media: &Media,
+) {
+    let mpd_url = emulator.url_for(&mint(claims_for(video_uid)), "manifest/video.mpd");
     let manifest = get(&mpd_url).await.text();
     let template = manifest
         .split("media=\"")
@@ -762,15 +794,17 @@ async fn dash_manifest_names_segments_and_subtitles_that_are_served() {
         .map(|(template, _)| template)
         .expect("the MPD has a SegmentTemplate media attribute");
     assert!(manifest.contains("startNumber=\"0\""), "{manifest}");
-    for rendition in RENDITIONS {
+    let duration = format!("mediaPresentationDuration=\"PT{}S\"", media.duration_secs());
+    assert!(manifest.contains(&duration), "{manifest}");
+    for rendition in media.renditions {
         assert!(manifest.contains(&format!("<Representation id=\"{}\"", rendition.name)));
-        for number in 0..SEGMENTS_PER_RENDITION {
+        for number in 0..media.segments_per_rendition {
             let file = template
                 .replace("$RepresentationID$", rendition.name)
                 .replace("$Number$", &number.to_string());
             let response = get(&resolve_url(&mpd_url, &file)).await;
             assert_eq!(response.status, StatusCode::OK, "{file}");
-            assert_eq!(response.body.len(), rendition.segment_len_bytes());
+            assert_eq!(response.body.len(), rendition.segment_len_bytes(number));
         }
     }
     let base_url = manifest
@@ -785,11 +819,23 @@ async fn dash_manifest_names_segments_and_subtitles_that_are_served() {
 }
 
 #[tokio::test]
-async fn download_is_a_large_mp4_with_validators() {
+async fn download_is_the_clips_faststart_mp4() {
     let emulator = emulator().await;
     let response = get(&emulator.url_for(&downloadable_token(), "downloads/default.mp4")).await;
     assert_eq!(response.status, StatusCode::OK);
-    assert_eq!(response.body.len(), DOWNLOAD_LEN_BYTES);
+    assert_eq!(response.body.len(), CLIP.download_len_bytes());
+    assert_eq!(&response.body[4..8], b"ftyp");
+    let ftyp_len = u32::from_be_bytes(response.body[..4].try_into().unwrap()) as usize;
+    assert_eq!(&response.body[ftyp_len + 4..ftyp_len + 8], b"moov");
+}
+
+#[tokio::test]
+async fn large_video_download_is_a_large_mp4_with_validators() {
+    let emulator = emulator().await;
+    let url = emulator.url_for(&large_downloadable_token(), "downloads/default.mp4");
+    let response = get(&url).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body.len(), SYNTHETIC_DOWNLOAD_LEN_BYTES);
     assert_eq!(&response.body[4..8], b"ftyp");
     assert_eq!(response.header("accept-ranges"), Some("bytes"));
     assert_eq!(
@@ -798,7 +844,7 @@ async fn download_is_a_large_mp4_with_validators() {
     );
     let etag = response.header("etag").expect("an ETag");
     assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
-    let again = get(&emulator.url_for(&downloadable_token(), "downloads/default.mp4")).await;
+    let again = get(&emulator.url_for(&large_downloadable_token(), "downloads/default.mp4")).await;
     assert_eq!(
         again.header("etag"),
         Some(etag),
@@ -815,8 +861,8 @@ async fn head_matches_get_headers_without_a_body_for_every_kind_of_file() {
     for resource in [
         "iframe",
         "manifest/video.m3u8",
-        "manifest/stream_720p.m3u8",
-        "manifest/seg_720p_4.ts",
+        "manifest/stream_360p.m3u8",
+        "manifest/seg_360p_2.ts",
         "manifest/subtitles_en_0.vtt",
         "manifest/video.mpd",
         "thumbnails/thumbnail.jpg",
@@ -842,10 +888,10 @@ async fn head_matches_get_headers_without_a_body_for_every_kind_of_file() {
     }
 }
 
-/// The download's full body, and the answer to a GET of it with `headers`.
+/// The large video's download's full body, and the answer to a GET of it with `headers`.
 async fn download_with(headers: &[(&str, &str)]) -> (Bytes, TestResponse) {
     let emulator = emulator().await;
-    let url = emulator.url_for(&downloadable_token(), "downloads/default.mp4");
+    let url = emulator.url_for(&large_downloadable_token(), "downloads/default.mp4");
     let full = get(&url).await;
     assert_eq!(full.status, StatusCode::OK);
     (full.body, get_with(&url, headers).await)
@@ -874,9 +920,9 @@ async fn closed_byte_range_answers_206_with_exact_bytes() {
 
 #[tokio::test]
 async fn open_byte_range_answers_206_up_to_the_end() {
-    let first = DOWNLOAD_LEN_BYTES - 3000;
+    let first = SYNTHETIC_DOWNLOAD_LEN_BYTES - 3000;
     let (full, response) = download_with(&[("range", &format!("bytes={first}-"))]).await;
-    assert_partial(&response, &full, first, DOWNLOAD_LEN_BYTES - 1);
+    assert_partial(&response, &full, first, SYNTHETIC_DOWNLOAD_LEN_BYTES - 1);
 }
 
 #[tokio::test]
@@ -885,8 +931,8 @@ async fn suffix_byte_range_answers_206_with_the_last_bytes() {
     assert_partial(
         &response,
         &full,
-        DOWNLOAD_LEN_BYTES - 500,
-        DOWNLOAD_LEN_BYTES - 1,
+        SYNTHETIC_DOWNLOAD_LEN_BYTES - 500,
+        SYNTHETIC_DOWNLOAD_LEN_BYTES - 1,
     );
 }
 
@@ -904,11 +950,12 @@ async fn byte_range_on_a_segment_answers_206() {
 
 #[tokio::test]
 async fn range_past_the_end_answers_416_with_the_total() {
-    let (_, response) = download_with(&[("range", &format!("bytes={DOWNLOAD_LEN_BYTES}-"))]).await;
+    let (_, response) =
+        download_with(&[("range", &format!("bytes={SYNTHETIC_DOWNLOAD_LEN_BYTES}-"))]).await;
     assert_eq!(response.status, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(
         response.header("content-range"),
-        Some(format!("bytes */{DOWNLOAD_LEN_BYTES}").as_str())
+        Some(format!("bytes */{SYNTHETIC_DOWNLOAD_LEN_BYTES}").as_str())
     );
     assert_eq!(response.header("cache-control"), Some("no-store"));
 }

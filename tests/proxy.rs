@@ -25,7 +25,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use streamgate::Body;
 use streamgate::body::BoxError;
-use streamgate::emulator::{DOWNLOAD_LEN_BYTES, RENDITIONS, SEGMENTS_PER_RENDITION};
+use streamgate::emulator::{CLIP, Media, SYNTHETIC, SYNTHETIC_DOWNLOAD_LEN_BYTES};
 use streamgate::http::server::Handler;
 use tokio::sync::mpsc;
 
@@ -633,7 +633,7 @@ async fn master_playlist_subtitles_uri_is_rewritten_to_the_gateway() {
     );
     assert_eq!(
         playlist_uris(&text),
-        ["stream_360p.m3u8", "stream_720p.m3u8"],
+        ["stream_240p.m3u8", "stream_360p.m3u8"],
         "{text}"
     );
     assert!(!text.contains("://"), "{text}");
@@ -660,24 +660,54 @@ async fn master_playlist_subtitles_uri_is_rewritten_to_the_gateway() {
 
 #[tokio::test]
 async fn every_segment_of_every_rendition_is_fetched_through_relative_uris() {
-    let gateway = TestGateway::start_with(&proxy_config()).await;
+    let gateway = TestGateway::start_with(&with_large_video(&proxy_config())).await;
+    // The real clip, and the large bodies (196,648- and 327,684-byte segments).
+    every_segment_is_fetched_through_relative_uris(&gateway, "intro", &CLIP, &[]).await;
+    every_segment_is_fetched_through_relative_uris(
+        &gateway,
+        "large",
+        &SYNTHETIC,
+        &[API_KEY_HEADER],
+    )
+    .await;
+
+    // The other documented resources come through too.
     let token = current_token(&gateway, "intro", &[]).await;
+    let mpd = get(&gateway.url("/watch/intro/manifest/video.mpd")).await;
+    assert_ok(&mpd, "the DASH manifest");
+    assert!(mpd.text().contains("seg_$RepresentationID$_$Number$.ts"));
+    assert_leaks_nothing(&mpd, &[token.as_str(), "eyJ"], "the DASH manifest");
+    let thumbnail = get(&gateway.url("/watch/intro/thumbnails/thumbnail.jpg?time=2s")).await;
+    assert_ok(&thumbnail, "the thumbnail");
+    assert_eq!(&thumbnail.body[..3], &[0xFF, 0xD8, 0xFF]);
+    gateway.shutdown().await;
+}
+
+/// Walk `video`'s master playlist through the gateway (with `headers`): every rendition's
+/// media playlist and every segment, each the emulator's own bytes, of `media`'s sizes.
+async fn every_segment_is_fetched_through_relative_uris(
+    gateway: &TestGateway,
+    video: &str,
+    media: &Media,
+    headers: &[(&str, &str)],
+) {
+    let token = current_token(gateway, video, headers).await;
     let emulator = gateway.emulator_origin();
-    let master_url = gateway.url("/watch/intro/manifest/video.m3u8");
-    let master = get(&master_url).await;
+    let master_url = gateway.url(&format!("/watch/{video}/manifest/video.m3u8"));
+    let master = get_with(&master_url, headers).await;
     assert_ok(&master, "the master playlist");
     let renditions = playlist_uris(&master.text());
-    assert_eq!(renditions.len(), RENDITIONS.len());
-    for (rendition, uri) in RENDITIONS.iter().zip(&renditions) {
+    assert_eq!(renditions.len(), media.renditions.len());
+    for (rendition, uri) in media.renditions.iter().zip(&renditions) {
         let playlist_url = resolve_url(&master_url, uri);
         assert!(playlist_url.starts_with(gateway.origin()), "{playlist_url}");
-        let playlist = get(&playlist_url).await;
+        let playlist = get_with(&playlist_url, headers).await;
         assert_ok(&playlist, &playlist_url);
         assert_leaks_nothing(&playlist, &[token.as_str(), "eyJ"], &playlist_url);
         let segments = playlist_uris(&playlist.text());
         assert_eq!(
             segments.len(),
-            SEGMENTS_PER_RENDITION,
+            media.segments_per_rendition,
             "{}",
             playlist.text()
         );
@@ -685,15 +715,16 @@ async fn every_segment_of_every_rendition_is_fetched_through_relative_uris() {
             let segment_url = resolve_url(&playlist_url, segment);
             assert_eq!(
                 segment_url,
-                gateway.url(&format!("/watch/intro/{}", rendition.segment_path(index)))
+                gateway.url(&format!("/watch/{video}/{}", rendition.segment_path(index)))
             );
-            let proxied = get(&segment_url).await;
+            let proxied = get_with(&segment_url, headers).await;
             assert_ok(&proxied, &segment_url);
-            assert_eq!(proxied.body.len(), rendition.segment_len_bytes());
+            let len = rendition.segment_len_bytes(index);
+            assert_eq!(proxied.body.len(), len, "{segment_url}");
             assert_eq!(proxied.header("content-type"), Some("video/mp2t"));
             assert_eq!(
                 proxied.header("content-length"),
-                Some(rendition.segment_len_bytes().to_string().as_str())
+                Some(len.to_string().as_str())
             );
             assert_proxied_headers(&proxied, &segment_url);
             let direct = get(&format!(
@@ -706,16 +737,6 @@ async fn every_segment_of_every_rendition_is_fetched_through_relative_uris() {
             assert_eq!(proxied.header("etag"), direct.header("etag"));
         }
     }
-
-    // The other documented resources come through too.
-    let mpd = get(&gateway.url("/watch/intro/manifest/video.mpd")).await;
-    assert_ok(&mpd, "the DASH manifest");
-    assert!(mpd.text().contains("seg_$RepresentationID$_$Number$.ts"));
-    assert_leaks_nothing(&mpd, &[token.as_str(), "eyJ"], "the DASH manifest");
-    let thumbnail = get(&gateway.url("/watch/intro/thumbnails/thumbnail.jpg?time=2s")).await;
-    assert_ok(&thumbnail, "the thumbnail");
-    assert_eq!(&thumbnail.body[..3], &[0xFF, 0xD8, 0xFF]);
-    gateway.shutdown().await;
 }
 
 #[tokio::test]
@@ -751,7 +772,7 @@ async fn subtitles_playlist_and_vtt_are_served_through_the_gateway() {
 
 #[tokio::test]
 async fn byte_range_on_a_download_is_proxied_only_when_the_rule_allows_downloads() {
-    let gateway = TestGateway::start_with(&proxy_config()).await;
+    let gateway = TestGateway::start_with(&with_large_video(&proxy_config())).await;
     let refused = get_with(
         &gateway.url("/watch/intro/downloads/default.mp4"),
         &[("range", "bytes=100-199")],
@@ -759,10 +780,11 @@ async fn byte_range_on_a_download_is_proxied_only_when_the_rule_allows_downloads
     .await;
     assert_error(&refused, 403, "downloads are not allowed");
 
-    let url = gateway.url("/watch/keynote/downloads/default.mp4");
+    // The large video's: 4 MiB streamed through the gateway.
+    let url = gateway.url("/watch/large/downloads/default.mp4");
     let whole = get_with(&url, &[API_KEY_HEADER]).await;
     assert_ok(&whole, "the whole download");
-    assert_eq!(whole.body.len(), DOWNLOAD_LEN_BYTES);
+    assert_eq!(whole.body.len(), SYNTHETIC_DOWNLOAD_LEN_BYTES);
     assert_eq!(&whole.body[4..8], b"ftyp");
     assert_eq!(whole.header("content-type"), Some("video/mp4"));
     assert_eq!(whole.header("accept-ranges"), Some("bytes"));
@@ -772,13 +794,13 @@ async fn byte_range_on_a_download_is_proxied_only_when_the_rule_allows_downloads
     assert_eq!(part.status.as_u16(), 206, "{:?}", part.headers);
     assert_eq!(
         part.header("content-range"),
-        Some(format!("bytes 100-199/{DOWNLOAD_LEN_BYTES}").as_str())
+        Some(format!("bytes 100-199/{SYNTHETIC_DOWNLOAD_LEN_BYTES}").as_str())
     );
     assert_eq!(part.header("content-length"), Some("100"));
     assert_eq!(part.body, whole.body.slice(100..200));
     assert_proxied_headers(&part, "a range of the download");
 
-    let token = current_token(&gateway, "keynote", &[API_KEY_HEADER]).await;
+    let token = current_token(&gateway, "large", &[API_KEY_HEADER]).await;
     let direct = get_with(
         &format!(
             "{}/{token}/downloads/default.mp4",
@@ -797,7 +819,7 @@ async fn byte_range_on_a_download_is_proxied_only_when_the_rule_allows_downloads
 async fn head_answers_the_same_headers_without_a_body() {
     let gateway = TestGateway::start_with(&proxy_config()).await;
     let cases = [
-        ("/watch/intro/manifest/seg_720p_3.ts", vec![]),
+        ("/watch/intro/manifest/seg_360p_2.ts", vec![]),
         ("/watch/keynote/downloads/default.mp4", vec![API_KEY_HEADER]),
         ("/watch/intro/thumbnails/thumbnail.jpg", vec![]),
     ];
@@ -955,7 +977,8 @@ async fn a_rule_can_proxy_under_a_global_redirect_mode() {
     );
     let segment = get(&gateway.url("/watch/intro/manifest/seg_360p_0.ts")).await;
     assert_ok(&segment, "a segment under the proxying rule");
-    assert_eq!(segment.body.len(), RENDITIONS[0].segment_len_bytes());
+    let clip_360p = CLIP.renditions.iter().find(|r| r.name == "360p").unwrap();
+    assert_eq!(segment.body.len(), clip_360p.segment_len_bytes(0));
     assert_eq!(segment.header("via"), Some(VIA));
 
     let with_key = get_with(&gateway.url("/watch/intro"), &[API_KEY_HEADER]).await;

@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 use super::account::{
     AccountState, EmulatorAccount, VideoRecord, format_micros, parse_micros, unix_micros,
 };
-use super::content::{DOWNLOAD_LEN_BYTES, SEGMENT_DURATION_SECS, SEGMENTS_PER_RENDITION};
+use super::content::Media;
 use super::origins;
 use crate::Body;
 
@@ -548,8 +548,12 @@ fn video_json(video: &VideoRecord, origin: Option<&str>) -> Value {
     let url = |path: &str| format!("{origin}/{uid}/{path}");
     let created = format_micros(video.created_micros);
     let (duration, size, pct) = if video.ready {
-        let seconds = SEGMENTS_PER_RENDITION as u64 * u64::from(SEGMENT_DURATION_SECS);
-        (json!(seconds), json!(DOWNLOAD_LEN_BYTES), "100.000000")
+        let media = Media::for_video(uid);
+        (
+            json!(media.duration_secs()),
+            json!(media.download_len_bytes()),
+            "100.000000",
+        )
     } else {
         (json!(-1), json!(0), "50.000000")
     };

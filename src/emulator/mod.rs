@@ -29,10 +29,10 @@ use jsonwebtoken::DecodingKey;
 use self::account::{AccountState, Seed, VideoRecord};
 pub use self::account::{AccountVideo, ApiAccess, EmulatorAccount, MAX_KEYS, demo_account_videos};
 pub use self::content::{
-    DOWNLOAD_LEN_BYTES, RENDITIONS, Rendition, SEGMENT_DURATION_SECS, SEGMENTS_PER_RENDITION,
-    SUBTITLES_PLAYLIST_PATH, SUBTITLES_SEGMENT_PATH, TS_PACKET_LEN,
+    CLIP, Media, Rendition, SUBTITLES_PLAYLIST_PATH, SUBTITLES_SEGMENT_PATH, SYNTHETIC,
+    SYNTHETIC_DOWNLOAD_LEN_BYTES, SYNTHETIC_VIDEO_UID, TS_PACKET_LEN,
 };
-use self::content::{Library, Resource};
+use self::content::{Library, Resource, VideoFiles};
 use self::http_file::Representation;
 use self::judge::{FixedTrust, Permit, Rejection, TokenJudge};
 use self::rules::Viewer;
@@ -112,7 +112,8 @@ pub enum EmulatorError {
 /// codes and short reasons.
 ///
 /// The files (player page, HLS and DASH manifests, media playlists, segments, subtitles,
-/// thumbnail, download) are listed in [`RENDITIONS`] and the constants beside it. Every file
+/// thumbnail, download) play [`CLIP`], a real clip, except for [`SYNTHETIC_VIDEO_UID`]'s,
+/// which are [`SYNTHETIC`]'s large pseudo-random bodies (see [`Media`]). Every file
 /// answers with a strong `ETag`, a fixed `Last-Modified`, conditional requests (304/412) and
 /// single byte ranges (206/416), once the token was accepted.
 pub struct Emulator {
@@ -220,7 +221,9 @@ impl Emulator {
         let state = self.account.read();
         let permit = self.authorize(&state, segment, req.headers(), peer)?;
         // Only now: a refused token learns nothing about which files exist.
-        let resource = Resource::parse(path).ok_or(Refusal::NotFound("not found"))?;
+        let files = self.library.video(&permit.video_uid);
+        let resource =
+            Resource::parse(path, files.media()).ok_or(Refusal::NotFound("not found"))?;
         let video = state
             .videos
             .get(&permit.video_uid)
@@ -236,7 +239,7 @@ impl Emulator {
             %resource,
             "emulator serving"
         );
-        let file = self.file(resource, &permit.video_uid, segment, req);
+        let file = self.file(files, resource, &permit.video_uid, segment, req);
         Ok(file.respond(req.method(), req.headers()))
     }
 
@@ -286,9 +289,11 @@ impl Emulator {
         Viewer::new(header_address.unwrap_or(peer.ip()), country)
     }
 
-    /// The file to serve for `resource` of `video_uid`, requested through `token`.
+    /// The file to serve for `resource` of `video_uid` (whose files are `video`), requested
+    /// through `token`.
     fn file(
         &self,
+        video: &'static VideoFiles,
         resource: Resource,
         video_uid: &str,
         token: &str,
@@ -296,9 +301,11 @@ impl Emulator {
     ) -> Cow<'static, Representation> {
         let body = match resource {
             Resource::Player => content::player_page(video_uid),
-            Resource::HlsManifest => content::hls_master_playlist(&subtitles_uri(req, token)),
+            Resource::HlsManifest => {
+                content::hls_master_playlist(video.media(), &subtitles_uri(req, token))
+            }
             _ => {
-                let file = self.library.file(resource);
+                let file = video.file(resource);
                 return Cow::Borrowed(file.expect("the library holds every other file"));
             }
         };

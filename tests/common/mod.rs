@@ -36,6 +36,10 @@ pub const SECOND_KID: &str = "ffeeddccbbaa99887766554433221100";
 pub const VIDEO_UID: &str = "ce800be43a9772f4bb02f35b860fb516";
 /// A second known video uid.
 pub const OTHER_VIDEO_UID: &str = "5d5bc37ffcf54c9b82e996823bffbb81";
+/// The video whose files are the emulator's large synthetic bodies (a 4 MiB download,
+/// segments of 196,648 and 327,684 bytes) instead of the real clip every other video plays.
+/// The default emulator settings know it; [`with_large_video`] adds it to a gateway config.
+pub const LARGE_VIDEO_UID: &str = streamgate::emulator::SYNTHETIC_VIDEO_UID;
 /// A well-formed uid that no default settings know.
 pub const UNKNOWN_VIDEO_UID: &str = "00000000000000000000000000000000";
 /// The country header the default emulator settings read (Stream's).
@@ -287,12 +291,17 @@ impl std::ops::Deref for TestEmulator {
     }
 }
 
-/// Emulator settings: both fixture keys, [`VIDEO_UID`] and [`OTHER_VIDEO_UID`], country from
-/// [`COUNTRY_HEADER`], viewer address from the socket, 30 s leeway.
+/// Emulator settings: both fixture keys, [`VIDEO_UID`], [`OTHER_VIDEO_UID`] and
+/// [`LARGE_VIDEO_UID`], country from [`COUNTRY_HEADER`], viewer address from the socket, 30 s
+/// leeway.
 pub fn emulator_settings() -> EmulatorSettings {
     EmulatorSettings {
         keys: vec![fixture_verifying_key(), second_verifying_key()],
-        video_uids: vec![VIDEO_UID.to_owned(), OTHER_VIDEO_UID.to_owned()],
+        video_uids: vec![
+            VIDEO_UID.to_owned(),
+            OTHER_VIDEO_UID.to_owned(),
+            LARGE_VIDEO_UID.to_owned(),
+        ],
         videos: Vec::new(),
         api: None,
         country_header: HeaderName::from_static(COUNTRY_HEADER),
@@ -389,6 +398,18 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> TestResponse {
 
 /// The API key the default test gateway config knows, as a client sends it.
 pub const TEST_API_KEY: &str = "test-only-api-key";
+
+/// `config` (a [`gateway_config`] or one built on it) with a members-only video `large`
+/// ([`LARGE_VIDEO_UID`]): the one whose download and segments are large bodies. The `members`
+/// rule covers it, so any authenticated viewer may watch and download it.
+pub fn with_large_video(config: &str) -> String {
+    let videos = "videos:\n";
+    assert_eq!(config.matches(videos).count(), 1, "one videos block");
+    config.replace(
+        videos,
+        &format!("{videos}  large:\n    uid: {LARGE_VIDEO_UID}\n    tags: [members]\n"),
+    )
+}
 
 /// The default gateway configuration for tests: in-process emulator on a free port, the
 /// fixture key, a public video (`intro`) and a members-only one (`keynote`).

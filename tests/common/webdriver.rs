@@ -1,6 +1,6 @@
 //! A minimal W3C WebDriver client for the browser test: chromedriver on a loopback port, one
 //! session, and the handful of commands the test needs (navigate, find, read, click, type,
-//! frames, cookies, screenshots, the browser's console log).
+//! frames, cookies, scripts, screenshots, the browser's console log).
 //!
 //! Plain JSON over HTTP/1.1 with the HTTP client the other tests already use, so it adds no
 //! crates to the build. Every command is bounded by [`COMMAND_TIMEOUT`] (a new session by
@@ -287,6 +287,14 @@ impl Session {
     /// Run `script` (a function body; `arguments` holds `args`) and return what it returns.
     pub async fn execute(&self, script: &str, args: Vec<Value>) -> Result<Value> {
         self.post("/execute/sync", json!({ "script": script, "args": args }))
+            .await
+    }
+
+    /// Run `script` (a function body; `arguments` holds `args`, then the callback) until it
+    /// calls its callback, the last of `arguments`, and return what it passed. Bounded by the
+    /// session's script timeout (10 s): the script must call back sooner.
+    pub async fn execute_async(&self, script: &str, args: Vec<Value>) -> Result<Value> {
+        self.post("/execute/async", json!({ "script": script, "args": args }))
             .await
     }
 
