@@ -11,6 +11,7 @@ pub mod app;
 pub mod authz;
 pub mod body;
 pub mod cli;
+pub mod cloudflare;
 pub mod config;
 pub mod emulator;
 pub mod error;
