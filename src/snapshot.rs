@@ -14,7 +14,10 @@ use http::HeaderValue;
 use crate::authz::Authorizer;
 use crate::authz::ratelimit::MintLimiter;
 use crate::config::{ConfigError, ConfigErrors, EmulatorOptions, Settings, StreamSettings};
-use crate::emulator::{Emulator, EmulatorError, EmulatorSettings, VerifyingKeySpec};
+use crate::emulator::{
+    AccountVideo, Emulator, EmulatorAccount, EmulatorError, EmulatorSettings, VerifyingKeySpec,
+    demo_account_videos,
+};
 use crate::identity::Authenticator;
 use crate::identity::basic::BasicUsers;
 use crate::identity::jwt::JwtVerifier;
@@ -47,6 +50,9 @@ pub struct Fixed {
     pub metrics: Arc<Metrics>,
     /// The system clock in production; tests move a manual one.
     pub clock: Clock,
+    /// The emulator's account, kept across reloads (keys and video settings changed through
+    /// its API survive them); `None` gives each built emulator a fresh one.
+    pub emulator_account: Option<Arc<EmulatorAccount>>,
 }
 
 /// Everything one configuration needs at run time. Each request loads the current snapshot
@@ -96,15 +102,20 @@ impl Snapshot {
         let cache = token_cache(&settings, keys, previous, fixed);
         let origin = fixed.origin.clone();
         let metrics = &fixed.metrics;
-        let emulator = match &settings.stream {
-            StreamSettings::Emulator(options) => Some(
-                Emulator::new(emulator_settings(&settings, cache.signer().keys(), options))
-                    .map_err(BuildError::Emulator)?,
-            ),
-            StreamSettings::Origin(_) => None,
-        };
         let upstream = Upstream::new(origin.clone(), settings.upstream.clone())
             .map_err(BuildError::Upstream)?;
+        // Last of what can fail: building the emulator seeds the shared account.
+        let emulator = match &settings.stream {
+            StreamSettings::Emulator(options) => {
+                let wanted = emulator_settings(&settings, cache.signer().keys(), options);
+                let built = match &fixed.emulator_account {
+                    Some(account) => Emulator::for_account(wanted, Arc::clone(account)),
+                    None => Emulator::new(wanted),
+                };
+                Some(built.map_err(BuildError::Emulator)?)
+            }
+            StreamSettings::Origin(_) => None,
+        };
         let limiter = match previous {
             Some(previous) if previous.settings.rate_limit == settings.rate_limit => {
                 Arc::clone(previous.authz.limiter())
@@ -280,23 +291,42 @@ fn sign_in(auth: &Authenticator) -> Arc<str> {
     ways.join(", or ").into()
 }
 
-/// What the emulator needs from the configuration: the public halves of every key and the
-/// catalogue's uids.
+/// What the emulator needs from the configuration: the public halves of every key, and the
+/// account's videos: the catalogue's (named by title, else alias; requiring signed URLs
+/// unless listed in `unprotected`), then the demo's ([`demo_account_videos`]). The API's
+/// access is not set: it is the account's, read once at start.
 pub fn emulator_settings(
     settings: &Settings,
     keys: &[Arc<SigningKey>],
     options: &EmulatorOptions,
 ) -> EmulatorSettings {
+    let mut videos: Vec<AccountVideo> = settings
+        .catalogue
+        .videos()
+        .map(|video| {
+            let uid = video.uid.as_str().to_string();
+            AccountVideo {
+                require_signed_urls: !options.unprotected.contains(&uid),
+                ..AccountVideo::protected(
+                    uid,
+                    video.title.clone().unwrap_or_else(|| video.alias.to_string()),
+                )
+            }
+        })
+        .collect();
+    for demo in demo_account_videos() {
+        if !videos.iter().any(|video| video.uid == demo.uid) {
+            videos.push(demo);
+        }
+    }
     EmulatorSettings {
         keys: keys
             .iter()
             .map(|key| VerifyingKeySpec::from(&**key))
             .collect(),
-        video_uids: settings
-            .catalogue
-            .videos()
-            .map(|video| video.uid.as_str().to_string())
-            .collect(),
+        video_uids: Vec::new(),
+        videos,
+        api: None,
         country_header: options.country_header.clone(),
         client_ip_header: options.client_ip_header.clone(),
         leeway: options.leeway,
@@ -332,9 +362,11 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
         token_api: _,
         allow_empty_policy: _,
         warnings: _,
-        // Fixed at start: listeners and what each connection is served with.
+        // Fixed at start: listeners and what each connection is served with; the emulator's
+        // account id and API token (read once).
         listen,
         stream,
+        cloudflare,
         tls,
         limits,
         metrics_listen,
@@ -347,6 +379,7 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
     };
     check(*listen != old.listen, "listen");
     check(*stream != old.stream, "stream");
+    check(*cloudflare != old.cloudflare, "cloudflare");
     check(*tls != old.tls, "tls");
     check(*metrics_listen != old.metrics_listen, "metrics_listen");
     let crate::http::server::Limits {
@@ -397,6 +430,7 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
 pub fn keep_restart_settings(old: &Settings, mut new: Settings) -> Settings {
     new.listen = old.listen;
     new.stream = old.stream.clone();
+    new.cloudflare = old.cloudflare.clone();
     new.tls = old.tls.clone();
     new.metrics_listen = old.metrics_listen;
     new.limits = old.limits.clone();

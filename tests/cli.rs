@@ -40,7 +40,7 @@ fn check_accepts_the_shipped_config() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains(": OK"), "{stdout}");
-    assert!(stdout.contains("videos   3"), "{stdout}");
+    assert!(stdout.contains("videos   4"), "{stdout}");
     assert!(
         stdout.contains("metrics  /metrics on 127.0.0.1:9090 only"),
         "{stdout}"

@@ -139,6 +139,12 @@ fn table(dir: &Path) -> Vec<Entry> {
             RestartOnly("stream"),
         ),
         replace(
+            "stream.emulator.unprotected",
+            EMULATOR,
+            emulator_with("unprotected: [intro]"),
+            RestartOnly("stream"),
+        ),
+        replace(
             "signing_keys",
             "signing_keys:\n",
             second_key,
@@ -463,6 +469,31 @@ fn table(dir: &Path) -> Vec<Entry> {
             Shows("0123456789abcdef0123456789abcd77"),
         ),
         append(
+            "cloudflare",
+            "cloudflare:\n  account_id: 0123456789abcdef0123456789abcd78\n",
+            RestartOnly("cloudflare"),
+        ),
+        append(
+            "cloudflare.account_id",
+            "cloudflare:\n  account_id: 0123456789abcdef0123456789abcd78\n",
+            RestartOnly("cloudflare"),
+        ),
+        append(
+            "cloudflare.api_token",
+            "cloudflare:\n  api_token: {file: walk-api-token}\n",
+            RestartOnly("cloudflare"),
+        ),
+        append(
+            "cloudflare.api_base",
+            "cloudflare:\n  api_base: http://127.0.0.1:9/client/v4\n",
+            RestartOnly("cloudflare"),
+        ),
+        append(
+            "cloudflare.audit_interval",
+            "cloudflare:\n  audit_interval: 1h\n",
+            RestartOnly("cloudflare"),
+        ),
+        append(
             "allow_empty_policy",
             "allow_empty_policy: true\n",
             Holds(|s| s.allow_empty_policy),
@@ -512,6 +543,7 @@ const SECTIONS: &[&str] = &[
     "rate_limit",
     "cors",
     "token_api",
+    "cloudflare",
 ];
 
 #[tokio::test]
@@ -548,7 +580,14 @@ async fn every_config_field_is_applied_by_a_reload_or_named_as_restart_only() {
         let s = &app.snapshot().settings;
         format!(
             "{:?}",
-            (s.listen, &s.stream, &s.tls, s.metrics_listen, &s.limits)
+            (
+                s.listen,
+                &s.stream,
+                &s.tls,
+                s.metrics_listen,
+                &s.limits,
+                &s.cloudflare,
+            )
         )
     };
     let started = debug_of(&app);

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{ConfigError, ConfigErrors, KeyLocation, Settings};
+use crate::emulator::ApiAccess;
+use crate::secret::Secret;
 use crate::token::SigningKey;
 
 /// Whether missing development keys may be created while loading.
@@ -96,6 +98,50 @@ pub fn load_signing_keys(
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// The account id and API token the emulator's management API accepts: `cloudflare.account_id`
+/// (else `CLOUDFLARE_ACCOUNT_ID`) and the token from `cloudflare.api_token` (else
+/// `CLOUDFLARE_API_TOKEN`). `Ok(None)` when either is absent (the API is then disabled);
+/// `Err` when a configured token cannot be read or is empty. Errors never hold the token.
+pub fn load_emulator_api(settings: &Settings) -> Result<Option<ApiAccess>, ConfigErrors> {
+    let cloudflare = &settings.cloudflare;
+    let fail = |message: &str| {
+        ConfigErrors(vec![ConfigError {
+            file: settings.file.clone(),
+            position: None,
+            field: "cloudflare.api_token".into(),
+            message: message.into(),
+        }])
+    };
+    let configured = cloudflare.api_token.is_some();
+    let token = match cloudflare.api_token_location() {
+        KeyLocation::Env(var) => std::env::var(var).ok(),
+        KeyLocation::File(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            // io::Error's text names no path; the path (a configured value) is not repeated.
+            Err(error) => {
+                return Err(fail(&format!(
+                    "cannot read the file named by `file`: {error}"
+                )));
+            }
+        },
+    };
+    let token = token.map(|token| token.trim().to_string());
+    let token = match token {
+        Some(token) if !token.is_empty() => token,
+        Some(_) if configured => return Err(fail("the API token is empty")),
+        None if configured => {
+            return Err(fail(
+                "the environment variable named by `env` is not set or not UTF-8",
+            ));
+        }
+        _ => return Ok(None),
+    };
+    Ok(cloudflare.resolved_account_id().map(|account_id| ApiAccess {
+        account_id,
+        token: Secret::new(token),
+    }))
 }
 
 fn write_generated_key(path: &Path) -> Result<(), String> {

@@ -22,6 +22,7 @@ use crate::app::edge::{Edge, MetricsOnly};
 use crate::app::live::Live;
 use crate::app::reload::Reloader;
 use crate::config::{ConfigError, ConfigErrors, Settings, StreamSettings, TlsSettings};
+use crate::emulator::EmulatorAccount;
 use crate::http::server;
 use crate::http::tls::{self, CertStore, TlsFile};
 use crate::metrics::{CacheCounts, Metrics};
@@ -114,11 +115,20 @@ impl App {
             (StreamSettings::Emulator(_), Some((_, addr))) => origin_for(*addr),
             (StreamSettings::Emulator(_), None) => unreachable!("the emulator's listener is bound"),
         };
+        let emulator_account = match &settings.stream {
+            StreamSettings::Emulator(_) => {
+                let api = keys::load_emulator_api(&settings)
+                    .map_err(|errors| StartError::Build(BuildError::Config(errors)))?;
+                Some(Arc::new(EmulatorAccount::new(api)))
+            }
+            StreamSettings::Origin(_) => None,
+        };
         let metrics = Metrics::new();
         let fixed = Fixed {
             origin,
             metrics: Arc::clone(&metrics),
             clock: options.clock,
+            emulator_account,
         };
         let (snapshot, emulator) = Snapshot::build(settings, keys, &fixed, None)?;
         if let Some(path) = &options.key_history {

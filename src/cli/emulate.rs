@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::serve::ShutdownSignal;
 use super::{load_reporting, runtime};
-use crate::app::keys::MissingKeys;
+use crate::app::keys::{MissingKeys, load_emulator_api};
 use crate::app::{self};
 use crate::config::{EmulatorOptions, StreamSettings};
 use crate::emulator::Emulator;
@@ -24,12 +24,15 @@ pub(super) fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()>
             country_header: http::HeaderName::from_static("cf-ipcountry"),
             client_ip_header: None,
             leeway: Duration::from_secs(5),
+            unprotected: Vec::new(),
         },
     };
     let keys: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
-    let emulator = Emulator::new(crate::snapshot::emulator_settings(
-        &settings, &keys, &options,
-    ))?;
+    let mut emulator_settings = crate::snapshot::emulator_settings(&settings, &keys, &options);
+    // Read once: the account keeps what its API changes for as long as this runs.
+    emulator_settings.api = load_emulator_api(&settings)?;
+    let api_enabled = emulator_settings.api.is_some();
+    let emulator = Emulator::new(emulator_settings)?;
     let listen = listen.unwrap_or(options.listen);
     runtime()?.block_on(async move {
         let mut shutdown = ShutdownSignal::install();
@@ -38,6 +41,12 @@ pub(super) fn run(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()>
         println!("Stream emulator listening on {}", app::origin_for(addr));
         for key in &keys {
             println!("  trusts key {}", key.id());
+        }
+        if api_enabled {
+            println!(
+                "  management API at {}/client/v4 (cloudflare.account_id, cloudflare.api_token)",
+                app::origin_for(addr)
+            );
         }
         server::serve(listener, Arc::new(emulator), shutdown.recv()).await;
         Ok(())

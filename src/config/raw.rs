@@ -66,6 +66,8 @@ pub struct RawConfig {
     pub cors: RawCors,
     #[serde(default)]
     pub token_api: RawTokenApi,
+    #[serde(default)]
+    pub cloudflare: RawCloudflare,
     /// Let a live reload apply a file with no rules or no videos (refused otherwise, as the
     /// likely sign of a truncated or half-written file).
     #[serde(default)]
@@ -489,6 +491,19 @@ pub struct RawEmulator {
     pub client_ip_header: Option<String>,
     #[serde(default = "default_leeway")]
     pub leeway: HumanDuration,
+    /// Catalogue videos (aliases or uids) the emulator's account starts unprotected.
+    #[serde(default)]
+    pub unprotected: Vec<String>,
+}
+
+/// The Cloudflare account and API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCloudflare {
+    pub account_id: Option<String>,
+    pub api_token: Option<RawSecretRef>,
+    pub api_base: Option<String>,
+    pub audit_interval: Option<HumanDuration>,
 }
 
 fn default_emulator_listen() -> SocketAddr {

@@ -73,6 +73,61 @@ pub struct EmulatorOptions {
     pub country_header: HeaderName,
     pub client_ip_header: Option<HeaderName>,
     pub leeway: Duration,
+    /// Catalogue videos (resolved to their uids) the emulator's account starts with
+    /// `requireSignedURLs: false`, as a forgotten setting on a real account would be.
+    pub unprotected: Vec<String>,
+}
+
+/// Cloudflare's API by default (`cloudflare.api_base`).
+pub const DEFAULT_CLOUDFLARE_API_BASE: &str = "https://api.cloudflare.com/client/v4";
+/// Where the account id is read from when `cloudflare.account_id` is not set.
+pub const CLOUDFLARE_ACCOUNT_ID_ENV: &str = "CLOUDFLARE_ACCOUNT_ID";
+/// Where the API token is read from when `cloudflare.api_token` is not set.
+pub const CLOUDFLARE_API_TOKEN_ENV: &str = "CLOUDFLARE_API_TOKEN";
+
+/// `cloudflare`: the Cloudflare account the `stream` commands manage, and the account id and
+/// API token the emulator's management API accepts. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloudflareSettings {
+    /// 32 hex characters, lowercase. `None`: [`CLOUDFLARE_ACCOUNT_ID_ENV`] (see
+    /// [`CloudflareSettings::resolved_account_id`]).
+    pub account_id: Option<String>,
+    /// Where the API token is read from (a file or an environment variable, never inline).
+    /// `None`: [`CLOUDFLARE_API_TOKEN_ENV`] (see [`CloudflareSettings::api_token_location`]).
+    pub api_token: Option<KeyLocation>,
+    /// An absolute `http`/`https` URL without query or trailing slash, e.g.
+    /// `http://127.0.0.1:8081/client/v4`. `None`: [`DEFAULT_CLOUDFLARE_API_BASE`].
+    pub api_base: Option<String>,
+    /// How often a running gateway audits the account; `None` (the default): never.
+    pub audit_interval: Option<Duration>,
+}
+
+impl CloudflareSettings {
+    /// The configured account id, else [`CLOUDFLARE_ACCOUNT_ID_ENV`] when it holds 32 hex
+    /// characters (lowercased); `None` when neither does.
+    pub fn resolved_account_id(&self) -> Option<String> {
+        self.account_id.clone().or_else(|| {
+            std::env::var(CLOUDFLARE_ACCOUNT_ID_ENV)
+                .ok()
+                .map(|id| id.trim().to_ascii_lowercase())
+                .filter(|id| is_account_id(id))
+        })
+    }
+
+    /// Where the API token is read from: the configured place, else
+    /// [`CLOUDFLARE_API_TOKEN_ENV`].
+    pub fn api_token_location(&self) -> KeyLocation {
+        self.api_token
+            .clone()
+            .unwrap_or_else(|| KeyLocation::Env(CLOUDFLARE_API_TOKEN_ENV.to_string()))
+    }
+
+    /// The API's base URL, without a trailing slash.
+    pub fn api_base_or_default(&self) -> &str {
+        self.api_base
+            .as_deref()
+            .unwrap_or(DEFAULT_CLOUDFLARE_API_BASE)
+    }
 }
 
 /// One configured signing key, not yet read.
@@ -134,6 +189,8 @@ pub struct Settings {
     pub cors: CorsSettings,
     /// The Stream-compatible token API.
     pub token_api: TokenApiSettings,
+    /// The Cloudflare account and API (read once at start).
+    pub cloudflare: CloudflareSettings,
     /// A live reload may apply a configuration with no rules or no videos.
     pub allow_empty_policy: bool,
     /// Things that are allowed but probably mistakes.

@@ -41,9 +41,15 @@ pub(super) fn key(name: &str) -> Seg {
     Seg::key(name)
 }
 
-pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Settings {
+pub(super) fn validate(mut raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path) -> Settings {
     let mut warnings = Vec::new();
-    let stream = validate_stream(raw.stream, check);
+    let unprotected = raw
+        .stream
+        .emulator
+        .as_mut()
+        .map(|emulator| std::mem::take(&mut emulator.unprotected))
+        .unwrap_or_default();
+    let mut stream = validate_stream(raw.stream, check);
     let is_emulated = matches!(stream, Some(StreamSettings::Emulator(_)));
     let signing_keys = validate_keys(&raw.signing_keys, is_emulated, check, base_dir);
 
@@ -79,6 +85,9 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
     }
 
     let catalogue = build_catalogue(raw.videos.0, check);
+    if let Some(StreamSettings::Emulator(options)) = &mut stream {
+        options.unprotected = resolve_unprotected(&unprotected, &catalogue, check);
+    }
     let identity = identity::validate_identity(
         identity::RawIdentity {
             api_keys: raw.api_keys,
@@ -117,6 +126,7 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
 
     let cors = validate_cors(raw.cors, check);
     let token_api = validate_token_api(raw.token_api, check);
+    let cloudflare = validate_cloudflare(raw.cloudflare, check, base_dir);
     let tls = validate_tls(
         raw.tls,
         raw.http_redirect_listen,
@@ -149,6 +159,7 @@ pub(super) fn validate(raw: RawConfig, check: &mut Checker<'_>, base_dir: &Path)
         demo_page: raw.demo_page,
         cors,
         token_api,
+        cloudflare,
         allow_empty_policy: raw.allow_empty_policy,
         warnings,
     }
@@ -227,7 +238,110 @@ pub(super) fn validate_stream(
         country_header,
         client_ip_header,
         leeway: emulator.leeway.0,
+        // Resolved once the catalogue is known.
+        unprotected: Vec::new(),
     }))
+}
+
+/// `stream.emulator.unprotected`: each entry a catalogue alias or uid, as uids (in order,
+/// without repeats).
+fn resolve_unprotected(
+    entries: &[String],
+    catalogue: &Catalogue,
+    check: &mut Checker<'_>,
+) -> Vec<String> {
+    let mut uids: Vec<String> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let video = catalogue
+            .videos()
+            .find(|video| &*video.alias == entry.as_str() || video.uid.as_str() == entry);
+        match video {
+            Some(video) => {
+                let uid = video.uid.as_str().to_string();
+                if !uids.contains(&uid) {
+                    uids.push(uid);
+                }
+            }
+            None => check.error(
+                &[
+                    key("stream"),
+                    key("emulator"),
+                    key("unprotected"),
+                    Seg::Index(i),
+                ],
+                "not an alias or uid of `videos:`",
+            ),
+        }
+    }
+    uids
+}
+
+/// `cloudflare`: the account id (32 hex), where the API token is read from, the API's base
+/// URL and the audit interval.
+pub(super) fn validate_cloudflare(
+    raw: raw::RawCloudflare,
+    check: &mut Checker<'_>,
+    base_dir: &Path,
+) -> CloudflareSettings {
+    let at = |field: &str| [key("cloudflare"), key(field)];
+    let account_id = raw.account_id.and_then(|id| {
+        if is_account_id(&id) {
+            Some(id.to_ascii_lowercase())
+        } else {
+            check.error(
+                &at("account_id"),
+                "a Cloudflare account id is 32 hex characters",
+            );
+            None
+        }
+    });
+    let api_token = raw
+        .api_token
+        .and_then(|token| match (token.file, token.env) {
+            (Some(file), None) => Some(KeyLocation::File(base_dir.join(file))),
+            (None, Some(env)) if !env.is_empty() => Some(KeyLocation::Env(env)),
+            _ => {
+                check.error(
+                    &at("api_token"),
+                    "set exactly one of `file` or `env` (secrets are never inline)",
+                );
+                None
+            }
+        });
+    let api_base = raw.api_base.and_then(|base| match parse_api_base(&base) {
+        Some(base) => Some(base),
+        None => {
+            check.error(
+                &at("api_base"),
+                "must be an http or https URL such as https://api.cloudflare.com/client/v4 (no query)",
+            );
+            None
+        }
+    });
+    let audit_interval = raw.audit_interval.map(|interval| interval.0);
+    if audit_interval.is_some_and(|interval| interval < Duration::from_secs(1)) {
+        check.error(&at("audit_interval"), "must be at least 1s");
+    }
+    CloudflareSettings {
+        account_id,
+        api_token,
+        api_base,
+        audit_interval,
+    }
+}
+
+/// An absolute `http`/`https` URL with a host and no query or fragment, without its
+/// trailing slash.
+fn parse_api_base(base: &str) -> Option<String> {
+    let uri: http::Uri = base.parse().ok()?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("https" | "http"));
+    let host_ok = uri
+        .authority()
+        .is_some_and(|authority| !authority.host().is_empty() && !authority.as_str().contains('@'));
+    if !scheme_ok || !host_ok || uri.query().is_some() || base.contains('#') {
+        return None;
+    }
+    Some(base.trim_end_matches('/').to_string())
 }
 
 pub(super) fn validate_limits(

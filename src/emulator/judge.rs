@@ -60,49 +60,58 @@ pub struct Claims {
     pub access_rules: Vec<AccessRule>,
 }
 
-/// Everything needed to judge a token; built once by the emulator.
+/// What a judge trusts: the signing keys (by key id) and the videos on this origin. The
+/// emulator's account answers from its current state, so a key created or deleted through the
+/// API is trusted or refused from the next request on.
+pub trait Trust {
+    /// The verifying key with id `kid`, if trusted.
+    fn key(&self, kid: &str) -> Option<&DecodingKey>;
+    /// Whether `uid` is a video on this origin.
+    fn knows_video(&self, uid: &str) -> bool;
+}
+
+/// A fixed set of keys and videos.
+#[derive(Default)]
+pub struct FixedTrust {
+    pub keys: HashMap<String, DecodingKey>,
+    pub video_uids: HashSet<String>,
+}
+
+impl Trust for FixedTrust {
+    fn key(&self, kid: &str) -> Option<&DecodingKey> {
+        self.keys.get(kid)
+    }
+
+    fn knows_video(&self, uid: &str) -> bool {
+        self.video_uids.contains(uid)
+    }
+}
+
+/// The judging rules that do not depend on what is trusted; built once by the emulator.
 pub struct TokenJudge {
-    keys: HashMap<String, DecodingKey>,
-    video_uids: HashSet<String>,
     leeway_secs: i64,
 }
 
 impl TokenJudge {
-    /// A judge accepting tokens signed by `keys` (by key id) for `video_uids`, tolerating
-    /// `leeway` of clock skew on `exp` and `nbf`.
-    pub fn new(
-        keys: HashMap<String, DecodingKey>,
-        video_uids: HashSet<String>,
-        leeway: Duration,
-    ) -> TokenJudge {
+    /// A judge tolerating `leeway` of clock skew on `exp` and `nbf`.
+    pub fn new(leeway: Duration) -> TokenJudge {
         TokenJudge {
-            keys,
-            video_uids,
             leeway_secs: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
         }
     }
 
-    /// Whether `uid` is a video on this origin.
-    pub fn knows_video(&self, uid: &str) -> bool {
-        self.video_uids.contains(uid)
-    }
-
-    /// The configured key ids, for diagnostics.
-    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
-        self.keys.keys().map(String::as_str)
-    }
-
-    /// Judge `token` for `viewer` at `now_unix_secs`. `Ok` is the permit a valid token grants;
-    /// `Err` is the first reason found to refuse it.
+    /// Judge `token` for `viewer` at `now_unix_secs`, against the keys and videos of `trust`.
+    /// `Ok` is the permit a valid token grants; `Err` is the first reason found to refuse it.
     pub fn judge(
         &self,
         token: &str,
+        trust: &(impl Trust + ?Sized),
         viewer: &Viewer,
         now_unix_secs: i64,
     ) -> Result<Permit, Rejection> {
-        let (header_kid, claims) = verify_signature(token, &self.keys)?;
+        let (header_kid, claims) = verify_signature(token, |kid| trust.key(kid))?;
         let claims = parse_claims(&claims, &header_kid)?;
-        if !self.knows_video(&claims.sub) {
+        if !trust.knows_video(&claims.sub) {
             return Err(Rejection::UnknownVideo);
         }
         check_validity_window(&claims, now_unix_secs, self.leeway_secs)?;
@@ -118,9 +127,9 @@ impl TokenJudge {
 
 /// Check the header and the RS256 signature. `Ok` is the header's `kid` and the (still
 /// unvalidated) claims object.
-pub fn verify_signature(
+pub fn verify_signature<'k>(
     token: &str,
-    keys: &HashMap<String, DecodingKey>,
+    key_for: impl FnOnce(&str) -> Option<&'k DecodingKey>,
 ) -> Result<(String, Map<String, Value>), Rejection> {
     let parts: Vec<&str> = token.split('.').collect();
     let [header_b64, claims_b64, signature_b64] = parts[..] else {
@@ -141,7 +150,7 @@ pub fn verify_signature(
         (true, None) => return Err(Rejection::malformed(&["kid"])),
         (false, None) => return Err(Rejection::malformed(&["alg", "kid"])),
     };
-    let key = keys.get(kid).ok_or(Rejection::UnknownKey)?;
+    let key = key_for(kid).ok_or(Rejection::UnknownKey)?;
 
     let signing_input = &token[..header_b64.len() + 1 + claims_b64.len()];
     // An undecodable signature is as bad as a wrong one.
@@ -312,7 +321,7 @@ mod tests {
         DecodingKey::from_rsa_raw_components(&components.n, &components.e)
     }
 
-    fn judge() -> TokenJudge {
+    fn trust() -> FixedTrust {
         let keys = HashMap::from([
             (
                 KID.to_owned(),
@@ -323,11 +332,10 @@ mod tests {
                 decoding_key(&fixture_der("test-only-second-key.pem")),
             ),
         ]);
-        TokenJudge::new(
+        FixedTrust {
             keys,
-            HashSet::from([UID.to_owned()]),
-            Duration::from_secs(30),
-        )
+            video_uids: HashSet::from([UID.to_owned()]),
+        }
     }
 
     fn mint_with(kid: &str, key_file: &str, claims: &Value) -> String {
@@ -367,7 +375,7 @@ mod tests {
     }
 
     fn verdict(token: &str) -> Result<Permit, Rejection> {
-        judge().judge(token, &anywhere(), NOW)
+        TokenJudge::new(Duration::from_secs(30)).judge(token, &trust(), &anywhere(), NOW)
     }
 
     fn reason(token: &str) -> String {

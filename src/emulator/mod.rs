@@ -3,33 +3,39 @@
 //! It judges tokens the way Stream documents it and must not share validation code with the
 //! gateway's signer: it is the independent check.
 
+mod account;
+pub mod api;
 mod content;
 mod http_file;
 mod judge;
+mod origins;
 mod rules;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN, REFERER};
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use jsonwebtoken::DecodingKey;
 
+pub use self::account::{AccountVideo, ApiAccess, EmulatorAccount, MAX_KEYS, demo_account_videos};
 pub use self::content::{
     DOWNLOAD_LEN_BYTES, RENDITIONS, Rendition, SEGMENT_DURATION_SECS, SEGMENTS_PER_RENDITION,
     SUBTITLES_PLAYLIST_PATH, SUBTITLES_SEGMENT_PATH, TS_PACKET_LEN,
 };
+use self::account::{AccountState, Seed, VideoRecord};
 use self::content::{Library, Resource};
 use self::http_file::Representation;
-use self::judge::{Permit, Rejection, TokenJudge};
+use self::judge::{FixedTrust, Permit, Rejection, TokenJudge};
 use self::rules::Viewer;
 use crate::Body;
 use crate::http::server::Handler;
@@ -62,8 +68,15 @@ impl From<&crate::token::SigningKey> for VerifyingKeySpec {
 pub struct EmulatorSettings {
     /// Keys whose tokens are accepted.
     pub keys: Vec<VerifyingKeySpec>,
-    /// Video uids (32 lowercase hex) that exist on this origin; all require signed URLs.
+    /// Video uids (32 lowercase hex) that exist on this origin, named by their uid: ready, and
+    /// requiring signed URLs.
     pub video_uids: Vec<String>,
+    /// More videos, with their names and settings (after `video_uids`, in order).
+    pub videos: Vec<AccountVideo>,
+    /// The account id and API token the management API accepts; `None` disables it. Read
+    /// when the account is made: an emulator built for an existing account uses the
+    /// account's.
+    pub api: Option<ApiAccess>,
     /// Request header that carries the viewer's country (Stream: `CF-IPCountry`).
     pub country_header: HeaderName,
     /// Request header that carries the viewer's address, when the emulator sits behind a
@@ -85,6 +98,14 @@ pub enum EmulatorError {
     /// A configured video uid is not 32 lower-case hex characters.
     #[error("video uid {0:?} is not 32 lower-case hex characters")]
     InvalidVideoUid(String),
+    /// A video is listed twice.
+    #[error("video uid {0:?} is listed more than once")]
+    DuplicateVideoUid(String),
+    /// Two videos were given the same creation time, which would make paging inexact.
+    #[error("video {0:?} has the creation time of another video")]
+    DuplicateCreated(String),
+    #[error("video {uid:?}: an allowed origin {reason}")]
+    InvalidAllowedOrigin { uid: String, reason: &'static str },
 }
 
 /// A local Stream origin: serves `GET`/`HEAD /<token>/<file>` for its videos when the token
@@ -97,6 +118,7 @@ pub enum EmulatorError {
 /// single byte ranges (206/416), once the token was accepted.
 pub struct Emulator {
     judge: TokenJudge,
+    account: Arc<EmulatorAccount>,
     country_header: HeaderName,
     client_ip_header: Option<HeaderName>,
     library: &'static Library,
@@ -105,34 +127,47 @@ pub struct Emulator {
 // === impl Emulator ===
 
 impl Emulator {
-    /// Build an emulator. `Err` when a key cannot verify RS256 signatures (empty id, modulus
-    /// outside 2048..=8192 bits, even or oversized exponent, leading zero bytes), when two keys
-    /// share an id, or when a video uid is not 32 lower-case hex characters.
+    /// Build an emulator with an account of its own, seeded from `settings`. `Err` when a key
+    /// cannot verify RS256 signatures (empty id, modulus outside 2048..=8192 bits, even or
+    /// oversized exponent, leading zero bytes), when two keys share an id, when a video uid is
+    /// not 32 lower-case hex characters or is listed twice, when two videos are given the same
+    /// creation time, or when an allowed origin is not a host name.
     pub fn new(settings: EmulatorSettings) -> Result<Emulator, EmulatorError> {
-        let mut keys = HashMap::with_capacity(settings.keys.len());
+        let account = Arc::new(EmulatorAccount::new(settings.api.clone()));
+        Emulator::for_account(settings, account)
+    }
+
+    /// Build an emulator serving `account`, after seeding it from `settings` (see
+    /// [`EmulatorAccount`]: what the account holds already keeps its settings; configured keys
+    /// no longer listed are dropped). `settings.api` is not used: the account's is. `Err` as
+    /// for [`Emulator::new`], and then the account is unchanged.
+    pub fn for_account(
+        settings: EmulatorSettings,
+        account: Arc<EmulatorAccount>,
+    ) -> Result<Emulator, EmulatorError> {
+        let mut ids = HashSet::with_capacity(settings.keys.len());
+        let mut keys = Vec::with_capacity(settings.keys.len());
         for spec in &settings.keys {
             let key = decoding_key(spec)?;
-            if keys.insert(spec.id.clone(), key).is_some() {
+            if !ids.insert(spec.id.clone()) {
                 return Err(EmulatorError::DuplicateKeyId(spec.id.clone()));
             }
+            keys.push((spec.id.clone(), key));
         }
-        let video_uids = settings
-            .video_uids
-            .into_iter()
-            .map(|uid| {
-                if judge::is_video_uid(&uid) {
-                    Ok(uid)
-                } else {
-                    Err(EmulatorError::InvalidVideoUid(uid))
-                }
-            })
-            .collect::<Result<HashSet<_>, _>>()?;
+        let videos = account::check_videos(settings.video_uids, settings.videos)?;
+        account.apply(Seed { keys, videos })?;
         Ok(Emulator {
-            judge: TokenJudge::new(keys, video_uids, settings.leeway),
+            judge: TokenJudge::new(settings.leeway),
+            account,
             country_header: settings.country_header,
             client_ip_header: settings.client_ip_header,
             library: Library::shared(),
         })
+    }
+
+    /// The account this emulator serves (shared with the emulators built after it).
+    pub fn account(&self) -> &Arc<EmulatorAccount> {
+        &self.account
     }
 
     /// How the judge rules on `token` for a viewer at `address` in `country` at
@@ -147,8 +182,9 @@ impl Emulator {
         country: Option<&str>,
         now_unix_secs: i64,
     ) -> Result<(String, bool), String> {
+        let state = self.account.read();
         self.judge
-            .judge(token, &Viewer::new(address, country), now_unix_secs)
+            .judge(token, &*state, &Viewer::new(address, country), now_unix_secs)
             .map(|permit| (permit.video_uid, permit.downloadable))
             .map_err(|rejection| rejection.to_string())
     }
@@ -176,9 +212,17 @@ impl Emulator {
         }
         let (segment, path) =
             content::split_path(req.uri().path()).ok_or(Refusal::NotFound("not found"))?;
-        let permit = self.authorize(segment, req.headers(), peer)?;
+        // Read once: the request sees the keys and settings of one moment.
+        let state = self.account.read();
+        let permit = self.authorize(&state, segment, req.headers(), peer)?;
         // Only now: a refused token learns nothing about which files exist.
         let resource = Resource::parse(path).ok_or(Refusal::NotFound("not found"))?;
+        let video = state
+            .videos
+            .get(&permit.video_uid)
+            .ok_or(Refusal::NotFound("video not found"))?;
+        check_video_settings(video, resource, req.headers())?;
+        drop(state);
         if resource == Resource::Download && !permit.downloadable {
             return Err(Refusal::DownloadsNotAllowed);
         }
@@ -192,24 +236,31 @@ impl Emulator {
         Ok(file.respond(req.method(), req.headers()))
     }
 
-    /// Judge the path segment: a bare uid is refused (every video requires a signed URL), a
-    /// token is judged for the viewer who sent it.
+    /// Judge the path segment: a bare uid plays only when its video does not require signed
+    /// URLs (and never downloads); a token is judged for the viewer who sent it.
     fn authorize(
         &self,
+        state: &AccountState,
         segment: &str,
         headers: &HeaderMap,
         peer: SocketAddr,
     ) -> Result<Permit, Refusal> {
         // Tokens always contain dots; uids never do.
         if !segment.contains('.') {
-            return Err(if self.judge.knows_video(segment) {
-                Refusal::RequiresSignedUrl
-            } else {
-                Refusal::NotFound("video not found")
+            let video = state
+                .videos
+                .get(segment)
+                .ok_or(Refusal::NotFound("video not found"))?;
+            if video.require_signed_urls {
+                return Err(Refusal::RequiresSignedUrl);
+            }
+            return Ok(Permit {
+                video_uid: video.uid.clone(),
+                downloadable: false,
             });
         }
         let viewer = self.viewer(headers, peer);
-        Ok(self.judge.judge(segment, &viewer, unix_now_secs())?)
+        Ok(self.judge.judge(segment, state, &viewer, unix_now_secs())?)
     }
 
     /// The viewer's address (the client-ip header when configured, present and parseable;
@@ -257,17 +308,49 @@ impl Emulator {
 /// only listens on plain HTTP), as origins that write absolute URLs do. Relative when the
 /// request names no usable host (HTTP/1.0 without `Host`).
 fn subtitles_uri(req: &Request<Incoming>, token: &str) -> String {
+    match origin_of(req) {
+        Some(origin) => format!("{origin}/{token}/{SUBTITLES_PLAYLIST_PATH}"),
+        None => content::SUBTITLES_PLAYLIST_FILE.to_owned(),
+    }
+}
+
+/// `scheme://authority` the request was sent to (`http` unless the request line says
+/// otherwise), or `None` when it names no usable host (HTTP/1.0 without `Host`).
+fn origin_of<B>(req: &Request<B>) -> Option<String> {
     // An absolute-form target or HTTP/2 `:authority` wins over `Host` (RFC 9112 §3.2.2).
     let authority = req.uri().authority().cloned().or_else(|| {
         let host = req.headers().get(HOST)?.to_str().ok()?;
         host.parse::<Authority>().ok()
     });
-    match authority.filter(|authority| !authority.as_str().contains('@')) {
-        Some(authority) => {
-            let scheme = req.uri().scheme_str().unwrap_or("http");
-            format!("{scheme}://{authority}/{token}/{SUBTITLES_PLAYLIST_PATH}")
-        }
-        None => content::SUBTITLES_PLAYLIST_FILE.to_owned(),
+    let authority = authority.filter(|authority| !authority.as_str().contains('@'))?;
+    let scheme = req.uri().scheme_str().unwrap_or("http");
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// What a video's own settings say about serving `resource` to this request: not before it
+/// is ready; and with `allowedOrigins` set, not to a page of another site (the `Origin`
+/// header, else the `Referer`). Without either header only the player page is refused: it is
+/// what sites embed, while a player's own fetches may not say where they come from.
+fn check_video_settings(
+    video: &VideoRecord,
+    resource: Resource,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    if !video.ready {
+        return Err(Refusal::NotReady);
+    }
+    if video.allowed_origins.is_empty() {
+        return Ok(());
+    }
+    let page = headers
+        .get(ORIGIN)
+        .or_else(|| headers.get(REFERER))
+        .map(|value| value.to_str().unwrap_or(""));
+    match page {
+        Some(page) if origins::allows(&video.allowed_origins, page) => Ok(()),
+        Some(_) => Err(Refusal::OriginNotAllowed),
+        None if resource == Resource::Player => Err(Refusal::OriginNotAllowed),
+        None => Ok(()),
     }
 }
 
@@ -277,17 +360,27 @@ impl Handler for Emulator {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> impl Future<Output = Response<Body>> + Send {
-        // Nothing here awaits: the request body is never read.
-        std::future::ready(self.answer(&req, peer))
+        async move {
+            if is_api_path(req.uri().path()) {
+                let origin = origin_of(&req);
+                return api::answer(&self.account, origin, req).await;
+            }
+            // Nothing else awaits: the request body is never read.
+            self.answer(&req, peer)
+        }
     }
+}
+
+/// Whether `path` is the management API's (`/client/v4` and below).
+fn is_api_path(path: &str) -> bool {
+    path.strip_prefix(api::API_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 impl fmt::Debug for Emulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut key_ids: Vec<&str> = self.judge.key_ids().collect();
-        key_ids.sort_unstable();
         f.debug_struct("Emulator")
-            .field("key_ids", &key_ids)
+            .field("account", &self.account)
             .field("country_header", &self.country_header)
             .field("client_ip_header", &self.client_ip_header)
             .finish_non_exhaustive()
@@ -359,13 +452,18 @@ enum Refusal {
     Token(#[from] Rejection),
     #[error("downloads are not allowed for this token")]
     DownloadsNotAllowed,
+    #[error("this video is not ready to stream yet")]
+    NotReady,
+    #[error("this site is not in the video's allowed origins")]
+    OriginNotAllowed,
 }
 
 impl Refusal {
     fn status(&self) -> StatusCode {
         match self {
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+            Refusal::NotFound(_) | Refusal::NotReady => StatusCode::NOT_FOUND,
+            Refusal::OriginNotAllowed => StatusCode::FORBIDDEN,
             Refusal::RequiresSignedUrl | Refusal::Token(_) | Refusal::DownloadsNotAllowed => {
                 StatusCode::UNAUTHORIZED
             }
@@ -388,12 +486,12 @@ fn refusal_response(refusal: &Refusal) -> Response<Body> {
 /// Check `token`'s RS256 signature the way the emulator does, against `keys`: `Ok(kid)` for
 /// a good signature, `Err(reason)` otherwise (unknown key, bad signature, malformed).
 pub fn check_signature(token: &str, keys: &[VerifyingKeySpec]) -> Result<String, String> {
-    let mut map = HashMap::with_capacity(keys.len());
+    let mut trust = FixedTrust::default();
     for spec in keys {
         let key = decoding_key(spec).map_err(|e| e.to_string())?;
-        map.insert(spec.id.clone(), key);
+        trust.keys.insert(spec.id.clone(), key);
     }
-    judge::verify_signature(token, &map)
+    judge::verify_signature(token, |kid| trust.keys.get(kid))
         .map(|(kid, _)| kid)
         .map_err(|rejection| rejection.to_string())
 }
@@ -425,6 +523,8 @@ mod tests {
         EmulatorSettings {
             keys,
             video_uids: vec![UID.to_owned()],
+            videos: Vec::new(),
+            api: None,
             country_header: HeaderName::from_static("cf-ipcountry"),
             client_ip_header: None,
             leeway: Duration::from_secs(30),

@@ -425,6 +425,7 @@ pub fn check(input: Input) {
         origin: "http://127.0.0.1:9".into(),
         metrics: Metrics::new(),
         clock: Clock::manual(1_800_000_000),
+        emulator_account: None,
     };
     // A runtime for the JWKS refresh task a snapshot starts; it never runs (no network), and
     // is dropped with the runtime.

@@ -371,6 +371,8 @@ fn judge() -> &'static Emulator {
         Emulator::new(EmulatorSettings {
             keys: vec![VerifyingKeySpec::from(&key)],
             video_uids: VIDEOS.map(str::to_string).to_vec(),
+            videos: Vec::new(),
+            api: None,
             country_header: http::HeaderName::from_static("cf-ipcountry"),
             client_ip_header: None,
             leeway: Duration::from_secs(LEEWAY_SECS as u64),

@@ -236,6 +236,11 @@ pub struct GeneratedKey {
     /// `{"id", "pem", "jwk", "created"}` with `pem` and `jwk` base64-wrapped, as Cloudflare
     /// returns them.
     pub cloudflare_json: Secret<String>,
+    /// The public half, big-endian: RSA modulus (no leading zero byte) and exponent.
+    pub modulus: Vec<u8>,
+    pub exponent: Vec<u8>,
+    /// When it was made (the `created` of the JSON, to the second).
+    pub created: std::time::SystemTime,
 }
 
 /// Generate a 2048-bit RSA key with a random id, for development with the emulator.
@@ -268,7 +273,8 @@ pub fn generate() -> Result<GeneratedKey, KeyError> {
         "d": b64u(key.private_exponent), "p": b64u(key.prime1), "q": b64u(key.prime2),
         "dp": b64u(key.exponent1), "dq": b64u(key.exponent2), "qi": b64u(key.coefficient),
     });
-    let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let created_at = std::time::SystemTime::now();
+    let created = humantime::format_rfc3339_seconds(created_at).to_string();
     let document = serde_json::json!({
         "id": id,
         "pem": STANDARD.encode(pem),
@@ -280,6 +286,9 @@ pub fn generate() -> Result<GeneratedKey, KeyError> {
     Ok(GeneratedKey {
         id,
         cloudflare_json: Secret::new(cloudflare_json),
+        modulus: key.modulus.as_bytes().to_vec(),
+        exponent: key.public_exponent.as_bytes().to_vec(),
+        created: created_at,
     })
 }
 

@@ -293,6 +293,8 @@ pub fn emulator_settings() -> EmulatorSettings {
     EmulatorSettings {
         keys: vec![fixture_verifying_key(), second_verifying_key()],
         video_uids: vec![VIDEO_UID.to_owned(), OTHER_VIDEO_UID.to_owned()],
+        videos: Vec::new(),
+        api: None,
         country_header: HeaderName::from_static(COUNTRY_HEADER),
         client_ip_header: None,
         leeway: Duration::from_secs(30),
