@@ -309,7 +309,10 @@ pub fn emulator_settings(
                 require_signed_urls: !options.unprotected.contains(&uid),
                 ..AccountVideo::protected(
                     uid,
-                    video.title.clone().unwrap_or_else(|| video.alias.to_string()),
+                    video
+                        .title
+                        .clone()
+                        .unwrap_or_else(|| video.alias.to_string()),
                 )
             }
         })

@@ -138,10 +138,12 @@ pub fn load_emulator_api(settings: &Settings) -> Result<Option<ApiAccess>, Confi
         }
         _ => return Ok(None),
     };
-    Ok(cloudflare.resolved_account_id().map(|account_id| ApiAccess {
-        account_id,
-        token: Secret::new(token),
-    }))
+    Ok(cloudflare
+        .resolved_account_id()
+        .map(|account_id| ApiAccess {
+            account_id,
+            token: Secret::new(token),
+        }))
 }
 
 fn write_generated_key(path: &Path) -> Result<(), String> {

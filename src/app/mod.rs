@@ -7,6 +7,7 @@ pub mod keys;
 pub mod live;
 pub mod redirect;
 pub mod reload;
+pub mod stream_audit;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -127,7 +128,7 @@ impl App {
         let fixed = Fixed {
             origin,
             metrics: Arc::clone(&metrics),
-            clock: options.clock,
+            clock: options.clock.clone(),
             emulator_account,
         };
         let (snapshot, emulator) = Snapshot::build(settings, keys, &fixed, None)?;
@@ -198,6 +199,15 @@ impl App {
             emulator_addr,
             draining,
         ));
+        if let Some(interval) = settings.cloudflare.audit_interval {
+            tasks.push(stream_audit::spawn(
+                Arc::clone(&live),
+                Arc::clone(&metrics),
+                options.clock.clone(),
+                interval,
+                until_stopped(stopped.clone()),
+            ));
+        }
         tasks.push(forget_idle_rate_limits(
             Arc::clone(&live),
             Arc::clone(&metrics),

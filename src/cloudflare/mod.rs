@@ -28,7 +28,11 @@ pub fn api_settings(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ApiSettings, CredentialError> {
-    // The `cloudflare:` section arrives with the emulator's API; until then, the environment.
-    let _ = settings;
-    ApiSettings::resolve(None, None, None, env)
+    let cloudflare = &settings.cloudflare;
+    ApiSettings::resolve(
+        cloudflare.account_id.as_deref(),
+        cloudflare.api_token.as_ref(),
+        cloudflare.api_base.as_deref(),
+        env,
+    )
 }

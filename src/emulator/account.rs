@@ -163,7 +163,9 @@ impl EmulatorAccount {
 
     pub(super) fn read(&self) -> RwLockReadGuard<'_, AccountState> {
         // The state is consistent after every write: a panic elsewhere cannot leave half of one.
-        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(super) fn write(&self) -> RwLockWriteGuard<'_, AccountState> {
@@ -421,8 +423,17 @@ mod tests {
             parse_micros("2024-01-01T01:00:00.123456+01:00"),
             Some(micros)
         );
-        assert_eq!(parse_micros("2024-01-01T00:00:00Z"), Some(1_704_067_200_000_000));
-        for bad in ["", "2024-01-01", "yesterday", "2024-01-01T00:00:00+1:00", "é"] {
+        assert_eq!(
+            parse_micros("2024-01-01T00:00:00Z"),
+            Some(1_704_067_200_000_000)
+        );
+        for bad in [
+            "",
+            "2024-01-01",
+            "yesterday",
+            "2024-01-01T00:00:00+1:00",
+            "é",
+        ] {
             assert_eq!(parse_micros(bad), None, "{bad}");
         }
     }

@@ -453,9 +453,9 @@ impl VideoEdit {
             );
         }
         if let Some(value) = fields.get("allowedOrigins") {
-            let entries = value.as_array().ok_or_else(|| {
-                bad("`allowedOrigins` must be a list of host names".into())
-            })?;
+            let entries = value
+                .as_array()
+                .ok_or_else(|| bad("`allowedOrigins` must be a list of host names".into()))?;
             let mut allowed: Vec<String> = Vec::new();
             for (i, entry) in entries.iter().enumerate() {
                 let entry = entry
@@ -646,7 +646,13 @@ mod tests {
         };
         assert!(bearer_matches(&headers("Bearer s3cret"), "s3cret"));
         assert!(bearer_matches(&headers("bearer s3cret"), "s3cret"));
-        for wrong in ["Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "s3cret", "Bearer "] {
+        for wrong in [
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "Basic s3cret",
+            "s3cret",
+            "Bearer ",
+        ] {
             assert!(!bearer_matches(&headers(wrong), "s3cret"), "{wrong}");
         }
         assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
@@ -664,7 +670,13 @@ mod tests {
         assert_eq!(query.search.as_deref(), Some("tour of"));
         assert_eq!(query.limit, 10);
         assert_eq!(ListQuery::parse("").unwrap().limit, MAX_PAGE);
-        for bad in ["asc=yes", "after=yesterday", "limit=0", "limit=1001", "search=%ff"] {
+        for bad in [
+            "asc=yes",
+            "after=yesterday",
+            "limit=0",
+            "limit=1001",
+            "search=%ff",
+        ] {
             assert!(
                 matches!(ListQuery::parse(bad), Err(ApiError::BadRequest(_))),
                 "{bad}"
@@ -679,12 +691,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(edit.require_signed_urls, Some(false));
-        assert_eq!(edit.allowed_origins, Some(vec!["*.example.com".to_string()]));
+        assert_eq!(
+            edit.allowed_origins,
+            Some(vec!["*.example.com".to_string()])
+        );
         assert_eq!(edit.creator, Some(None));
         for (body, reason) in [
             (&br#"{"requireSignedURLs": "no"}"#[..], "requireSignedURLs"),
             (br#"{"allowedOrigins": "example.com"}"#, "allowedOrigins"),
-            (br#"{"allowedOrigins": ["https://x.com"]}"#, "allowedOrigins[0]"),
+            (
+                br#"{"allowedOrigins": ["https://x.com"]}"#,
+                "allowedOrigins[0]",
+            ),
             (br#"{"meta": []}"#, "meta"),
             (br#"{"meta": {"name": 5}}"#, "meta.name"),
             (br#"{"creator": 5}"#, "creator"),

@@ -27,12 +27,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use hyper::body::Incoming;
 use jsonwebtoken::DecodingKey;
 
+use self::account::{AccountState, Seed, VideoRecord};
 pub use self::account::{AccountVideo, ApiAccess, EmulatorAccount, MAX_KEYS, demo_account_videos};
 pub use self::content::{
     DOWNLOAD_LEN_BYTES, RENDITIONS, Rendition, SEGMENT_DURATION_SECS, SEGMENTS_PER_RENDITION,
     SUBTITLES_PLAYLIST_PATH, SUBTITLES_SEGMENT_PATH, TS_PACKET_LEN,
 };
-use self::account::{AccountState, Seed, VideoRecord};
 use self::content::{Library, Resource};
 use self::http_file::Representation;
 use self::judge::{FixedTrust, Permit, Rejection, TokenJudge};
@@ -184,7 +184,12 @@ impl Emulator {
     ) -> Result<(String, bool), String> {
         let state = self.account.read();
         self.judge
-            .judge(token, &*state, &Viewer::new(address, country), now_unix_secs)
+            .judge(
+                token,
+                &*state,
+                &Viewer::new(address, country),
+                now_unix_secs,
+            )
             .map(|permit| (permit.video_uid, permit.downloadable))
             .map_err(|rejection| rejection.to_string())
     }

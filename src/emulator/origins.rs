@@ -102,7 +102,12 @@ mod tests {
 
     #[test]
     fn entries_are_host_names_with_optional_wildcard_and_port() {
-        for good in ["example.com", "*.Example.com", "localhost:3000", "192.0.2.1"] {
+        for good in [
+            "example.com",
+            "*.Example.com",
+            "localhost:3000",
+            "192.0.2.1",
+        ] {
             assert!(normalize_entry(good).is_ok(), "{good}");
         }
         assert_eq!(normalize_entry("*.Example.COM").unwrap(), "*.example.com");
