@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::app::live::Live;
 use crate::cloudflare::audit::{self, AuditInput, Severity};
 use crate::cloudflare::{StreamApi, api_settings};
+use crate::config::Settings;
 use crate::http::client::{ClientOptions, HttpsClient};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -42,17 +43,31 @@ pub fn spawn(
                 () = &mut stop => break,
                 _ = ticks.tick() => {
                     let snapshot = live.current();
-                    run_once(&snapshot, &client, &metrics, clock.now()).await;
+                    let key_ids = snapshot
+                        .cache
+                        .signer()
+                        .keys()
+                        .iter()
+                        .map(|key| key.id().to_string())
+                        .collect();
+                    run_once(&snapshot.settings, key_ids, &client, &metrics, clock.now()).await;
                 }
             }
         }
     })
 }
 
-/// One audit of the account against `snapshot`'s configuration, recorded in `metrics`.
-pub async fn run_once(snapshot: &Snapshot, client: &HttpsClient, metrics: &Metrics, now: u64) {
+/// One audit of the account against `config` and the configured `key_ids`, recorded in
+/// `metrics`.
+pub async fn run_once(
+    config: &Settings,
+    key_ids: Vec<String>,
+    client: &HttpsClient,
+    metrics: &Metrics,
+    now: u64,
+) {
     let env = |name: &str| std::env::var(name).ok();
-    let settings = match api_settings(&snapshot.settings, &env) {
+    let settings = match api_settings(config, &env) {
         Ok(settings) => settings,
         Err(error) => {
             metrics.stream_audit_failed(now);
@@ -63,14 +78,7 @@ pub async fn run_once(snapshot: &Snapshot, client: &HttpsClient, metrics: &Metri
     let api = StreamApi::new(settings, client.clone()).with_notice(Arc::new(|message| {
         tracing::warn!("{message}");
     }));
-    let key_ids = snapshot
-        .cache
-        .signer()
-        .keys()
-        .iter()
-        .map(|key| key.id().to_string())
-        .collect();
-    let input = AuditInput::from_settings(&snapshot.settings, key_ids);
+    let input = AuditInput::from_settings(config, key_ids);
     match audit::run(&api, &input).await {
         Ok(report) => {
             let unprotected = report.count(Severity::Critical) as u64;
