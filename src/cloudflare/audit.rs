@@ -275,10 +275,11 @@ fn host_and_port(origin: &str) -> (String, Option<u16>) {
 
 /// `host` and `port` of `host[:port]` (`[v6]:port` too).
 fn split_port(authority: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = authority.strip_prefix('[') {
-        if let Some((host, after)) = rest.split_once(']') {
-            return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
+    if let Some((host, after)) = authority
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+    {
+        return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
     }
     match authority.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => match port.parse() {
