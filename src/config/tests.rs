@@ -425,3 +425,89 @@ fn failed_sign_ins_default_and_bad_values_are_named_by_line_and_field() {
     let error = single_error(&format!("{GOOD}auth:\n  failed_sign_ins:\n    alowed: 3\n"));
     assert!(error.message.contains("unknown field `alowed`"), "{error}");
 }
+
+#[test]
+fn cloudflare_section_is_parsed_with_defaults_left_to_the_reader() {
+    let settings = parse(&format!(
+        "{GOOD}cloudflare:\n  account_id: 023E105F4ECEF8AD9CA31A8372D0C353\n  api_token: {{file: token}}\n  api_base: http://127.0.0.1:8081/client/v4/\n  audit_interval: 1h\n"
+    ))
+    .unwrap();
+    let cloudflare = &settings.cloudflare;
+    assert_eq!(
+        cloudflare.account_id.as_deref(),
+        Some("023e105f4ecef8ad9ca31a8372d0c353")
+    );
+    assert_eq!(
+        cloudflare.api_token,
+        Some(KeyLocation::File(PathBuf::from("/etc/streamgate/token")))
+    );
+    assert_eq!(
+        cloudflare.api_base_or_default(),
+        "http://127.0.0.1:8081/client/v4"
+    );
+    assert_eq!(cloudflare.audit_interval, Some(Duration::from_secs(3600)));
+
+    let defaults = parse(GOOD).unwrap().cloudflare;
+    assert_eq!(defaults, CloudflareSettings::default());
+    assert_eq!(defaults.api_base_or_default(), DEFAULT_CLOUDFLARE_API_BASE);
+    assert_eq!(
+        defaults.api_token_location(),
+        KeyLocation::Env(CLOUDFLARE_API_TOKEN_ENV.into())
+    );
+}
+
+#[test]
+fn cloudflare_mistakes_name_the_field_and_never_the_value() {
+    const SECRET: &str = "s3cr3t-api-token-value";
+    for (section, field) in [
+        (
+            "  account_id: not-an-account\n".to_string(),
+            "cloudflare.account_id",
+        ),
+        (format!("  api_token: {SECRET}\n"), "cloudflare.api_token"),
+        (
+            format!("  api_token: {{file: a, env: {SECRET}}}\n"),
+            "cloudflare.api_token",
+        ),
+        (
+            format!("  api_base: ftp://{SECRET}\n"),
+            "cloudflare.api_base",
+        ),
+        (
+            "  audit_interval: 0s\n".to_string(),
+            "cloudflare.audit_interval",
+        ),
+    ] {
+        let error = single_error(&format!("{GOOD}cloudflare:\n{section}"));
+        assert_eq!(error.field, field, "{error}");
+        assert!(error.position.is_some(), "{error}");
+        assert!(!error.to_string().contains(SECRET), "{error}");
+    }
+}
+
+#[test]
+fn unprotected_videos_are_catalogue_aliases_or_uids() {
+    let with = |list: &str| {
+        GOOD.replace(
+            "    listen: 127.0.0.1:0\nsigning_keys",
+            &format!("    listen: 127.0.0.1:0\n    unprotected: {list}\nsigning_keys"),
+        )
+    };
+    let settings = parse(&with(
+        "[keynote, 0123456789abcdef0123456789abcdef, keynote]",
+    ))
+    .unwrap();
+    let StreamSettings::Emulator(options) = &settings.stream else {
+        panic!("the emulator is configured");
+    };
+    assert_eq!(
+        options.unprotected,
+        [
+            "fedcba9876543210fedcba9876543210",
+            "0123456789abcdef0123456789abcdef"
+        ]
+    );
+    let error = single_error(&with("[intro, trailer]"));
+    assert_eq!(error.field, "stream.emulator.unprotected[1]");
+    assert!(error.message.contains("videos:"), "{error}");
+}

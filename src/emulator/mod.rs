@@ -14,7 +14,6 @@ mod rules;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -360,19 +359,13 @@ fn check_video_settings(
 }
 
 impl Handler for Emulator {
-    fn handle(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Response<Body>> + Send {
-        async move {
-            if is_api_path(req.uri().path()) {
-                let origin = origin_of(&req);
-                return api::answer(&self.account, origin, req).await;
-            }
-            // Nothing else awaits: the request body is never read.
-            self.answer(&req, peer)
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if is_api_path(req.uri().path()) {
+            let origin = origin_of(&req);
+            return api::answer(&self.account, origin, req).await;
         }
+        // Nothing else awaits: the request body is never read.
+        self.answer(&req, peer)
     }
 }
 
@@ -624,6 +617,8 @@ mod tests {
             Refusal::from(Rejection::Expired).status(),
             StatusCode::UNAUTHORIZED
         );
+        assert_eq!(Refusal::NotReady.status(), StatusCode::NOT_FOUND);
+        assert_eq!(Refusal::OriginNotAllowed.status(), StatusCode::FORBIDDEN);
     }
 
     #[test]
