@@ -644,10 +644,13 @@ async fn serve_audits_periodically_into_the_gauge_and_readyz() {
 
 // === API errors, against a scripted server ===
 
+/// A scripted answer: status, headers, body.
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
 /// Answers with the scripted responses in order (the last one repeated), recording the
 /// Authorization header of each request.
 struct Scripted {
-    answers: Mutex<VecDeque<(u16, Vec<(&'static str, String)>, String)>>,
+    answers: Mutex<VecDeque<Answer>>,
     authorizations: Mutex<Vec<String>>,
 }
 
@@ -673,9 +676,7 @@ impl Handler for Scripted {
     }
 }
 
-async fn scripted(
-    answers: Vec<(u16, Vec<(&'static str, String)>, String)>,
-) -> (TestServer, Arc<Scripted>) {
+async fn scripted(answers: Vec<Answer>) -> (TestServer, Arc<Scripted>) {
     let handler = Arc::new(Scripted {
         answers: Mutex::new(answers.into()),
         authorizations: Mutex::default(),
