@@ -87,7 +87,11 @@ pub(super) async fn create(
                 settings.file
             )?;
             writeln!(notes, "  - id: {}", created.id)?;
-            writeln!(notes, "    file: {}", path.display())?;
+            writeln!(
+                notes,
+                "    file: {}",
+                entry_path(&session.config, path).display()
+            )?;
         }
         None => {
             writeln!(
@@ -112,6 +116,18 @@ pub(super) async fn create(
         }
     }
     Ok(0)
+}
+
+/// `path` as the configuration should name it: relative paths there are read from the
+/// configuration's directory, so a path relative to elsewhere is made absolute.
+fn entry_path(config: &Path, path: &Path) -> std::path::PathBuf {
+    let config_dir = config.parent().unwrap_or(Path::new(""));
+    if path.is_absolute() || config_dir.as_os_str().is_empty() || config_dir == Path::new(".") {
+        return path.to_path_buf();
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Create `path` for the key: new (never overwriting), readable by its owner only.
