@@ -1720,6 +1720,39 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_stream_audit_keeps_the_last_figures_and_is_counted() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.stream_audit(), None);
+        assert_eq!(
+            value(
+                &parse(&metrics.encode()),
+                "streamgate_unprotected_videos",
+                &[]
+            ),
+            0.0
+        );
+        metrics.stream_audit_done(100, 2, 1);
+        metrics.stream_audit_failed(200);
+        let status = metrics.stream_audit().unwrap();
+        assert_eq!(
+            status,
+            StreamAuditStatus {
+                at: 200,
+                ok: false,
+                unprotected_videos: 2,
+                errors: 1,
+                completed: true,
+            }
+        );
+        let s = parse(&metrics.encode());
+        assert_eq!(value(&s, "streamgate_unprotected_videos", &[]), 2.0);
+        assert_eq!(
+            value(&s, "streamgate_stream_audit_failures_total", &[]),
+            1.0
+        );
+    }
+
+    #[test]
     fn failed_and_throttled_sign_ins_are_counted_by_reason() {
         let metrics = Metrics::new();
         let fresh = metrics.encode();

@@ -328,7 +328,7 @@ rules: []
         let edited = insert("a: 1\nvideos: {}   # none yet\nb: 2\n", &one()).unwrap();
         assert_eq!(
             edited,
-            "a: 1\nvideos:   # none yet\n  new-one:\n    uid: 11111111111111111111111111111111\n    title: \"New one\"\nb: 2\n"
+            "a: 1\nvideos: # none yet\n  new-one:\n    uid: 11111111111111111111111111111111\n    title: \"New one\"\nb: 2\n"
         );
         let edited = insert("a: 1", &one()).unwrap();
         assert!(
