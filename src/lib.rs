@@ -12,6 +12,7 @@ pub mod audit;
 pub mod authz;
 pub mod body;
 pub mod cli;
+pub mod cloudflare;
 pub mod config;
 pub mod emulator;
 pub mod error;

@@ -41,6 +41,8 @@
 //! | `streamgate_draining` | gauge | |
 //! | `streamgate_failed_sign_ins_total` | counter | |
 //! | `streamgate_sign_ins_throttled_total` | counter | `reason` (`address`, `user`, `queued`) |
+//! | `streamgate_unprotected_videos` | gauge | |
+//! | `streamgate_stream_audit_failures_total` | counter | |
 //!
 //! Series labelled by request (`route`/`status`, and `rule` other than `""`) appear once they
 //! are first non-zero, as a prometheus-client `Family` would add them; the small fixed label
@@ -474,6 +476,25 @@ struct Cold {
     draining: AtomicU64,
     failed_sign_ins: AtomicU64,
     sign_ins_throttled: [AtomicU64; ThrottleReason::ALL.len()],
+    unprotected_videos: AtomicU64,
+    stream_audit_failures: AtomicU64,
+    /// The last periodic audit of the Cloudflare account, for `/readyz`.
+    stream_audit: Mutex<Option<StreamAuditStatus>>,
+}
+
+/// How the last periodic audit of the Cloudflare account went (`cloudflare.audit_interval`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamAuditStatus {
+    /// When it ran (unix seconds).
+    pub at: u64,
+    /// Whether the API answered; `false` keeps the figures of the last audit that ran.
+    pub ok: bool,
+    /// Catalogue videos with `requireSignedURLs: false` at the last audit that ran.
+    pub unprotected_videos: u64,
+    /// Other error findings (missing videos or keys, `allowedOrigins`) at the last audit.
+    pub errors: u64,
+    /// Whether any audit has completed.
+    pub completed: bool,
 }
 
 /// The gateway's metrics. See the [module documentation](self) for the names and design.
@@ -711,6 +732,46 @@ impl Metrics {
         self.cold.sign_ins_throttled[reason as usize].fetch_add(1, RELAXED);
     }
 
+    /// An audit of the Cloudflare account ran: `streamgate_unprotected_videos` is set, and
+    /// `/readyz` shows the outcome.
+    pub fn stream_audit_done(&self, at: u64, unprotected_videos: u64, errors: u64) {
+        self.cold
+            .unprotected_videos
+            .store(unprotected_videos, RELAXED);
+        *self.lock_audit() = Some(StreamAuditStatus {
+            at,
+            ok: true,
+            unprotected_videos,
+            errors,
+            completed: true,
+        });
+    }
+
+    /// An audit of the Cloudflare account could not run:
+    /// `streamgate_stream_audit_failures_total`; the last audit's figures stay.
+    pub fn stream_audit_failed(&self, at: u64) {
+        self.cold.stream_audit_failures.fetch_add(1, RELAXED);
+        let mut status = self.lock_audit();
+        let last = status.take().unwrap_or_default();
+        *status = Some(StreamAuditStatus {
+            at,
+            ok: false,
+            ..last
+        });
+    }
+
+    /// The last audit's outcome; `None` before the first (or when audits are off).
+    pub fn stream_audit(&self) -> Option<StreamAuditStatus> {
+        self.lock_audit().clone()
+    }
+
+    fn lock_audit(&self) -> std::sync::MutexGuard<'_, Option<StreamAuditStatus>> {
+        self.cold
+            .stream_audit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Every metric in OpenMetrics text (ending `# EOF`), for a response with
     /// [`CONTENT_TYPE`]. Sums the shards and calls the cache source; takes no lock that a
     /// recording call takes.
@@ -755,6 +816,8 @@ impl Metrics {
             sign_ins_throttled: std::array::from_fn(|i| {
                 self.cold.sign_ins_throttled[i].load(RELAXED)
             }),
+            unprotected_videos: self.cold.unprotected_videos.load(RELAXED),
+            stream_audit_failures: self.cold.stream_audit_failures.load(RELAXED),
         };
         for shard in &self.shards {
             add_all(
@@ -886,6 +949,8 @@ struct Snapshot {
     draining: u64,
     failed_sign_ins: u64,
     sign_ins_throttled: [u64; ThrottleReason::ALL.len()],
+    unprotected_videos: u64,
+    stream_audit_failures: u64,
 }
 
 fn counter(metric: &mut MetricEncoder, value: u64) -> fmt::Result {
@@ -1110,6 +1175,18 @@ impl Collector for Snapshot {
                 value,
             )?;
         }
+        lone_gauge(
+            e,
+            "streamgate_unprotected_videos",
+            "Catalogue videos the last audit of the Cloudflare account found playable without a token (requireSignedURLs false).",
+            i64::try_from(self.unprotected_videos).unwrap_or(i64::MAX),
+        )?;
+        lone_counter(
+            e,
+            "streamgate_stream_audit_failures",
+            "Periodic audits of the Cloudflare account that could not run (API errors).",
+            self.stream_audit_failures,
+        )?;
         Ok(())
     }
 }
@@ -1647,6 +1724,39 @@ mod tests {
         let s = parse(&text);
         assert_eq!(value(&s, "other_thing_total", &[]), 1.0);
         assert_eq!(value(&s, "streamgate_rate_limited_total", &[]), 1.0);
+    }
+
+    #[test]
+    fn a_failed_stream_audit_keeps_the_last_figures_and_is_counted() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.stream_audit(), None);
+        assert_eq!(
+            value(
+                &parse(&metrics.encode()),
+                "streamgate_unprotected_videos",
+                &[]
+            ),
+            0.0
+        );
+        metrics.stream_audit_done(100, 2, 1);
+        metrics.stream_audit_failed(200);
+        let status = metrics.stream_audit().unwrap();
+        assert_eq!(
+            status,
+            StreamAuditStatus {
+                at: 200,
+                ok: false,
+                unprotected_videos: 2,
+                errors: 1,
+                completed: true,
+            }
+        );
+        let s = parse(&metrics.encode());
+        assert_eq!(value(&s, "streamgate_unprotected_videos", &[]), 2.0);
+        assert_eq!(
+            value(&s, "streamgate_stream_audit_failures_total", &[]),
+            1.0
+        );
     }
 
     #[test]

@@ -327,6 +327,7 @@ async fn a_token_down_to_min_remaining_is_signed_again() {
         metrics_listen: None,
         listen: Some("127.0.0.1:0".parse().unwrap()),
         clock: clock.clone(),
+        ..StartOptions::default()
     };
     let app = App::start_with(settings, keys, options).await.unwrap();
     let origin = format!("http://{}", app.emulator_addr().expect("the emulator runs"));

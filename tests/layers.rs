@@ -17,6 +17,7 @@ const LAYERS: &[&str] = &[
     "gateway",
     "routes",
     "snapshot",
+    "cloudflare",
     "config",
     "authz",
     "request",

@@ -75,6 +75,12 @@ impl Edge {
         let status = self.reloader.as_ref().map(|r| r.status());
         let draining = *self.draining.borrow();
         let ready = key_ok && emulator_ok != Some(false) && !draining;
+        // The periodic Stream audit warns; it never makes the gateway unready.
+        let audit = self.metrics.stream_audit();
+        let warnings = audit
+            .as_ref()
+            .map(stream_audit_warnings)
+            .unwrap_or_default();
         let body = serde_json::json!({
             "ready": ready,
             "draining": draining,
@@ -98,6 +104,13 @@ impl Edge {
                 "last_failed_at": s.last_failed_at.map(rfc3339),
                 "needs_restart": s.needs_restart,
             })),
+            "stream_audit": audit.map(|a| serde_json::json!({
+                "ok": a.ok,
+                "at": rfc3339(a.at),
+                "unprotected_videos": a.unprotected_videos,
+                "errors": a.errors,
+            })),
+            "warnings": warnings,
         });
         let code = if ready {
             StatusCode::OK
@@ -106,6 +119,30 @@ impl Edge {
         };
         json_response(code, &body)
     }
+}
+
+/// The `/readyz` warning lines for the last Stream audit.
+fn stream_audit_warnings(audit: &crate::metrics::StreamAuditStatus) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if audit.unprotected_videos > 0 {
+        warnings.push(format!(
+            "{} catalogue videos are publicly playable (requireSignedURLs false): run `streamgate stream audit --fix`",
+            audit.unprotected_videos
+        ));
+    }
+    if audit.errors > 0 {
+        warnings.push(format!(
+            "the Stream audit found {} errors (missing videos or keys, allowedOrigins): run `streamgate stream audit`",
+            audit.errors
+        ));
+    }
+    if !audit.ok {
+        warnings.push(format!(
+            "the last Stream audit could not run (at {}); see the log",
+            rfc3339(audit.at)
+        ));
+    }
+    warnings
 }
 
 impl Handler for Edge {

@@ -2,10 +2,12 @@
 //! configured), the optional in-process emulator, shutdown.
 
 pub mod edge;
+pub mod key_history;
 pub mod keys;
 pub mod live;
 pub mod redirect;
 pub mod reload;
+pub mod stream_audit;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -83,6 +85,9 @@ pub struct StartOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// The clock tokens are stamped and reused by: the system's, unless a test moves one.
     pub clock: Clock,
+    /// Record which key signs, and since when, in this file at start and after each reload
+    /// (see [`key_history`]); not recorded when `None`.
+    pub key_history: Option<PathBuf>,
 }
 
 impl App {
@@ -132,11 +137,14 @@ impl App {
         let fixed = Fixed {
             origin,
             metrics: Arc::clone(&metrics),
-            clock: options.clock,
+            clock: options.clock.clone(),
             audit: audit.clone(),
             emulator_account,
         };
         let (snapshot, emulator) = Snapshot::build(settings, keys, &fixed, None)?;
+        if let Some(path) = &options.key_history {
+            key_history::record_snapshot(path, &snapshot, fixed.clock.now());
+        }
         metrics.set_rules(snapshot.settings.policy.rules().iter().map(|r| &*r.name));
         metrics.set_config_generation(1);
         let settings = Arc::clone(&snapshot.settings);
@@ -165,12 +173,10 @@ impl App {
         // Only a configuration that came from a file can be reloaded.
         let config_path = PathBuf::from(&settings.file);
         let reloader = config_path.is_file().then(|| {
-            let reloader = Arc::new(Reloader::new(
-                config_path,
-                Arc::clone(&live),
-                live_emulator,
-                fixed,
-            ));
+            let reloader = Arc::new(
+                Reloader::new(config_path, Arc::clone(&live), live_emulator, fixed)
+                    .recording_key_history(options.key_history.clone()),
+            );
             tasks.push(Arc::clone(&reloader).spawn_watch(until_stopped(stopped.clone())));
             reloader
         });
@@ -203,6 +209,15 @@ impl App {
             emulator_addr,
             draining,
         ));
+        if let Some(interval) = settings.cloudflare.audit_interval {
+            tasks.push(stream_audit::spawn(
+                Arc::clone(&live),
+                Arc::clone(&metrics),
+                options.clock.clone(),
+                interval,
+                until_stopped(stopped.clone()),
+            ));
+        }
         tasks.push(forget_idle_rate_limits(
             Arc::clone(&live),
             Arc::clone(&metrics),

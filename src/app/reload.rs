@@ -86,6 +86,8 @@ pub struct Reloader {
     state: Mutex<State>,
     /// See [`ReloadStatus::writes_in_progress`]; counted by the watcher's thread.
     writes_in_progress: Arc<AtomicU64>,
+    /// Where each applied reload records the signing key (see [`crate::app::key_history`]).
+    key_history: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -120,7 +122,14 @@ impl Reloader {
                 last_content,
             }),
             writes_in_progress: Arc::default(),
+            key_history: None,
         }
+    }
+
+    /// Record the signing key in the history file at `path` after each applied reload.
+    pub fn recording_key_history(mut self, path: Option<PathBuf>) -> Self {
+        self.key_history = path;
+        self
     }
 
     pub fn status(&self) -> ReloadStatus {
@@ -210,7 +219,11 @@ impl Reloader {
         if let (Some(live), Some(emulator)) = (&self.emulator, emulator) {
             live.replace(Arc::new(emulator));
         }
-        self.live.replace(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.live.replace(Arc::clone(&snapshot));
+        if let Some(path) = &self.key_history {
+            crate::app::key_history::record_snapshot(path, &snapshot, self.fixed.clock.now());
+        }
         Ok(needs_restart)
     }
 

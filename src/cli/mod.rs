@@ -7,6 +7,7 @@ mod hash;
 pub mod inspect;
 mod serve;
 mod sign;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,10 @@ struct Cli {
         env = "STREAMGATE_LOG_FORMAT"
     )]
     log_format: LogFormat,
+    /// The signing-key history `serve` records and `stream keys delete` reads (default:
+    /// `.streamgate/key-history.json` beside the configuration file).
+    #[arg(long, global = true, env = "STREAMGATE_KEY_HISTORY")]
+    key_history: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -105,6 +110,11 @@ enum Command {
         #[arg(long)]
         country: Option<String>,
     },
+    /// Cloudflare Stream's API for the configured account: signing keys, videos, the audit.
+    /// The account id and API token come from the `cloudflare:` section or
+    /// CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN, never from the command line.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
     /// Generate a random API key: print it once, with the SHA-256 entry for `api_keys`.
     HashApiKey {
         /// The name the key gets in the policy.
@@ -145,7 +155,12 @@ pub fn main() -> ExitCode {
         Command::Serve {
             listen,
             metrics_listen,
-        } => serve::run(&cli.config, listen, metrics_listen),
+        } => serve::run(
+            &cli.config,
+            listen,
+            metrics_listen,
+            cli.key_history.as_deref(),
+        ),
         Command::Emulate { listen } => emulate::run(&cli.config, listen),
         Command::Sign {
             video,
@@ -159,6 +174,15 @@ pub fn main() -> ExitCode {
             return inspect::run(&cli.config, &token, ip, country.as_deref());
         }
         Command::HashApiKey { name } => hash::hash_api_key(&name),
+        Command::Stream(command) => {
+            return match stream::main(&cli.config, cli.key_history.as_deref(), command) {
+                Ok(code) => ExitCode::from(code),
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,7 +16,11 @@ pub(super) fn run(
     path: &Path,
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
+    key_history: Option<&Path>,
 ) -> anyhow::Result<()> {
+    let key_history = key_history
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| app::key_history::default_path(path));
     let (settings, keys) = load(path, MissingKeys::Generate)?;
     let (open_alias, protected_alias) = example_aliases(&settings);
     let has_users = !settings.identity.users.is_empty();
@@ -33,6 +37,7 @@ pub(super) fn run(
         let options = app::StartOptions {
             listen,
             metrics_listen,
+            key_history: Some(key_history),
             ..app::StartOptions::default()
         };
         let app = App::start_with(settings, keys, options).await?;
