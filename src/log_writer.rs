@@ -556,17 +556,24 @@ fn json_escaped(b: u8) -> bool {
 /// Whether any byte of `bytes` must be escaped in a JSON string. Sixteen bytes at a time, in
 /// a loop of fixed length that the compiler turns into vector compares.
 fn any_json_escaped(bytes: &[u8]) -> bool {
-    let mut chunks = bytes.chunks_exact(16);
-    for chunk in &mut chunks {
+    fn any_in(chunk: &[u8; 16]) -> bool {
         let mut any = false;
         for &b in chunk {
             any |= json_escaped(b);
         }
-        if any {
+        any
+    }
+    let mut chunks = bytes.chunks_exact(16);
+    for chunk in &mut chunks {
+        if any_in(chunk.try_into().expect("16 bytes")) {
             return true;
         }
     }
-    chunks.remainder().iter().any(|&b| json_escaped(b))
+    // The tail, padded with a byte that needs no escape, through the same vector compare.
+    let tail = chunks.remainder();
+    let mut padded = [b' '; 16];
+    padded[..tail.len()].copy_from_slice(tail);
+    any_in(&padded)
 }
 
 /// `value` as a JSON string.
