@@ -5,7 +5,10 @@
 //!
 //! Scenarios, in groups, measured in alternating rounds so that a noisy neighbour slows both
 //! sides of a ratio alike:
-//! - `hit` group: `hit`, `GET /watch/welcome` with one token reused (anonymous); `hit-basic`,
+//! - `hit` group: `hit`, `GET /watch/welcome` with one token reused (anonymous; like every
+//!   gateway row, with the shipped token audit trail writing an event per request);
+//!   `hit no trail`, the same with the `audit_trail` section removed (what the trail costs);
+//!   `hit-basic`,
 //!   `hit-jwt`, the same with HTTP Basic (`bob`) and with the demo issuer's JWT in the
 //!   `session` cookie, on `/watch/keynote`; `hyper`, a minimal hyper server (this binary,
 //!   re-executed) answering a 302 of the same size; `nginx`, nginx `return 302` of the same
@@ -119,6 +122,10 @@ fn main() {
                 gateway.wrk("/watch/keynote", &[&jwt_cookie(&bench.root)], None),
             );
             drop(gateway);
+            let untrailed = bench.gateway("no-trail.yaml", &bench.work.join("no-trail.yaml"));
+            untrailed.location("/watch/welcome");
+            record("hit no trail", untrailed.wrk("/watch/welcome", &[], None));
+            drop(untrailed);
             let minimal = bench.reference("--serve-minimal", &[location]);
             record("hyper", minimal.wrk("/watch/welcome", &[], None));
             drop(minimal);
@@ -366,13 +373,16 @@ impl Bench {
     /// shipped config as it is but for its in-process emulator's fixed port.
     fn prepare(&self) {
         std::fs::write(self.work.join("config.yaml"), self.shipped_config()).unwrap();
-        let demo = self.work.join("demo");
-        std::fs::create_dir_all(&demo).unwrap();
-        std::fs::copy(
-            self.root.join("demo/idp-hs256.secret"),
-            demo.join("idp-hs256.secret"),
+        std::fs::write(
+            self.work.join("no-trail.yaml"),
+            replace_section(&self.shipped_config(), "audit_trail:", ""),
         )
         .unwrap();
+        let demo = self.work.join("demo");
+        std::fs::create_dir_all(&demo).unwrap();
+        for file in ["idp-hs256.secret", "cloudflare-api-token"] {
+            std::fs::copy(self.root.join("demo").join(file), demo.join(file)).unwrap();
+        }
     }
 
     /// `streamgate serve` on `config` (copied into the scratch directory as `name`, beside the
@@ -1028,6 +1038,12 @@ const RATIOS: &[Ratio] = &[
         target: Target::AtMost(1.3),
     },
     rps("hit req/s / nginx", "hit", "nginx", Target::AtLeast(0.9)),
+    rps(
+        "hit req/s / hit without the audit trail",
+        "hit",
+        "hit no trail",
+        Target::None,
+    ),
     rps("miss req/s / sign", "miss", "sign", Target::AtLeast(0.9)),
     rps(
         "hit-basic req/s / hit",

@@ -151,9 +151,11 @@ async fn account_emulator(extra: Vec<AccountVideo>) -> TestEmulator {
         ..AccountVideo::protected(UNSIGNED_UID, "Launch trailer")
     }];
     videos.extend(extra);
+    // The account holds the catalogue's two videos and these, nothing else.
     TestEmulator::start(streamgate::emulator::EmulatorSettings {
         videos,
         api: api_access(),
+        video_uids: vec![VIDEO_UID.to_owned(), OTHER_VIDEO_UID.to_owned()],
         ..emulator_settings()
     })
     .await
