@@ -1210,3 +1210,46 @@ async fn request_derived_text_cannot_forge_or_flood_a_log_line() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_audit_trail_on_stderr_is_json_in_a_text_log_and_complete_on_sigterm() {
+    const REQUESTS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("{}audit_trail:\n  sink: stderr\n", undrained_config());
+    let (serve, origin, log_path) = serve_logging(dir.path(), &yaml, "text", "info");
+    let mut token = String::new();
+    for i in 0..REQUESTS {
+        let id = format!("trail-{i}");
+        let watch = get_with(&format!("{origin}/watch/intro"), &[("x-request-id", &id)]).await;
+        assert_eq!(watch.status.as_u16(), 302);
+        token = watch
+            .header("location")
+            .unwrap()
+            .split('/')
+            .nth(3)
+            .unwrap()
+            .to_string();
+    }
+    // Terminated right after the last answer: the events may still be queued for the writer.
+    assert!(serve.terminate().await.success());
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!logs.contains(&token), "a token in the log");
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("an event is one JSON object"))
+        .collect();
+    assert_eq!(events.len(), REQUESTS, "{logs}");
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event["event"], "token");
+        assert_eq!(event["request_id"], format!("trail-{i}").as_str());
+        assert_eq!(event["reused"], i > 0, "only the first request minted it");
+        assert_eq!(event["token_id"], events[0]["token_id"]);
+    }
+    // The rest of the log stays text.
+    assert!(
+        logs.lines()
+            .any(|line| line.contains(" INFO streamgate::access: request"))
+    );
+}
