@@ -8,6 +8,9 @@
 //! - `hit` group: `hit`, `GET /watch/welcome` with one token reused (anonymous; like every
 //!   gateway row, with the shipped token audit trail writing an event per request);
 //!   `hit no trail`, the same with the `audit_trail` section removed (what the trail costs);
+//!   `hit no access log`, the shipped config with `log: {access: false}`, and `hit text log`,
+//!   the shipped config logging in the text format (what the access line costs, in each
+//!   format);
 //!   `hit-basic`,
 //!   `hit-jwt`, the same with HTTP Basic (`bob`) and with the demo issuer's JWT in the
 //!   `session` cookie, on `/watch/keynote`; `hyper`, a minimal hyper server (this binary,
@@ -126,6 +129,18 @@ fn main() {
             untrailed.location("/watch/welcome");
             record("hit no trail", untrailed.wrk("/watch/welcome", &[], None));
             drop(untrailed);
+            let unlogged =
+                bench.gateway("no-access-log.yaml", &bench.work.join("no-access-log.yaml"));
+            unlogged.location("/watch/welcome");
+            record(
+                "hit no access log",
+                unlogged.wrk("/watch/welcome", &[], None),
+            );
+            drop(unlogged);
+            let text = bench.gateway_logging("text.yaml", &bench.work.join("config.yaml"), "text");
+            text.location("/watch/welcome");
+            record("hit text log", text.wrk("/watch/welcome", &[], None));
+            drop(text);
             let minimal = bench.reference("--serve-minimal", &[location]);
             record("hyper", minimal.wrk("/watch/welcome", &[], None));
             drop(minimal);
@@ -378,6 +393,11 @@ impl Bench {
             replace_section(&self.shipped_config(), "audit_trail:", ""),
         )
         .unwrap();
+        std::fs::write(
+            self.work.join("no-access-log.yaml"),
+            format!("{}log:\n  access: false\n", self.shipped_config()),
+        )
+        .unwrap();
         let demo = self.work.join("demo");
         std::fs::create_dir_all(&demo).unwrap();
         for file in ["idp-hs256.secret", "cloudflare-api-token"] {
@@ -388,6 +408,11 @@ impl Bench {
     /// `streamgate serve` on `config` (copied into the scratch directory as `name`, beside the
     /// demo secret it names), on a free port, the access log on and written to a file.
     fn gateway(&self, name: &str, config: &Path) -> Server<'_> {
+        self.gateway_logging(name, config, "json")
+    }
+
+    /// [`Bench::gateway`] with its log in `format` (`json` or `text`).
+    fn gateway_logging(&self, name: &str, config: &Path, format: &str) -> Server<'_> {
         let path = self.work.join(name);
         if config != path {
             std::fs::copy(config, &path).unwrap();
@@ -401,7 +426,7 @@ impl Bench {
                 "--config",
                 name,
                 "--log-format",
-                "json",
+                format,
                 "serve",
                 "--metrics-listen",
                 "127.0.0.1:0",
@@ -1038,6 +1063,18 @@ const RATIOS: &[Ratio] = &[
         target: Target::AtMost(1.3),
     },
     rps("hit req/s / nginx", "hit", "nginx", Target::AtLeast(0.9)),
+    rps(
+        "hit req/s / hit without the access log",
+        "hit",
+        "hit no access log",
+        Target::AtLeast(0.9),
+    ),
+    rps(
+        "hit, text log req/s / hit without the access log",
+        "hit text log",
+        "hit no access log",
+        Target::AtLeast(0.9),
+    ),
     rps(
         "hit req/s / hit without the audit trail",
         "hit",
