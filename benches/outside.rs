@@ -46,6 +46,8 @@
 //! - `OUTSIDE_SECONDS`: length of each measurement, default 5;
 //! - `OUTSIDE_ROUNDS`: rounds, default 3; the table shows each row's median round;
 //! - `OUTSIDE_CONNECTIONS`: wrk connections and handshake generator tasks, default 64;
+//! - `OUTSIDE_WARM_SECONDS`: an unmeasured wrk run of the same load before each plain-HTTP
+//!   row, default 1 (0 turns it off);
 //! - `OUTSIDE_ONLY`: a comma list of groups to run (`hit`, `miss`, `https`, `proxy`),
 //!   default all.
 
@@ -85,6 +87,7 @@ fn main() {
     let work = tempfile::tempdir().expect("a temporary directory");
     let bench = Bench {
         seconds,
+        warm_seconds: env_or("OUTSIDE_WARM_SECONDS", 1),
         connections,
         work: work.path().to_path_buf(),
         root,
@@ -359,6 +362,8 @@ end
 
 struct Bench {
     seconds: u64,
+    /// The unmeasured load before each plain-HTTP row (`OUTSIDE_WARM_SECONDS`).
+    warm_seconds: u64,
     connections: usize,
     /// A scratch directory: configs, keys, certificates, logs.
     work: PathBuf,
@@ -785,7 +790,34 @@ impl Server<'_> {
     fn wrk(&self, path: &str, headers: &[&str], script: Option<&str>) -> Measure {
         if script.is_none() {
             self.warm_up(path, headers);
+            // A second of the same load, not measured: a process's first second under load
+            // (its threads, buffers and caches growing) is not its steady state, and every
+            // server's first row paid it while the rows after it did not.
+            if self.bench.warm_seconds > 0 {
+                let _ = self.run_wrk(path, headers, self.bench.warm_seconds);
+            }
         }
+        self.run_wrk_measured(path, headers, script)
+    }
+
+    /// wrk on `path` for `seconds`, unmeasured.
+    fn run_wrk(&self, path: &str, headers: &[&str], seconds: u64) -> Output {
+        let mut command = Command::new("wrk");
+        command
+            .arg("-t2")
+            .arg(format!("-c{}", self.bench.connections))
+            .arg(format!("-d{seconds}s"));
+        for header in headers {
+            command.arg("-H").arg(header);
+        }
+        command
+            .arg(format!("{}{path}", self.origin()))
+            .output()
+            .expect("wrk runs")
+    }
+
+    /// The measured wrk run of [`Server::wrk`].
+    fn run_wrk_measured(&self, path: &str, headers: &[&str], script: Option<&str>) -> Measure {
         let script_path = self.bench.work.join("bench.lua");
         let mut file = std::fs::File::create(&script_path).unwrap();
         file.write_all(script.unwrap_or("").as_bytes()).unwrap();
