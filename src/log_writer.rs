@@ -417,19 +417,7 @@ impl Record<'_> {
         if self.json {
             self.out.push(b'"');
         }
-        match value {
-            std::net::IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        self.out.push(b'.');
-                    }
-                    decimal(self.out, u64::from(octet));
-                }
-            }
-            std::net::IpAddr::V6(v6) => {
-                let _ = write!(self.out, "{v6}");
-            }
-        }
+        address(self.out, value);
         if self.json {
             self.out.push(b'"');
         }
@@ -470,6 +458,46 @@ impl Record<'_> {
         self.out
             .extend_from_slice(if value { b"true" } else { b"false" });
         self
+    }
+}
+
+thread_local! {
+    /// The last address written on this thread, as text: a request's line writes the peer and
+    /// the client (usually the same) and its audit event the client again, and a connection's
+    /// requests come from one peer.
+    static LAST_ADDRESS: RefCell<(Option<std::net::IpAddr>, Vec<u8>)> =
+        const { RefCell::new((None, Vec::new())) };
+}
+
+/// `value` as `Display` shows it.
+fn address(out: &mut Vec<u8>, value: std::net::IpAddr) {
+    let copied = LAST_ADDRESS.try_with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != Some(value) {
+            last.1.clear();
+            format_address(&mut last.1, value);
+            last.0 = Some(value);
+        }
+        out.extend_from_slice(&last.1);
+    });
+    if copied.is_err() {
+        format_address(out, value);
+    }
+}
+
+fn format_address(out: &mut Vec<u8>, value: std::net::IpAddr) {
+    match value {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                decimal(out, u64::from(octet));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -632,6 +660,28 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_shows_them_whatever_came_before() {
+        let addresses: Vec<std::net::IpAddr> = [
+            "127.0.0.1",
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+            "2001:db8::1",
+            "10.0.0.9",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        for value in addresses {
+            let mut out = b"x=".to_vec();
+            address(&mut out, value);
+            assert_eq!(out, format!("x={value}").into_bytes());
+        }
+    }
 
     #[test]
     fn an_escape_is_found_at_every_position_of_every_length() {
