@@ -802,6 +802,13 @@ impl Server<'_> {
 
     /// wrk on `path` for `seconds`, unmeasured.
     fn run_wrk(&self, path: &str, headers: &[&str], seconds: u64) -> Output {
+        self.wrk_command(path, headers, seconds)
+            .output()
+            .expect("wrk runs")
+    }
+
+    /// `wrk -t2 -c<connections> -d<seconds>s` on `path` with `headers`.
+    fn wrk_command(&self, path: &str, headers: &[&str], seconds: u64) -> Command {
         let mut command = Command::new("wrk");
         command
             .arg("-t2")
@@ -810,10 +817,8 @@ impl Server<'_> {
         for header in headers {
             command.arg("-H").arg(header);
         }
+        command.arg(format!("{}{path}", self.origin()));
         command
-            .arg(format!("{}{path}", self.origin()))
-            .output()
-            .expect("wrk runs")
     }
 
     /// The measured wrk run of [`Server::wrk`].
@@ -822,17 +827,8 @@ impl Server<'_> {
         let mut file = std::fs::File::create(&script_path).unwrap();
         file.write_all(script.unwrap_or("").as_bytes()).unwrap();
         file.write_all(DONE_SCRIPT.as_bytes()).unwrap();
-        let mut command = Command::new("wrk");
-        command
-            .arg("-t2")
-            .arg(format!("-c{}", self.bench.connections))
-            .arg(format!("-d{}s", self.bench.seconds))
-            .arg("-s")
-            .arg(&script_path);
-        for header in headers {
-            command.arg("-H").arg(header);
-        }
-        command.arg(format!("{}{path}", self.origin()));
+        let mut command = self.wrk_command(path, headers, self.bench.seconds);
+        command.arg("-s").arg(&script_path);
         let (output, server_ticks, client_ticks, wall) = self.measured(&mut command);
         let text = String::from_utf8_lossy(&output.stdout);
         let line = text

@@ -26,6 +26,7 @@ pub mod log_writer;
 pub mod metrics;
 pub mod proxy;
 pub mod request;
+pub mod rfc3339;
 pub mod routes;
 pub mod secret;
 pub mod snapshot;

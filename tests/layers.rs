@@ -33,6 +33,7 @@ const LAYERS: &[&str] = &[
     "body",
     "secret",
     "untrusted",
+    "rfc3339",
     "lib",
 ];
 

@@ -5,33 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// An RFC 3339 time such as `2026-12-01T18:00:00.123456Z` or `2026-12-01T19:00:00+01:00`,
 /// to the nanosecond; `None` for anything else.
 pub fn parse(text: &str) -> Option<SystemTime> {
-    let text = text.trim();
-    if let Some(local) = text.strip_suffix(['Z', 'z']) {
-        return humantime::parse_rfc3339(&format!("{}Z", local.replacen('t', "T", 1))).ok();
-    }
-    let split = text.len().checked_sub(6)?;
-    if !text.is_char_boundary(split) {
-        return None;
-    }
-    let (local, offset) = text.split_at(split);
-    let sign: i64 = match offset.as_bytes()[0] {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let (hours, minutes) = offset[1..].split_once(':')?;
-    let (hours, minutes): (u64, u64) = (hours.parse().ok()?, minutes.parse().ok()?);
-    if hours > 23 || minutes > 59 {
-        return None;
-    }
-    let utc = humantime::parse_rfc3339(&format!("{}Z", local.replacen('t', "T", 1))).ok()?;
-    let offset = Duration::from_secs(hours * 3600 + minutes * 60);
-    // The local time is ahead of UTC by a positive offset.
-    if sign > 0 {
-        utc.checked_sub(offset)
-    } else {
-        utc.checked_add(offset)
-    }
+    crate::rfc3339::parse(text)
 }
 
 /// `at` in RFC 3339 to the second (`2026-12-01T18:00:00Z`).

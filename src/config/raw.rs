@@ -465,32 +465,11 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// Unix seconds of an RFC 3339 time with `Z` or a `±HH:MM` offset.
+/// Unix seconds of an RFC 3339 time with `Z` or a `±HH:MM` offset (see
+/// [`crate::rfc3339::parse`]).
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (local, offset_secs): (&str, i64) = if let Some(local) = text.strip_suffix(['Z', 'z']) {
-        (local, 0)
-    } else {
-        let split = text.len().checked_sub(6)?;
-        let (local, offset) = text.split_at(split);
-        let sign = match offset.as_bytes()[0] {
-            b'+' => 1,
-            b'-' => -1,
-            _ => return None,
-        };
-        let (hours, minutes) = offset[1..].split_once(':')?;
-        let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
-        if hours > 23 || minutes > 59 {
-            return None;
-        }
-        (local, sign * (hours * 3600 + minutes * 60))
-    };
-    if !local.contains(['T', 't', ' ']) {
-        return None;
-    }
-    let utc = humantime::parse_rfc3339(&format!("{}Z", local.replacen(['t', ' '], "T", 1))).ok()?;
-    let secs = utc.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
-    u64::try_from(secs - offset_secs).ok()
+    let at = crate::rfc3339::parse(text)?;
+    Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
 }
 
 /// Country lists for a token: `allow` only these, or `block` these.

@@ -373,30 +373,8 @@ pub(super) fn format_micros(micros: i64) -> String {
 /// An RFC 3339 time (`Z` or a `±hh:mm` offset, fractions allowed) as microseconds since the
 /// epoch; `None` when it is not one or lies before the epoch.
 pub(super) fn parse_micros(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let (local, offset_secs): (&str, i64) = if let Some(local) = text.strip_suffix(['Z', 'z']) {
-        (local, 0)
-    } else {
-        let split = text.len().checked_sub(6)?;
-        let (local, offset) = text.split_at_checked(split)?;
-        let sign = match offset.as_bytes().first()? {
-            b'+' => 1,
-            b'-' => -1,
-            _ => return None,
-        };
-        let (hours, minutes) = offset[1..].split_once(':')?;
-        let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
-        if hours > 23 || minutes > 59 {
-            return None;
-        }
-        (local, sign * (hours * 3600 + minutes * 60))
-    };
-    if !local.contains(['T', 't']) {
-        return None;
-    }
-    let utc = humantime::parse_rfc3339(&format!("{}Z", local.replacen('t', "T", 1))).ok()?;
-    let micros = i64::try_from(utc.duration_since(UNIX_EPOCH).ok()?.as_micros()).ok()?;
-    micros.checked_sub(offset_secs.checked_mul(1_000_000)?)
+    let at = crate::rfc3339::parse(text)?;
+    i64::try_from(at.duration_since(UNIX_EPOCH).ok()?.as_micros()).ok()
 }
 
 #[cfg(test)]

@@ -174,7 +174,7 @@ pub async fn get_bytes(
 }
 
 /// An error and its causes, `: `-separated (hyper's own message alone is too vague).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     // Bounded: error chains are short, but never trust that.
