@@ -81,17 +81,8 @@ pub(super) async fn create(
                 created.id,
                 path.display()
             )?;
-            writeln!(
-                notes,
-                "add it to signing_keys in {}, first to sign with it (keep the old key after it until its tokens expire):",
-                settings.file
-            )?;
-            writeln!(notes, "  - id: {}", created.id)?;
-            writeln!(
-                notes,
-                "    file: {}",
-                entry_path(&session.config, path).display()
-            )?;
+            let file = entry_path(&session.config, path).display().to_string();
+            paste_entry(notes, &settings.file, &created.id, &file)?;
         }
         None => {
             writeln!(
@@ -103,19 +94,30 @@ pub(super) async fn create(
                 notes,
                 "  streamgate stream keys create --print | kubectl -n streamgate create secret generic streamgate-signing-key --from-file=key.json=/dev/stdin"
             )?;
-            writeln!(
+            paste_entry(
                 notes,
-                "add it to signing_keys in {}, first to sign with it (keep the old key after it until its tokens expire):",
-                settings.file
-            )?;
-            writeln!(notes, "  - id: {}", created.id)?;
-            writeln!(
-                notes,
-                "    file: /etc/streamgate/keys/key.json   # or env: STREAM_SIGNING_KEY holding the JSON"
+                &settings.file,
+                &created.id,
+                "/etc/streamgate/keys/key.json   # or env: STREAM_SIGNING_KEY holding the JSON",
             )?;
         }
     }
     Ok(0)
+}
+
+/// The `signing_keys` entry to paste into `config_file` for key `id` read from `file`.
+fn paste_entry(
+    notes: &mut dyn std::io::Write,
+    config_file: &str,
+    id: &str,
+    file: &str,
+) -> std::io::Result<()> {
+    writeln!(
+        notes,
+        "add it to signing_keys in {config_file}, first to sign with it (keep the old key after it until its tokens expire):"
+    )?;
+    writeln!(notes, "  - id: {id}")?;
+    writeln!(notes, "    file: {file}")
 }
 
 /// `path` as the configuration should name it: relative paths there are read from the
