@@ -148,7 +148,7 @@ fn stream_audit_warnings(audit: &crate::metrics::StreamAuditStatus) -> Vec<Strin
 impl Handler for Edge {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
-        let snapshot = self.live.current();
+        let snapshot = self.live.guard();
         let settings = &snapshot.settings;
         let id = self.ids.for_request(req.headers());
         let (head, body) = req.into_parts();
@@ -245,7 +245,11 @@ impl<'a> AccessFields<'a> {
             latency,
             peer: ctx.peer.ip(),
             client: ctx.client,
-            video: ctx.verdict.video.as_deref().unwrap_or(""),
+            video: ctx
+                .verdict
+                .video
+                .and_then(|uid| snapshot.settings.catalogue.by_uid(&uid))
+                .map_or("", |video| &video.alias),
             subject: ctx
                 .identity
                 .principal()

@@ -30,6 +30,14 @@ impl<H> Live<H> {
         self.current.load_full()
     }
 
+    /// The handler serving now, for the length of one request: unlike [`Live::current`], it
+    /// does not count a reference in the snapshot shared by every core (an atomic write to
+    /// one cache line per request, which two cores serving at once pass back and forth), but
+    /// in a slot of this thread's own. Hold it no longer than a request.
+    pub fn guard(&self) -> arc_swap::Guard<Arc<H>> {
+        self.current.load()
+    }
+
     /// Serve new requests with `handler`; requests already running finish with the old one.
     pub fn replace(&self, handler: Arc<H>) {
         self.current.store(handler);

@@ -81,7 +81,7 @@ impl Authorizer {
             .resolve(video_id)
             .ok_or_else(|| RequestError::NotFound(format!("no video `{video_id}`")))?;
         if ctx.logged {
-            ctx.verdict.video = Some(Arc::clone(&video.alias));
+            ctx.verdict.video = Some(video.uid);
         }
         let rule = self.decide(ctx, video)?;
         check_target(rule, target)?;

@@ -102,14 +102,12 @@ pub fn downstream_response_headers(
         &[]
     };
     let mut out = HeaderMap::with_capacity(DOWNSTREAM_RESPONSE.len() + 4);
-    for name in DOWNSTREAM_RESPONSE.iter().chain(encoding) {
-        if named.contains(name) {
-            continue;
-        }
-        for value in upstream.get_all(name) {
-            if !holds_token(value) {
-                out.append(name.clone(), value.clone());
-            }
+    // One pass over what Stream sent (a handful of headers), rather than a lookup per
+    // allowed name.
+    for (name, value) in upstream {
+        let allowed = DOWNSTREAM_RESPONSE.contains(name) || encoding.contains(name);
+        if allowed && !named.contains(name) && !holds_token(value) {
+            out.append(name.clone(), value.clone());
         }
     }
     let cache_control = upstream
@@ -136,23 +134,37 @@ pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Upstream `Cache-Control` with shared-cache permissions removed and `private` added
 /// (unless it already forbids storing).
 fn private_cache_control<'a>(upstream: impl Iterator<Item = &'a HeaderValue>) -> HeaderValue {
-    let mut directives: Vec<String> = upstream
+    let mut kept = String::new();
+    let mut no_store = false;
+    let directives = upstream
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_string())
-        .filter(|d| {
-            let name = d.split('=').next().unwrap_or("").to_ascii_lowercase();
-            !d.is_empty() && name != "public" && name != "s-maxage" && name != "private"
-        })
-        .collect();
-    if !directives
-        .iter()
-        .any(|d| d.eq_ignore_ascii_case("no-store"))
-    {
-        directives.insert(0, "private".into());
+        .map(str::trim);
+    for directive in directives {
+        let name = directive.split('=').next().unwrap_or("");
+        let shared = ["public", "s-maxage", "private"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n));
+        if directive.is_empty() || shared {
+            continue;
+        }
+        no_store |= directive.eq_ignore_ascii_case("no-store");
+        if !kept.is_empty() {
+            kept.push_str(", ");
+        }
+        kept.push_str(directive);
     }
-    HeaderValue::try_from(directives.join(", "))
-        .unwrap_or_else(|_| HeaderValue::from_static("private"))
+    let value = match (no_store, kept.is_empty()) {
+        (true, _) => kept,
+        (false, true) => return HeaderValue::from_static("private"),
+        (false, false) => {
+            let mut value = String::with_capacity(kept.len() + 9);
+            value.push_str("private, ");
+            value.push_str(&kept);
+            value
+        }
+    };
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("private"))
 }
 
 #[cfg(test)]

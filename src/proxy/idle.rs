@@ -38,7 +38,12 @@ pub struct TooSlow {
 pub struct IdleBody<B> {
     inner: B,
     idle: Duration,
+    /// Fires at the earliest moment the body could have been idle too long. Not moved on
+    /// each frame (a timer-wheel update per frame): when it fires, it is moved to `idle`
+    /// after the last frame if that is still ahead.
     deadline: Pin<Box<Sleep>>,
+    /// When the last frame arrived.
+    last: Instant,
     /// Bytes owed per window (`min_rate × idle`).
     min_window_bytes: u64,
     min_rate: u64,
@@ -52,6 +57,7 @@ impl<B> IdleBody<B> {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            last: Instant::now(),
             min_window_bytes: (min_rate as f64 * idle.as_secs_f64()) as u64,
             min_rate,
             window_bytes: 0,
@@ -95,7 +101,7 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 let now = Instant::now();
-                this.deadline.as_mut().reset(now + this.idle);
+                this.last = now;
                 if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(|f| f.data_ref())) {
                     let bytes = data.map_or(0, |d| d.len() as u64);
                     if let Err(too_slow) = this.arrived(bytes, now) {
@@ -104,9 +110,16 @@ where
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle))))),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => loop {
+                if this.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let due = this.last + this.idle;
+                if due <= Instant::now() {
+                    return Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle)))));
+                }
+                // A frame came since the timer was set: wait for the rest of the idle time.
+                this.deadline.as_mut().reset(due);
             },
         }
     }
@@ -147,6 +160,28 @@ mod tests {
         });
         let body = IdleBody::new(StreamBody::new(Box::pin(chunks)), Duration::from_secs(3), 1);
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_after_frames_is_cut_one_idle_time_after_the_last_frame() {
+        // Frames at 2 s and 4 s keep the body alive past the first timer (3 s); the stall
+        // after them is cut at 4 + 3 = 7 s, not at the timer's first deadline nor later.
+        let two = futures_util::stream::iter(0..2).then(|i| async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok::<_, BoxError>(Frame::data(Bytes::from(vec![i; 4])))
+        });
+        let stalled = two.chain(futures_util::stream::pending());
+        let started = Instant::now();
+        let mut body = IdleBody::new(
+            StreamBody::new(Box::pin(stalled)),
+            Duration::from_secs(3),
+            0,
+        );
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.unwrap().is_ok());
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(error.is::<IdleTimeout>(), "{error}");
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
     }
 
     #[tokio::test(start_paused = true)]

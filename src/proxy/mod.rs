@@ -97,8 +97,16 @@ impl Upstream {
     /// 401 or a 5xx means). `Err(Failed)` also for a text body that cannot be rewritten
     /// (content-coded, or a 206 part): passing it on could hand the viewer the token.
     pub async fn forward(&self, request: &Forward<'_>) -> Result<Response<Body>, UpstreamError> {
-        let mut uri = format!("{}/{}/{}", self.origin, request.token, request.path);
-        if let Some(query) = request.query {
+        // Joined by hand, at its final size: the token makes this URI several hundred bytes
+        // long, which `format!` would grow into step by step.
+        let query = request.query.unwrap_or_default();
+        let mut uri = String::with_capacity(
+            self.origin.len() + request.token.len() + request.path.len() + query.len() + 3,
+        );
+        for part in [self.origin.as_str(), "/", request.token, "/", request.path] {
+            uri.push_str(part);
+        }
+        if request.query.is_some() {
             uri.push('?');
             uri.push_str(query);
         }
@@ -142,10 +150,12 @@ impl Upstream {
         }
         let mut headers =
             headers::downstream_response_headers(&parts.headers, request.token, !text);
-        let rewriter = Rewriter::new(&self.origin, request.token, request.video);
+        // Made only when something is to be rewritten: media with no `Location` (every
+        // segment and download) needs none.
+        let rewriter = || Rewriter::new(&self.origin, request.token, request.video);
         let location = parts.headers.get(LOCATION).and_then(|l| l.to_str().ok());
         if let Some(value) = location
-            .and_then(|l| rewriter.location(l))
+            .and_then(|l| rewriter().location(l))
             .and_then(|l| HeaderValue::try_from(l).ok())
         {
             headers.insert(LOCATION, value);
@@ -166,7 +176,7 @@ impl Upstream {
             self.settings.min_body_rate,
         );
         let body = if text && has_body {
-            Body::stream(RewriteBody::new(body, rewriter))
+            Body::stream(RewriteBody::new(body, rewriter()))
         } else {
             // Per frame, not per byte: media passes through as it came, without trailers
             // (which are headers no allow-list admits).
