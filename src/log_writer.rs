@@ -581,16 +581,22 @@ fn json_escaped(b: u8) -> bool {
     (b < 0x20) | (b == b'"') | (b == b'\\')
 }
 
-/// Whether any byte of `bytes` must be escaped in a JSON string. Sixteen bytes at a time, in
-/// a loop of fixed length that the compiler turns into vector compares.
+/// Whether any byte of `bytes` must be escaped in a JSON string.
 fn any_json_escaped(bytes: &[u8]) -> bool {
-    fn any_in(chunk: &[u8; 16]) -> bool {
+    any_byte(bytes, json_escaped)
+}
+
+/// Whether `escaped` holds for any byte of `bytes`. Sixteen bytes at a time, in a loop of
+/// fixed length that the compiler turns into vector compares.
+#[inline(always)]
+fn any_byte(bytes: &[u8], escaped: impl Fn(u8) -> bool + Copy) -> bool {
+    let any_in = |chunk: &[u8; 16]| {
         let mut any = false;
         for &b in chunk {
-            any |= json_escaped(b);
+            any |= escaped(b);
         }
         any
-    }
+    };
     let mut chunks = bytes.chunks_exact(16);
     for chunk in &mut chunks {
         if any_in(chunk.try_into().expect("16 bytes")) {
@@ -642,10 +648,8 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
 /// `value` quoted and escaped as Rust's `Debug` shows a string (what `tracing`'s text format
 /// writes for a `&str` field).
 fn debug_string(out: &mut Vec<u8>, value: &str) {
-    let simple = !value.bytes().fold(false, |any, b| {
-        any | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
-    });
-    if simple {
+    let escaped = |b: u8| !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\');
+    if !any_byte(value.as_bytes(), escaped) {
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
         out.push(b'"');
@@ -697,6 +701,25 @@ mod tests {
             }
         }
         assert!(!any_json_escaped("é ü ~ \u{7f} \u{2028}".as_bytes()));
+    }
+
+    #[test]
+    fn text_strings_are_quoted_as_debug_shows_them_whatever_the_position_of_an_escape() {
+        for len in 0..40 {
+            let plain = "a".repeat(len);
+            for at in 0..len {
+                for special in ['"', '\\', '\n', '\0', '\u{7f}', 'é'] {
+                    let mut value = plain.clone();
+                    value.replace_range(at..=at, &special.to_string());
+                    let mut out = Vec::new();
+                    debug_string(&mut out, &value);
+                    assert_eq!(out, format!("{value:?}").into_bytes(), "len {len} at {at}");
+                }
+            }
+            let mut out = Vec::new();
+            debug_string(&mut out, &plain);
+            assert_eq!(out, format!("{plain:?}").into_bytes());
+        }
     }
 
     /// A sink tests can read, and hold shut to fill the buffer.

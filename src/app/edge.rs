@@ -5,7 +5,9 @@
 //! the same context.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{self, Poll};
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
@@ -170,8 +172,15 @@ impl Handler for Edge {
                 // `response_timeout` can only be shorter); a proxied body is then bounded by
                 // the upstream's idle timeout and minimum rate (see `proxy::idle`).
                 let timeout = settings.request_timeout;
-                let served = gateway::serve(&snapshot, &mut ctx, route, &head, body);
-                match tokio::time::timeout(timeout, served).await {
+                let served =
+                    std::pin::pin!(gateway::serve(&snapshot, &mut ctx, route, &head, body));
+                match (Within {
+                    future: served,
+                    deadline: tokio::time::Instant::from_std(started) + timeout,
+                    timer: None,
+                })
+                .await
+                {
                     Ok(response) => response,
                     Err(_) => RequestError::Timeout(timeout).render(&Audience {
                         html: prefers_html(&head.headers),
@@ -204,6 +213,32 @@ impl Handler for Edge {
         }
         response.headers_mut().insert(REQUEST_ID, ctx.id);
         response
+    }
+}
+
+/// `future`'s output if it is ready by `deadline`, else `Err(())`. Unlike
+/// `tokio::time::timeout`, a future ready at its first poll (a cache hit's redirect) is
+/// answered without making a timer, which costs a clock read and a reference counted in the
+/// runtime's handle (written from every core); the timer is made, boxed, at the first
+/// `Pending`.
+struct Within<'a, F> {
+    future: Pin<&'a mut F>,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(output) = self.future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().poll(cx).map(Err)
     }
 }
 
