@@ -2,7 +2,7 @@
 //! concurrency.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -179,21 +179,42 @@ struct Job {
 /// How many signatures may wait for a signing thread before callers wait to enqueue.
 const QUEUE_CAPACITY: usize = 1024;
 
-/// Signs tokens with the active key on a small pool of dedicated threads.
+/// Signs tokens with the active key on a small pool of dedicated threads, and on the async
+/// workers while one of them at least stays free.
 ///
-/// RSA signing is CPU-bound (about 0.4 ms a token): it must not run on the async reactor,
-/// where a burst of misses would stall every other connection, and at most one signature per
-/// signing thread is in flight. Dedicated threads fed by a queue keep the cores busy between
-/// signatures, where a permit-plus-`spawn_blocking` per signature left gaps (see README's
-/// bench figures). The threads exit when the `Signer` is dropped.
+/// RSA signing is CPU-bound (about 0.4 ms a token). On the async workers alone, a burst of
+/// misses would hold every other connection behind it: each worker's queue fills with misses.
+/// So signatures go to dedicated threads fed by a queue (at most one in flight per thread),
+/// except that a worker may sign a miss itself while fewer than `workers - 1` other workers
+/// are signing: handing a signature to a thread and being woken for its result costs a miss
+/// about a tenth of its CPU, and with one worker always free the cached hits keep flowing
+/// (README "Benchmarks" has the measurements). A runtime with one worker never signs on it.
+/// The threads exit when the `Signer` is dropped.
 pub struct Signer {
     core: Arc<SigningCore>,
     jobs: mpsc::Sender<Job>,
+    /// Signatures being made on async workers now.
+    inline: AtomicUsize,
+    /// Signatures made on async workers so far.
+    inline_signed: AtomicU64,
+    /// The most made on async workers at once so far.
+    inline_peak: AtomicUsize,
+    /// How many may be (the runtime's workers minus one), learned at the first signature.
+    inline_limit: OnceLock<usize>,
+}
+
+/// Gives an async worker's signing turn back when dropped.
+struct InlineTurn<'a>(&'a AtomicUsize);
+
+impl Drop for InlineTurn<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Signer {
-    /// `keys[0]` signs new tokens; `threads` signing threads (min 1) bound the signatures in
-    /// flight.
+    /// `keys[0]` signs new tokens; `threads` signing threads (min 1), plus the runtime's
+    /// workers but one, bound the signatures in flight.
     ///
     /// # Panics
     /// When `keys` is empty (configuration validation guarantees at least one key) or a
@@ -231,7 +252,41 @@ impl Signer {
                 .spawn(move || sign_jobs(&core, &queue))
                 .expect("spawn a signing thread");
         }
-        Self { core, jobs }
+        Self {
+            core,
+            jobs,
+            inline: AtomicUsize::new(0),
+            inline_signed: AtomicU64::new(0),
+            inline_peak: AtomicUsize::new(0),
+            inline_limit: OnceLock::new(),
+        }
+    }
+
+    /// A turn to sign on this async worker, when the runtime has a worker to spare.
+    fn inline_turn(&self) -> Option<InlineTurn<'_>> {
+        let limit = *self.inline_limit.get_or_init(|| {
+            tokio::runtime::Handle::try_current().map_or(0, |runtime| {
+                runtime.metrics().num_workers().saturating_sub(1)
+            })
+        });
+        let before = self
+            .inline
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |signing| {
+                (signing < limit).then_some(signing + 1)
+            })
+            .ok()?;
+        self.inline_peak.fetch_max(before + 1, Ordering::Relaxed);
+        Some(InlineTurn(&self.inline))
+    }
+
+    /// Signatures on async workers: how many may be made at once (known after the first
+    /// signature), how many were made so far, and the most made at once.
+    pub fn inline(&self) -> (Option<usize>, u64, usize) {
+        (
+            self.inline_limit.get().copied(),
+            self.inline_signed.load(Ordering::Relaxed),
+            self.inline_peak.load(Ordering::Relaxed),
+        )
     }
 
     /// The key that signs new tokens.
@@ -289,6 +344,10 @@ impl Signer {
         settings: Arc<TokenSettings>,
         validity: Option<Validity>,
     ) -> Result<IssuedToken, SignError> {
+        if let Some(_turn) = self.inline_turn() {
+            self.inline_signed.fetch_add(1, Ordering::Relaxed);
+            return self.core.sign(&uid, &settings, validity);
+        }
         let (reply, result) = oneshot::channel();
         let job = Job {
             uid,
@@ -537,5 +596,46 @@ mod tests {
         assert!(issued.expires_at >= before + 3600 && issued.expires_at <= unix_now() + 3600);
         assert_eq!(issued.token.expose().split('.').count(), 3);
         assert_eq!(format!("{:?}", issued.token), "***");
+    }
+
+    /// Sign `count` tokens at once from tasks on the current runtime; every one must verify.
+    async fn sign_concurrently(signer: &Arc<Signer>, count: usize) {
+        let tasks: Vec<_> = (0..count)
+            .map(|n| {
+                let signer = Arc::clone(signer);
+                tokio::spawn(async move {
+                    let uid: VideoUid = format!("{n:032x}").parse().unwrap();
+                    signer.sign(uid, Arc::new(settings())).await.unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().token.expose().split('.').count(), 3);
+        }
+        assert_eq!(signer.signatures(), count as u64);
+    }
+
+    #[tokio::test]
+    async fn a_single_worker_never_signs_itself() {
+        let key = SigningKey::from_material(Some(FIXTURE_ID), FIXTURE_PEM).unwrap();
+        let signer = Arc::new(Signer::new(vec![key], Duration::from_secs(30), 2));
+        sign_concurrently(&signer, 8).await;
+        assert_eq!(signer.inline(), (Some(0), 0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn workers_sign_themselves_but_never_all_of_them_at_once() {
+        let key = SigningKey::from_material(Some(FIXTURE_ID), FIXTURE_PEM).unwrap();
+        let signer = Arc::new(Signer::new(vec![key], Duration::from_secs(30), 1));
+        sign_concurrently(&signer, 24).await;
+        let (limit, inline, peak) = signer.inline();
+        assert_eq!(limit, Some(2));
+        assert!(inline > 0, "no signature was made on a worker");
+        assert!((1..=2).contains(&peak), "{peak} signed on workers at once");
+        assert_eq!(
+            signer.inline.load(Ordering::Acquire),
+            0,
+            "every turn given back"
+        );
     }
 }
