@@ -167,6 +167,7 @@ fn token_cache(
         let reusable = same_keys(previous.cache.signer().keys(), &keys)
             && old.nbf_backdate == settings.nbf_backdate
             && old.max_signing_in_flight == settings.max_signing_in_flight
+            && old.sign_on_workers == settings.sign_on_workers
             && old.cache_capacity == settings.cache_capacity
             && old.min_remaining == settings.min_remaining;
         if reusable {
@@ -175,12 +176,15 @@ fn token_cache(
         }
     }
     // New keys (or cache settings): no token signed by a removed key survives.
-    let signer = Arc::new(Signer::with_clock(
-        keys,
-        settings.nbf_backdate,
-        settings.max_signing_in_flight,
-        fixed.clock.clone(),
-    ));
+    let signer = Arc::new(
+        Signer::with_clock(
+            keys,
+            settings.nbf_backdate,
+            settings.max_signing_in_flight,
+            fixed.clock.clone(),
+        )
+        .on_workers(settings.sign_on_workers),
+    );
     Arc::new(
         TokenCache::new(signer, settings.cache_capacity, settings.min_remaining)
             .with_sign_timeout(settings.request_timeout)
@@ -357,6 +361,7 @@ pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str>
         nbf_backdate: _,
         cache_capacity: _,
         max_signing_in_flight: _,
+        sign_on_workers: _,
         catalogue: _,
         identity: _,
         policy: _,

@@ -220,6 +220,11 @@ fn table(dir: &Path) -> Vec<Entry> {
             "signing:\n  max_in_flight: 3\n",
             Shows("max_signing_in_flight: 3"),
         ),
+        append(
+            "signing.on_workers",
+            "signing:\n  on_workers: false\n",
+            Shows("sign_on_workers: false"),
+        ),
         replace(
             "videos",
             "videos:\n",

@@ -610,12 +610,16 @@ fn default_capacity() -> u64 {
 pub struct RawSigning {
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Whether async workers may sign a miss themselves while one of them stays free.
+    #[serde(default = "default_true")]
+    pub on_workers: bool,
 }
 
 impl Default for RawSigning {
     fn default() -> Self {
         Self {
             max_in_flight: default_max_in_flight(),
+            on_workers: true,
         }
     }
 }

@@ -160,6 +160,8 @@ pub struct Settings {
     pub nbf_backdate: Duration,
     pub cache_capacity: u64,
     pub max_signing_in_flight: usize,
+    /// Async workers sign a miss themselves while one of them stays free (`signing.on_workers`).
+    pub sign_on_workers: bool,
     pub catalogue: Arc<Catalogue>,
     /// Who can sign in, and how.
     pub identity: IdentitySettings,

@@ -147,6 +147,7 @@ pub(super) fn validate(mut raw: RawConfig, check: &mut Checker<'_>, base_dir: &P
         nbf_backdate: raw.token.nbf_backdate.0,
         cache_capacity: raw.cache.capacity,
         max_signing_in_flight: raw.signing.max_in_flight,
+        sign_on_workers: raw.signing.on_workers,
         catalogue: Arc::new(catalogue),
         identity,
         policy: Arc::new(policy),

@@ -262,6 +262,16 @@ impl Signer {
         }
     }
 
+    /// This signer with signatures on the async workers allowed (the default) or not: when
+    /// not, every signature goes to the signing threads, and a burst of misses never takes a
+    /// worker from the cached hits.
+    pub fn on_workers(self, allowed: bool) -> Self {
+        if !allowed {
+            let _ = self.inline_limit.set(0);
+        }
+        self
+    }
+
     /// A turn to sign on this async worker, when the runtime has a worker to spare.
     fn inline_turn(&self) -> Option<InlineTurn<'_>> {
         let limit = *self.inline_limit.get_or_init(|| {
@@ -637,5 +647,13 @@ mod tests {
             0,
             "every turn given back"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn with_workers_kept_out_every_signature_goes_to_the_threads() {
+        let key = SigningKey::from_material(Some(FIXTURE_ID), FIXTURE_PEM).unwrap();
+        let signer = Arc::new(Signer::new(vec![key], Duration::from_secs(30), 2).on_workers(false));
+        sign_concurrently(&signer, 12).await;
+        assert_eq!(signer.inline(), (Some(0), 0, 0));
     }
 }
