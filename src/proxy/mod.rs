@@ -150,12 +150,15 @@ impl Upstream {
         }
         let mut headers =
             headers::downstream_response_headers(&parts.headers, request.token, !text);
-        // Made only when something is to be rewritten: media with no `Location` (every
-        // segment and download) needs none.
-        let rewriter = || Rewriter::new(&self.origin, request.token, request.video);
+        // Made once, and only when something is to be rewritten: media with no `Location`
+        // (every segment and download) needs none.
         let location = parts.headers.get(LOCATION).and_then(|l| l.to_str().ok());
+        let rewrites_body = text && has_body;
+        let rewriter = (rewrites_body || location.is_some())
+            .then(|| Rewriter::new(&self.origin, request.token, request.video));
         if let Some(value) = location
-            .and_then(|l| rewriter().location(l))
+            .zip(rewriter.as_ref())
+            .and_then(|(l, rewriter)| rewriter.location(l))
             .and_then(|l| HeaderValue::try_from(l).ok())
         {
             headers.insert(LOCATION, value);
@@ -175,8 +178,8 @@ impl Upstream {
             self.settings.idle_timeout,
             self.settings.min_body_rate,
         );
-        let body = if text && has_body {
-            Body::stream(RewriteBody::new(body, rewriter()))
+        let body = if let Some(rewriter) = rewriter.filter(|_| rewrites_body) {
+            Body::stream(RewriteBody::new(body, rewriter))
         } else {
             // Per frame, not per byte: media passes through as it came, without trailers
             // (which are headers no allow-list admits).
