@@ -129,7 +129,9 @@ fn claims_build(c: &mut Criterion) {
 }
 
 fn cache_hit(c: &mut Criterion) {
+    // Timers on: a miss is signed under the cache's `sign_timeout`.
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("a current-thread runtime");
     let signer = Arc::new(Signer::new(vec![fixture_key()], NBF_BACKDATE, 2));

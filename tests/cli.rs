@@ -1235,12 +1235,20 @@ async fn the_audit_trail_on_stderr_is_json_in_a_text_log_and_complete_on_sigterm
 
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(!logs.contains(&token), "a token in the log");
-    let events: Vec<serde_json::Value> = logs
+    let mut events: Vec<serde_json::Value> = logs
         .lines()
         .filter(|line| line.starts_with('{'))
         .map(|line| serde_json::from_str(line).expect("an event is one JSON object"))
         .collect();
     assert_eq!(events.len(), REQUESTS, "{logs}");
+    // Each worker's events are in order; two workers' are interleaved a batch at a time.
+    let number = |event: &serde_json::Value| {
+        let id = event["request_id"].as_str().expect("a request id");
+        id.strip_prefix("trail-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .expect("a request id of this test")
+    };
+    events.sort_by_key(number);
     for (i, event) in events.iter().enumerate() {
         assert_eq!(event["event"], "token");
         assert_eq!(event["request_id"], format!("trail-{i}").as_str());
