@@ -165,11 +165,13 @@ impl AuditTrail {
                 })
                 .members(&id.json)
                 .members(event.who)
-                .str("video", event.video_uid)
-                .str("alias", event.video_alias)
+                // Plain by construction: a uid is hex, an alias validated at load, a request
+                // id generated or kept only when plain.
+                .plain("video", event.video_uid)
+                .plain("alias", event.video_alias)
                 .str("rule", event.rule)
                 .ip("client", event.client)
-                .str("request_id", event.request_id)
+                .plain("request_id", event.request_id)
                 .members(event.via.members());
         };
         match &self.writer {

@@ -132,32 +132,63 @@ impl Shared {
 
     /// Append one whole line, or drop and count it when this thread's share is full.
     fn append(&self, line: &[u8]) {
+        self.write_line(|out| out.extend_from_slice(line));
+    }
+
+    /// Format one line with `write` straight into this thread's buffer (no copy of the line
+    /// afterwards), or drop and count it when this thread's share is full: not formatted at
+    /// all when the buffer is already full.
+    fn write_line(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let Some(slot) = self.slot() else {
-            // The writer has gone (the process is exiting): write directly.
-            let _ = io::stderr().write_all(line);
-            return;
+            return unbuffered(write);
         };
-        let mut bytes = slot.lock();
+        let bytes = slot.lock();
         if self.stop.load(Ordering::Acquire) {
             drop(bytes);
-            let _ = io::stderr().write_all(line);
-            return;
+            return unbuffered(write);
         }
         let before = bytes.len();
         let room = self.capacity / self.slot_count.load(Ordering::Relaxed).max(1);
-        if before + line.len() > room {
+        if before >= room {
             drop(bytes);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        bytes.extend_from_slice(line);
-        let crossed = before < self.wake_at && bytes.len() >= self.wake_at;
-        drop(bytes);
-        if crossed {
+        let mut line = Uncommitted { bytes, before };
+        write(&mut line.bytes);
+        let after = line.bytes.len();
+        if after > room {
+            drop(line);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        line.before = after;
+        drop(line);
+        if before < self.wake_at && after >= self.wake_at {
             *self.control() = true;
             self.wake.notify_one();
         }
     }
+}
+
+/// A line being formatted into a thread's buffer: cut back to `before` when dropped, so a
+/// line that does not fit (or whose formatting panicked) leaves nothing behind.
+struct Uncommitted<'a> {
+    bytes: Locked<'a, Vec<u8>>,
+    before: usize,
+}
+
+impl Drop for Uncommitted<'_> {
+    fn drop(&mut self) {
+        self.bytes.truncate(self.before);
+    }
+}
+
+/// A line formatted once the writer has gone (the process is exiting): written directly.
+fn unbuffered(write: impl FnOnce(&mut Vec<u8>)) {
+    let mut line = Vec::new();
+    write(&mut line);
+    let _ = io::stderr().write_all(&line);
 }
 
 /// The `MakeWriter` the log formatter writes through: cheap to clone, one buffer per process.
@@ -330,33 +361,16 @@ impl LogWriter {
     }
 }
 
-/// One JSON object line into `shared`, formatted in this thread's reused line buffer.
+/// One JSON object line into `shared`, formatted in place in this thread's buffer.
 fn json_event(shared: &Shared, fill: impl FnOnce(&mut Record<'_>)) {
-    with_line(|line| {
-        let mut record = Record {
-            out: line,
-            json: true,
-        };
+    shared.write_line(|out| {
+        let mut record = Record { out, json: true };
         record.out.extend_from_slice(b"{\"timestamp\":\"");
         timestamp(record.out, SystemTime::now());
         record.out.push(b'"');
         fill(&mut record);
         record.out.extend_from_slice(b"}\n");
-        shared.append(line);
     });
-}
-
-/// Run `write` over this thread's line buffer, emptied before and after.
-fn with_line(write: impl FnOnce(&mut Vec<u8>)) {
-    let mut line = LINE
-        .try_with(|line| std::mem::take(&mut *line.borrow_mut()))
-        .unwrap_or_default();
-    line.clear();
-    write(&mut line);
-    line.clear();
-    if line.capacity() <= 64 * 1024 {
-        let _ = LINE.try_with(|slot| *slot.borrow_mut() = line);
-    }
 }
 
 /// Where records formatted without `tracing` go: the same buffer and format as the subscriber's
@@ -386,16 +400,20 @@ pub fn direct() -> Option<&'static Direct> {
 
 impl Direct {
     /// Write one INFO record of `target` with `message` and the fields `fill` adds, stamped now.
-    pub fn info(&self, target: &str, message: &str, fill: impl FnOnce(&mut Record<'_>)) {
-        with_line(|line| {
+    pub fn info(
+        &self,
+        target: &'static str,
+        message: &'static str,
+        fill: impl FnOnce(&mut Record<'_>),
+    ) {
+        self.shared.write_line(|out| {
             let mut record = Record {
-                out: line,
+                out,
                 json: self.json,
             };
             record.start(SystemTime::now(), target, message);
             fill(&mut record);
             record.finish(target);
-            self.shared.append(line);
         });
     }
 
@@ -419,9 +437,12 @@ impl Record<'_> {
         if self.json {
             self.out.extend_from_slice(b"{\"timestamp\":\"");
             timestamp(self.out, now);
+            // A message is a fixed text of the code's, plain.
+            debug_assert!(is_plain(message), "a message that is not plain");
             self.out
-                .extend_from_slice(b"\",\"level\":\"INFO\",\"message\":");
-            json_string(self.out, message);
+                .extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"");
+            self.out.extend_from_slice(message.as_bytes());
+            self.out.push(b'"');
         } else {
             timestamp(self.out, now);
             self.out.extend_from_slice(b"  INFO ");
@@ -464,6 +485,35 @@ impl Record<'_> {
         } else {
             debug_string(self.out, value);
         }
+        self
+    }
+
+    /// A text field whose value is plain by construction (printable ASCII without `"` or
+    /// `\\`: a generated or validated request id, a video uid or alias, a fixed label):
+    /// written as [`Record::str`] writes it, without looking for escapes.
+    #[inline(always)]
+    pub fn plain(&mut self, name: &str, value: &str) -> &mut Self {
+        debug_assert!(is_plain(value), "`{name}` is not plain");
+        self.name(name);
+        self.out.push(b'"');
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.push(b'"');
+        self
+    }
+
+    /// [`Record::bare`] for a value that is plain and holds no space by construction (an
+    /// HTTP method: token characters only), without looking for escapes.
+    #[inline(always)]
+    pub fn plain_bare(&mut self, name: &str, value: &str) -> &mut Self {
+        debug_assert!(
+            is_plain(value) && !value.contains(' '),
+            "`{name}` is not plain"
+        );
+        if self.json {
+            return self.plain(name, value);
+        }
+        self.name(name);
+        self.out.extend_from_slice(value.as_bytes());
         self
     }
 
@@ -652,6 +702,13 @@ fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
             let _ = write!(out, "{}", humantime::format_rfc3339_micros(now));
         }
     }
+}
+
+/// Whether `value` needs no escape in either format: printable ASCII without `"` or `\\`.
+fn is_plain(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// Whether a byte must be escaped inside a JSON string.
@@ -909,6 +966,25 @@ mod tests {
         assert_eq!(kept + dropped, 40, "every line is written or counted");
         let expected: String = (0..kept).map(|i| format!("line {i:02}\n")).collect();
         assert_eq!(written, expected, "the first lines are kept, in order");
+    }
+
+    #[test]
+    fn a_record_larger_than_the_room_leaves_nothing_behind() {
+        static DROPPED_HERE: AtomicU64 = AtomicU64::new(0);
+        let sink = Sink::default();
+        let (writer, guard) = spawn_counted(sink.clone(), 64, &DROPPED_HERE, "test").unwrap();
+        // Formatted in place in the buffer, then found too long: cut back whole.
+        writer.json_event(|record| {
+            record.str("long", &"x".repeat(100));
+        });
+        writer.json_event(|record| {
+            record.u64("n", 1);
+        });
+        drop(guard);
+        assert_eq!(DROPPED_HERE.load(Ordering::Relaxed), 1);
+        let written = String::from_utf8(sink.written.lock().unwrap().clone()).unwrap();
+        assert_eq!(written.lines().count(), 1, "{written}");
+        assert!(written.ends_with(",\"n\":1}\n"), "{written}");
     }
 
     #[test]

@@ -337,13 +337,15 @@ impl<'a> AccessFields<'a> {
     ) {
         direct.info("streamgate::access", "request", |record| {
             record
-                .str("request_id", self.request_id)
-                .bare("method", self.method)
+                // Plain by construction: a request id is generated or kept only when plain
+                // (`request::id`), a method is token characters, `body` a fixed label.
+                .plain("request_id", self.request_id)
+                .plain_bare("method", self.method)
                 .str("path", self.path)
                 .u64("status", u64::from(self.status))
                 .millis("latency_ms", self.latency)
                 .millis("duration_ms", duration)
-                .str("body", body);
+                .plain("body", body);
             if let Some(bytes) = body_bytes {
                 record.u64("body_bytes", bytes);
             }
@@ -351,9 +353,11 @@ impl<'a> AccessFields<'a> {
                 .bool("truncated", body == "truncated")
                 .ip("peer", self.peer)
                 .ip("client", self.client)
-                .str("video", self.video)
+                // An alias is validated plain at load (`is_valid_alias`); a decision is a
+                // fixed label.
+                .plain("video", self.video)
                 .str("subject", self.subject)
-                .str("decision", self.decision)
+                .plain("decision", self.decision)
                 .str("rule", self.rule);
         });
     }
