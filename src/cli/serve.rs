@@ -79,11 +79,12 @@ pub(super) fn run(
         // Keep serving while load balancers notice /readyz and the connections told to
         // close go; a second signal cuts the drain short.
         let drain = app.drain_period();
+        // Begun before it is announced: whoever reads the line finds /readyz answering 503.
+        app.begin_drain();
         println!(
             "draining for {}: /readyz answers 503, connections are asked to close (signal again to stop now)",
             crate::config::human_duration(drain)
         );
-        app.begin_drain();
         tokio::select! {
             () = tokio::time::sleep(drain) => {}
             () = shutdown.recv() => {}
