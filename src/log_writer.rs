@@ -1,7 +1,7 @@
 //! Log lines written off the request path. Each line is formatted on the thread that logs it
 //! and appended to that thread's own bounded buffer; a writer thread of its own swaps the
 //! buffers out and writes them to the sink, every [`FLUSH_EVERY`] or as soon as one holds
-//! [`WAKE_AT_BYTES`], whichever comes first.
+//! [`WAKE_AT_BYTES`] (or half its share of the room, if less), whichever comes first.
 //!
 //! Nothing on the request path waits for the sink, makes a system call or wakes a thread per
 //! line: a line costs its formatting, a lock no other thread takes but the writer (every
@@ -148,7 +148,11 @@ impl Shared {
             return unbuffered(write);
         }
         let before = bytes.len();
-        let room = self.capacity / self.slot_count.load(Ordering::Relaxed).max(1);
+        let (room, wake_at) = share(
+            self.capacity,
+            self.slot_count.load(Ordering::Relaxed),
+            self.wake_at,
+        );
         if before >= room {
             drop(bytes);
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -164,11 +168,19 @@ impl Shared {
         }
         line.before = after;
         drop(line);
-        if before < self.wake_at && after >= self.wake_at {
+        if before < wake_at && after >= wake_at {
             *self.control() = true;
             self.wake.notify_one();
         }
     }
+}
+
+/// One thread's share of `capacity` among `slots` threads, and the mark at which its buffer
+/// wakes the writer: never above half the share, so that however many threads log, a busy
+/// thread wakes the writer well before its buffer is full.
+fn share(capacity: usize, slots: usize, wake_at: usize) -> (usize, usize) {
+    let room = capacity / slots.max(1);
+    (room, wake_at.min(room / 2).max(1))
 }
 
 /// A line being formatted into a thread's buffer: cut back to `before` when dropped, so a
@@ -966,6 +978,21 @@ mod tests {
         assert_eq!(kept + dropped, 40, "every line is written or counted");
         let expected: String = (0..kept).map(|i| format!("line {i:02}\n")).collect();
         assert_eq!(written, expected, "the first lines are kept, in order");
+    }
+
+    #[test]
+    fn a_small_share_wakes_the_writer_at_half_of_it() {
+        assert_eq!(
+            share(QUEUE_BYTES, 1, WAKE_AT_BYTES),
+            (QUEUE_BYTES, WAKE_AT_BYTES)
+        );
+        // 512 threads that log: 32 KiB each, woken at 16 KiB rather than at 256 KiB, which
+        // such a buffer would never reach.
+        assert_eq!(
+            share(QUEUE_BYTES, 512, WAKE_AT_BYTES),
+            (32 * 1024, 16 * 1024)
+        );
+        assert_eq!(share(64, 0, 32), (64, 32));
     }
 
     #[test]
