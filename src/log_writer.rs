@@ -466,9 +466,11 @@ impl Record<'_> {
 
     fn finish(&mut self, target: &str) {
         if self.json {
-            self.out.extend_from_slice(b",\"target\":");
-            json_string(self.out, target);
-            self.out.extend_from_slice(b"}\n");
+            // A target is a module path of the code's, plain.
+            debug_assert!(is_plain(target), "a target that is not plain");
+            self.out.extend_from_slice(b",\"target\":\"");
+            self.out.extend_from_slice(target.as_bytes());
+            self.out.extend_from_slice(b"\"}\n");
         } else {
             self.out.push(b'\n');
         }
