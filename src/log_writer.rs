@@ -452,9 +452,8 @@ impl Record<'_> {
             // A message is a fixed text of the code's, plain.
             debug_assert!(is_plain(message), "a message that is not plain");
             self.out
-                .extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"");
-            self.out.extend_from_slice(message.as_bytes());
-            self.out.push(b'"');
+                .extend_from_slice(b"\",\"level\":\"INFO\",\"message\":");
+            quoted(self.out, message.as_bytes());
         } else {
             timestamp(self.out, now);
             self.out.extend_from_slice(b"  INFO ");
@@ -468,9 +467,9 @@ impl Record<'_> {
         if self.json {
             // A target is a module path of the code's, plain.
             debug_assert!(is_plain(target), "a target that is not plain");
-            self.out.extend_from_slice(b",\"target\":\"");
-            self.out.extend_from_slice(target.as_bytes());
-            self.out.extend_from_slice(b"\"}\n");
+            self.out.extend_from_slice(b",\"target\":");
+            quoted(self.out, target.as_bytes());
+            self.out.extend_from_slice(b"}\n");
         } else {
             self.out.push(b'\n');
         }
@@ -509,9 +508,7 @@ impl Record<'_> {
     pub fn plain(&mut self, name: &str, value: &str) -> &mut Self {
         debug_assert!(is_plain(value), "`{name}` is not plain");
         self.name(name);
-        self.out.push(b'"');
-        self.out.extend_from_slice(value.as_bytes());
-        self.out.push(b'"');
+        quoted(self.out, value.as_bytes());
         self
     }
 
@@ -759,16 +756,22 @@ fn any_byte(bytes: &[u8], escaped: impl Fn(u8) -> bool + Copy) -> bool {
     any_in(&padded)
 }
 
+/// `value` between double quotes, as is: for a value that needs no escape in either format.
+#[inline(always)]
+fn quoted(out: &mut Vec<u8>, value: &[u8]) {
+    out.push(b'"');
+    out.extend_from_slice(value);
+    out.push(b'"');
+}
+
 /// `value` as a JSON string.
 fn json_string(out: &mut Vec<u8>, value: &str) {
-    out.push(b'"');
     let bytes = value.as_bytes();
     // Most values need no escape: one check, one copy.
     if !any_json_escaped(bytes) {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
+        return quoted(out, bytes);
     }
+    out.push(b'"');
     let mut plain = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if !json_escaped(b) {
@@ -799,9 +802,7 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
 fn debug_string(out: &mut Vec<u8>, value: &str) {
     let escaped = |b: u8| !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\');
     if !any_byte(value.as_bytes(), escaped) {
-        out.push(b'"');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'"');
+        quoted(out, value.as_bytes());
     } else {
         let _ = write!(out, "{value:?}");
     }
@@ -891,6 +892,16 @@ mod tests {
         }
     }
 
+    /// A writer over `sink` whose dropped lines are counted apart: other tests drop lines too.
+    fn spawn_own_counter(
+        sink: &Sink,
+        capacity: usize,
+    ) -> (LogWriter, LogGuard, &'static AtomicU64) {
+        let dropped: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let (writer, guard) = spawn_counted(sink.clone(), capacity, dropped, "test").unwrap();
+        (writer, guard, dropped)
+    }
+
     fn line(writer: &LogWriter, text: &str) {
         let mut line = writer.make_writer();
         line.write_all(text.as_bytes()).unwrap();
@@ -963,10 +974,8 @@ mod tests {
         let closed = sink.gate.lock().unwrap();
         // Room for 8 lines of 8 bytes; the writer blocks on the closed sink with its first
         // batch, so the buffer then fills and the rest are dropped, and no call here blocks.
-        // A counter of its own: other tests drop lines too.
-        static DROPPED_HERE: AtomicU64 = AtomicU64::new(0);
-        let (writer, guard) = spawn_counted(sink.clone(), 64, &DROPPED_HERE, "test").unwrap();
-        let dropped_lines = || DROPPED_HERE.load(Ordering::Relaxed);
+        let (writer, guard, dropped_here) = spawn_own_counter(&sink, 64);
+        let dropped_lines = || dropped_here.load(Ordering::Relaxed);
         let before = dropped_lines();
         for i in 0..40 {
             line(&writer, &format!("line {i:02}\n"));
@@ -999,9 +1008,8 @@ mod tests {
 
     #[test]
     fn a_record_larger_than_the_room_leaves_nothing_behind() {
-        static DROPPED_HERE: AtomicU64 = AtomicU64::new(0);
         let sink = Sink::default();
-        let (writer, guard) = spawn_counted(sink.clone(), 64, &DROPPED_HERE, "test").unwrap();
+        let (writer, guard, dropped_here) = spawn_own_counter(&sink, 64);
         // Formatted in place in the buffer, then found too long: cut back whole.
         writer.json_event(|record| {
             record.str("long", &"x".repeat(100));
@@ -1010,7 +1018,7 @@ mod tests {
             record.u64("n", 1);
         });
         drop(guard);
-        assert_eq!(DROPPED_HERE.load(Ordering::Relaxed), 1);
+        assert_eq!(dropped_here.load(Ordering::Relaxed), 1);
         let written = String::from_utf8(sink.written.lock().unwrap().clone()).unwrap();
         assert_eq!(written.lines().count(), 1, "{written}");
         assert!(written.ends_with(",\"n\":1}\n"), "{written}");
@@ -1023,10 +1031,8 @@ mod tests {
         // Room for 16 lines of 8 bytes in all. A second thread logs once (and exits), so
         // this thread's share is 8 lines; the writer may hold one more batch, blocked on the
         // closed sink. With the whole room to itself this thread would keep up to 32.
-        // A counter of its own: other tests drop lines too.
-        static DROPPED_HERE: AtomicU64 = AtomicU64::new(0);
-        let (writer, guard) = spawn_counted(sink.clone(), 128, &DROPPED_HERE, "test").unwrap();
-        let dropped_lines = || DROPPED_HERE.load(Ordering::Relaxed);
+        let (writer, guard, dropped_here) = spawn_own_counter(&sink, 128);
+        let dropped_lines = || dropped_here.load(Ordering::Relaxed);
         line(&writer, "main 00\n");
         std::thread::scope(|scope| {
             scope.spawn(|| line(&writer, "gone 00\n"));
