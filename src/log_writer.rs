@@ -987,8 +987,18 @@ mod tests {
         let written = String::from_utf8(sink.written.lock().unwrap().clone()).unwrap();
         let kept = written.lines().count() as u64;
         assert_eq!(kept + dropped, 40, "every line is written or counted");
-        let expected: String = (0..kept).map(|i| format!("line {i:02}\n")).collect();
-        assert_eq!(written, expected, "the first lines are kept, in order");
+        // The first 8 always fit; which later ones found room depends on when the writer
+        // took its batch, but what is kept is in order.
+        let first: String = (0..8).map(|i| format!("line {i:02}\n")).collect();
+        assert!(
+            written.starts_with(&first),
+            "the first lines are kept: {written}"
+        );
+        let numbers: Vec<u32> = written
+            .lines()
+            .map(|l| l.trim_start_matches("line ").parse().unwrap())
+            .collect();
+        assert!(numbers.is_sorted(), "kept lines in order: {written}");
     }
 
     #[test]
