@@ -445,7 +445,7 @@ impl<H: Handler> ConnectionTask<H> {
                 let in_flight = connection.request_started(http2);
                 let connection = connection.clone();
                 let handler = Arc::clone(&handler);
-                async move {
+                Eager::start(async move {
                     let mut response = handler.handle(req, peer).await;
                     // Draining: this response is the connection's last (HTTP/2 is sent GOAWAY
                     // by the connection's task instead).
@@ -458,7 +458,7 @@ impl<H: Handler> ConnectionTask<H> {
                         body,
                         _in_flight: in_flight,
                     }))
-                }
+                })
             })
         };
         let conn = builder.serve_connection(TokioIo::new(connection.watch(io)), service);
@@ -519,6 +519,49 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 /// A response body that keeps its connection busy until it is finished or dropped.
+/// A request's future, polled once as soon as hyper hands over the request rather than when
+/// hyper first polls it.
+///
+/// Between the two, hyper's HTTP/1 dispatcher reads from the socket to notice a client that
+/// hangs up mid-request, and it reads into the buffer the request head was parsed from. While
+/// the request (its path and header values are slices of that buffer) is alive, the buffer
+/// cannot be reused and hyper allocates a fresh 8 KiB one, past the allocator's per-thread
+/// cache, for every request on the connection. A cache hit is answered at its first poll, so
+/// polling it here drops the request before that read. A request that is not answered at once
+/// (a miss, a proxied request) is polled again, with the connection's waker, as soon as hyper
+/// polls this future: a future may be polled with a new waker at any time.
+enum Eager<F: Future> {
+    Done(Option<F::Output>),
+    Running(Pin<Box<F>>),
+}
+
+impl<F: Future> Eager<F> {
+    fn start(future: F) -> Self {
+        let mut future = Box::pin(future);
+        match future
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        {
+            Poll::Ready(output) => Self::Done(Some(output)),
+            Poll::Pending => Self::Running(future),
+        }
+    }
+}
+
+// The inner future is boxed, and the output is never pinned: only moved out.
+impl<F: Future> Unpin for Eager<F> {}
+
+impl<F: Future> Future for Eager<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.get_mut() {
+            Self::Done(output) => Poll::Ready(output.take().expect("polled after completion")),
+            Self::Running(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
 struct InFlightBody {
     body: Body,
     /// Held for its `Drop`.
@@ -570,5 +613,64 @@ impl Drop for OpenConnection {
         if let Some(metrics) = &self.metrics {
             metrics.connection_closed();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::task::Wake;
+
+    use super::*;
+
+    /// Counts its wakes.
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_future_ready_at_once_runs_and_drops_what_it_holds_before_it_is_polled() {
+        let held = Arc::new(());
+        let ran = Arc::new(AtomicBool::new(false));
+        let mut eager = Eager::start({
+            let held = Arc::clone(&held);
+            let ran = Arc::clone(&ran);
+            async move {
+                let _held = held;
+                ran.store(true, Ordering::SeqCst);
+                7
+            }
+        });
+        assert!(ran.load(Ordering::SeqCst), "run when started");
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "what it held is already dropped"
+        );
+        let waker = Arc::new(Counting(AtomicUsize::new(0))).into();
+        let polled = Pin::new(&mut eager).poll(&mut Context::from_waker(&waker));
+        assert_eq!(polled, Poll::Ready(7));
+    }
+
+    #[test]
+    fn a_pending_future_wakes_the_waker_it_was_polled_with_after_the_start() {
+        let (send, receive) = tokio::sync::oneshot::channel::<u32>();
+        let mut eager = Eager::start(async move { receive.await.unwrap_or(0) + 1 });
+        assert!(matches!(eager, Eager::Running(_)), "pending at the start");
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = Arc::clone(&counting).into();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(Pin::new(&mut eager).poll(&mut cx), Poll::Pending);
+        send.send(41).unwrap();
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            1,
+            "the later waker, not the start's, is woken"
+        );
+        assert_eq!(Pin::new(&mut eager).poll(&mut cx), Poll::Ready(42));
     }
 }
