@@ -17,9 +17,10 @@
 //!   re-executed) answering a 302 of the same size; `nginx`, nginx `return 302` of the same
 //!   size with its access log on (`buffer=64k`), when nginx is installed.
 //! - `miss` group: `miss`, every request a video no one asked for before (a copy of the
-//!   shipped config with 40,000 extra aliases, a fresh process per round), so every request
-//!   signs; `sign`, a bare hyper server (this binary, re-executed) that signs an RS256 token
-//!   per request with a key parsed once: the ceiling for `miss`.
+//!   shipped config with 40,000 extra aliases and 20,000 more for the unmeasured warm-up, a
+//!   fresh process per round), so every measured request signs; `sign`, a bare hyper server
+//!   (this binary, re-executed) that signs an RS256 token per request with a key parsed once:
+//!   the ceiling for `miss`.
 //! - `https` group: the gateway (the shipped config plus a `tls` block) against nginx
 //!   (`ssl_protocols TLSv1.2 TLSv1.3`), both with one ECDSA P-256 certificate made at run
 //!   time. `https` / `https nginx`: keep-alive hits over TLS 1.3 (wrk). `tls1.x full` and
@@ -59,6 +60,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const MISS_VIDEOS: usize = 40_000;
+/// Videos `w0` … for the misses' unmeasured warm-up (a second of it is about 4,000).
+const MISS_WARM_VIDEOS: usize = 20_000;
 /// The proxied files, below `/watch/large/` (gateway, nginx, hyper) or the token (emulator).
 const DOWNLOAD_PATH: &str = "downloads/default.mp4";
 const SEGMENT_PATH: &str = "manifest/seg_360p_0.ts";
@@ -344,7 +347,9 @@ done = function(summary, latency, requests)
 end
 "#;
 
-/// Every request a new video: `/watch/m<n>`, the threads taking alternate numbers.
+/// Every request a new video: `/watch/m<n>`, the threads taking alternate numbers. Given an
+/// argument (`-- w`), the videos are named by it instead (`/watch/w<n>`): the unmeasured
+/// warm-up asks for videos of its own, so that every measured request is still a first one.
 const MISS_SCRIPT: &str = r#"
 local threads = 0
 setup = function(thread)
@@ -353,10 +358,11 @@ setup = function(thread)
 end
 init = function(args)
   n = 0
+  prefix = args[1] or "m"
 end
 request = function()
   n = n + 1
-  return wrk.format(nil, "/watch/m" .. (n * 2 + id))
+  return wrk.format(nil, "/watch/" .. prefix .. (n * 2 + id))
 end
 "#;
 
@@ -592,12 +598,19 @@ http {{
             return path;
         }
         let shipped = self.shipped_config();
-        let mut videos = String::with_capacity(MISS_VIDEOS * 64);
+        let mut videos = String::with_capacity((MISS_VIDEOS + MISS_WARM_VIDEOS) * 64);
         for n in 0..MISS_VIDEOS {
             let _ = writeln!(
                 videos,
                 "  m{n}:\n    uid: {:032x}\n    tags: [public]",
                 0xabcd_0000_0000_0000_0000_0000_0000_0000_u128 + n as u128
+            );
+        }
+        for n in 0..MISS_WARM_VIDEOS {
+            let _ = writeln!(
+                videos,
+                "  w{n}:\n    uid: {:032x}\n    tags: [public]",
+                0xabce_0000_0000_0000_0000_0000_0000_0000_u128 + n as u128
             );
         }
         let config = replace_once(&shipped, "videos:\n", &format!("videos:\n{videos}"));
@@ -790,14 +803,34 @@ impl Server<'_> {
     fn wrk(&self, path: &str, headers: &[&str], script: Option<&str>) -> Measure {
         if script.is_none() {
             self.warm_up(path, headers);
-            // A second of the same load, not measured: a process's first second under load
-            // (its threads, buffers and caches growing) is not its steady state, and every
-            // server's first row paid it while the rows after it did not.
-            if self.bench.warm_seconds > 0 {
-                let _ = self.run_wrk(path, headers, self.bench.warm_seconds);
+        }
+        // A second of the same load, not measured: a process's first second under load
+        // (its threads, buffers and caches growing) is not its steady state, and every
+        // server's first row paid it while the rows after it did not. The misses' warm-up
+        // asks for videos of its own (`w<n>`), so the measured requests all still sign.
+        if self.bench.warm_seconds > 0 {
+            match script {
+                None => {
+                    let _ = self.run_wrk(path, headers, self.bench.warm_seconds);
+                }
+                Some(script) => self.run_wrk_script(path, script, "w", self.bench.warm_seconds),
             }
         }
         self.run_wrk_measured(path, headers, script)
+    }
+
+    /// wrk on `path` with `script` given `argument`, for `seconds`, unmeasured.
+    fn run_wrk_script(&self, path: &str, script: &str, argument: &str, seconds: u64) {
+        let script_path = self.bench.work.join("warm.lua");
+        std::fs::write(&script_path, script).unwrap();
+        let _ = self
+            .wrk_command(path, &[], seconds)
+            .arg("-s")
+            .arg(&script_path)
+            .arg("--")
+            .arg(argument)
+            .output()
+            .expect("wrk runs");
     }
 
     /// wrk on `path` for `seconds`, unmeasured.
