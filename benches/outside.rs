@@ -45,10 +45,12 @@
 //! the `https` group's nginx rows need nginx built with SSL, as distributions ship it).
 //! Environment:
 //! - `OUTSIDE_SECONDS`: length of each measurement, default 5;
-//! - `OUTSIDE_ROUNDS`: rounds, default 3; the table shows each row's median round;
+//! - `OUTSIDE_ROUNDS`: rounds, default 3; the table shows each row's median round, and each
+//!   ratio twice: from the two rows' median rounds, and as the median of the ratios taken
+//!   within each round (a target counts as met only when both meet it);
 //! - `OUTSIDE_CONNECTIONS`: wrk connections and handshake generator tasks, default 64;
 //! - `OUTSIDE_WARM_SECONDS`: an unmeasured wrk run of the same load before each plain-HTTP
-//!   row, default 1 (0 turns it off);
+//!   row (the misses' on videos of their own), default 1 (0 turns it off);
 //! - `OUTSIDE_ONLY`: a comma list of groups to run (`hit`, `miss`, `https`, `proxy`),
 //!   default all.
 
@@ -1269,20 +1271,41 @@ fn print_table(results: &[(&str, Vec<Measure>)], seconds: u64, rounds: usize, co
             m.server_cores,
         );
     }
-    println!("\n| ratio | value | CPU µs/req, a vs b | target | |");
-    println!("|---|---|---|---|---|");
+    // The same ratio taken within each round (its two rows measured minutes apart at most),
+    // then the median of those: a noisy neighbour that slows one round slows both sides.
+    let paired = |ratio: &Ratio| -> Option<f64> {
+        let (_, a) = results.iter().find(|(n, _)| *n == ratio.a)?;
+        let (_, b) = results.iter().find(|(n, _)| *n == ratio.b)?;
+        let mut values: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| (ratio.metric)(a) / (ratio.metric)(b))
+            .collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
+    println!("\n| ratio | value | median of the rounds' own | CPU µs/req, a vs b | target | |");
+    println!("|---|---|---|---|---|---|");
     for ratio in RATIOS {
         let (Some(a), Some(b)) = (median(ratio.a), median(ratio.b)) else {
             continue;
         };
         let value = (ratio.metric)(&a) / (ratio.metric)(&b);
+        let per_round = paired(ratio).unwrap_or(value);
+        // Met only when both measures meet it.
         let (target, met) = match ratio.target {
-            Target::AtLeast(bound) => (format!("≥ {bound:.2}"), verdict(value >= bound)),
-            Target::AtMost(bound) => (format!("≤ {bound:.2}"), verdict(value <= bound)),
+            Target::AtLeast(bound) => (
+                format!("≥ {bound:.2}"),
+                verdict(value >= bound, per_round >= bound),
+            ),
+            Target::AtMost(bound) => (
+                format!("≤ {bound:.2}"),
+                verdict(value <= bound, per_round <= bound),
+            ),
             Target::None => ("—".to_string(), ""),
         };
         println!(
-            "| {} | {value:.2} | {:.1} vs {:.1} | {target} | {met} |",
+            "| {} | {value:.2} | {per_round:.2} | {:.1} vs {:.1} | {target} | {met} |",
             ratio.what, a.cpu_us_per_request, b.cpu_us_per_request
         );
     }
@@ -1327,8 +1350,14 @@ fn print_table(results: &[(&str, Vec<Measure>)], seconds: u64, rounds: usize, co
     }
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "BELOW" }
+/// A target is met when the ratio of the median rounds and the median of the rounds' own
+/// ratios both meet it.
+fn verdict(by_medians: bool, by_rounds: bool) -> &'static str {
+    match (by_medians, by_rounds) {
+        (true, true) => "met",
+        (false, false) => "BELOW",
+        _ => "BELOW by one measure",
+    }
 }
 
 /// The reference servers, each as small as hyper allows.
