@@ -13,6 +13,7 @@
 //! GOAWAY, so clients move to other replicas without losing a request. Stopping: the listener
 //! closes, idle connections close, and in-flight requests get [`Limits::shutdown_deadline`].
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -440,25 +441,30 @@ impl<H: Handler> ConnectionTask<H> {
         let service = {
             let connection = connection.clone();
             let handler = Arc::clone(&self.handler);
+            // The last request's future's box, when it was answered at once (see `Eager`).
+            let spare = Cell::new(None);
             service_fn(move |req: Request<Incoming>| {
                 let http2 = req.version() == Version::HTTP_2;
                 let in_flight = connection.request_started(http2);
                 let connection = connection.clone();
                 let handler = Arc::clone(&handler);
-                Eager::start(async move {
-                    let mut response = handler.handle(req, peer).await;
-                    // Draining: this response is the connection's last (HTTP/2 is sent GOAWAY
-                    // by the connection's task instead).
-                    if !http2 && connection.phase() != Phase::Serving {
-                        response
-                            .headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    Ok::<_, Infallible>(response.map(|body| InFlightBody {
-                        body,
-                        _in_flight: in_flight,
-                    }))
-                })
+                Eager::start(
+                    async move {
+                        let mut response = handler.handle(req, peer).await;
+                        // Draining: this response is the connection's last (HTTP/2 is sent GOAWAY
+                        // by the connection's task instead).
+                        if !http2 && connection.phase() != Phase::Serving {
+                            response
+                                .headers_mut()
+                                .insert(CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        Ok::<_, Infallible>(response.map(|body| InFlightBody {
+                            body,
+                            _in_flight: in_flight,
+                        }))
+                    },
+                    &spare,
+                )
             })
         };
         let conn = builder.serve_connection(TokioIo::new(connection.watch(io)), service);
@@ -518,7 +524,6 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// A response body that keeps its connection busy until it is finished or dropped.
 /// A request's future, polled once as soon as hyper hands over the request rather than when
 /// hyper first polls it.
 ///
@@ -536,14 +541,27 @@ enum Eager<F: Future> {
 }
 
 impl<F: Future> Eager<F> {
-    fn start(future: F) -> Self {
-        let mut future = Box::pin(future);
-        match future
+    /// Poll `future` once, in the box `spare` holds if any: a future answered at once leaves
+    /// its box there for the connection's next request, so a connection of cache hits
+    /// allocates it once (a request's future is a few KiB, past the allocator's per-thread
+    /// cache). One still pending takes its box with it.
+    fn start(future: F, spare: &Cell<Option<Pin<Box<F>>>>) -> Self {
+        let mut boxed = match spare.take() {
+            Some(mut boxed) => {
+                boxed.as_mut().set(future);
+                boxed
+            }
+            None => Box::pin(future),
+        };
+        match boxed
             .as_mut()
             .poll(&mut Context::from_waker(std::task::Waker::noop()))
         {
-            Poll::Ready(output) => Self::Done(Some(output)),
-            Poll::Pending => Self::Running(future),
+            Poll::Ready(output) => {
+                spare.set(Some(boxed));
+                Self::Done(Some(output))
+            }
+            Poll::Pending => Self::Running(boxed),
         }
     }
 }
@@ -562,6 +580,7 @@ impl<F: Future> Future for Eager<F> {
     }
 }
 
+/// A response body that keeps its connection busy until it is finished or dropped.
 struct InFlightBody {
     body: Body,
     /// Held for its `Drop`.
@@ -636,15 +655,18 @@ mod tests {
     fn a_future_ready_at_once_runs_and_drops_what_it_holds_before_it_is_polled() {
         let held = Arc::new(());
         let ran = Arc::new(AtomicBool::new(false));
-        let mut eager = Eager::start({
-            let held = Arc::clone(&held);
-            let ran = Arc::clone(&ran);
-            async move {
-                let _held = held;
-                ran.store(true, Ordering::SeqCst);
-                7
-            }
-        });
+        let mut eager = Eager::start(
+            {
+                let held = Arc::clone(&held);
+                let ran = Arc::clone(&ran);
+                async move {
+                    let _held = held;
+                    ran.store(true, Ordering::SeqCst);
+                    7
+                }
+            },
+            &Cell::new(None),
+        );
         assert!(ran.load(Ordering::SeqCst), "run when started");
         assert_eq!(
             Arc::strong_count(&held),
@@ -659,7 +681,10 @@ mod tests {
     #[test]
     fn a_pending_future_wakes_the_waker_it_was_polled_with_after_the_start() {
         let (send, receive) = tokio::sync::oneshot::channel::<u32>();
-        let mut eager = Eager::start(async move { receive.await.unwrap_or(0) + 1 });
+        let mut eager = Eager::start(
+            async move { receive.await.unwrap_or(0) + 1 },
+            &Cell::new(None),
+        );
         assert!(matches!(eager, Eager::Running(_)), "pending at the start");
         let counting = Arc::new(Counting(AtomicUsize::new(0)));
         let waker = Arc::clone(&counting).into();
@@ -672,5 +697,49 @@ mod tests {
             "the later waker, not the start's, is woken"
         );
         assert_eq!(Pin::new(&mut eager).poll(&mut cx), Poll::Ready(42));
+    }
+
+    /// One request's future: answered at once, or when `wait` is sent.
+    async fn request(wait: Option<tokio::sync::oneshot::Receiver<u32>>) -> u32 {
+        match wait {
+            Some(wait) => wait.await.unwrap_or(0),
+            None => 1,
+        }
+    }
+
+    /// Where the box `spare` holds is.
+    fn address<F>(spare: &Cell<Option<Pin<Box<F>>>>) -> usize {
+        let boxed = spare.take().expect("a box is left");
+        let at = std::ptr::from_ref(&*boxed).addr();
+        spare.set(Some(boxed));
+        at
+    }
+
+    #[test]
+    fn a_future_answered_at_once_leaves_its_box_for_the_next_and_a_pending_one_takes_it() {
+        let spare = Cell::new(None);
+        assert!(matches!(
+            Eager::start(request(None), &spare),
+            Eager::Done(Some(1))
+        ));
+        let first = address(&spare);
+        assert!(matches!(
+            Eager::start(request(None), &spare),
+            Eager::Done(Some(1))
+        ));
+        assert_eq!(
+            address(&spare),
+            first,
+            "the second request reused the first's box"
+        );
+
+        let (send, receive) = tokio::sync::oneshot::channel();
+        let pending = Eager::start(request(Some(receive)), &spare);
+        assert!(matches!(pending, Eager::Running(_)));
+        assert!(
+            spare.take().is_none(),
+            "the pending request took the box with it"
+        );
+        drop(send);
     }
 }
