@@ -655,24 +655,28 @@ mod tests {
     fn a_future_ready_at_once_runs_and_drops_what_it_holds_before_it_is_polled() {
         let held = Arc::new(());
         let ran = Arc::new(AtomicBool::new(false));
+        let spare = Cell::new(None);
         let mut eager = Eager::start(
             {
                 let held = Arc::clone(&held);
                 let ran = Arc::clone(&ran);
                 async move {
-                    let _held = held;
+                    // Only borrowed: a capture the future never gives away.
+                    assert_eq!(Arc::strong_count(&held), 2);
                     ran.store(true, Ordering::SeqCst);
                     7
                 }
             },
-            &Cell::new(None),
+            &spare,
         );
         assert!(ran.load(Ordering::SeqCst), "run when started");
+        // The finished future, kept in its box for the next request, holds nothing.
         assert_eq!(
             Arc::strong_count(&held),
             1,
             "what it held is already dropped"
         );
+        assert!(spare.take().is_some(), "its box is kept");
         let waker = Arc::new(Counting(AtomicUsize::new(0))).into();
         let polled = Pin::new(&mut eager).poll(&mut Context::from_waker(&waker));
         assert_eq!(polled, Poll::Ready(7));
