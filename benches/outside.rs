@@ -311,6 +311,9 @@ struct Measure {
     errors: u64,
     /// For the handshake rows: the share of connections that resumed a session.
     resumed: Option<f64>,
+    /// The share of the machine's CPU time the hypervisor gave to others during the run
+    /// (steal, from `/proc/stat`): what a noisy neighbour took from this round.
+    steal: f64,
 }
 
 impl std::fmt::Display for Measure {
@@ -318,7 +321,7 @@ impl std::fmt::Display for Measure {
         write!(
             f,
             "{:>8.0} req/s  {:.1} MB/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  \
-             CPU {:.1} µs/req (client {:.1}, server {:.2} cores)",
+             CPU {:.1} µs/req (client {:.1}, server {:.2} cores)  steal {:.0} %",
             self.requests_per_sec,
             self.megabytes_per_sec,
             self.p50_ms,
@@ -327,6 +330,7 @@ impl std::fmt::Display for Measure {
             self.cpu_us_per_request,
             self.client_cpu_us_per_request,
             self.server_cores,
+            self.steal * 100.0,
         )?;
         if let Some(resumed) = self.resumed {
             write!(f, "  resumed {:.0} %", resumed * 100.0)?;
@@ -762,16 +766,23 @@ impl Server<'_> {
         self.pids.iter().map(|pid| cpu_ticks(*pid)).sum()
     }
 
-    /// Run `generator` to its end; the server's CPU ticks, the generator's, and the wall time.
-    fn measured(&self, generator: &mut Command) -> (Output, u64, u64, Duration) {
+    /// Run `generator` to its end; the server's CPU ticks, the generator's, the wall time and
+    /// the machine's steal share.
+    fn measured(&self, generator: &mut Command) -> (Output, Ticks) {
         let before = self.cpu_ticks();
         let children_before = children_cpu_ticks();
+        let machine_before = machine_ticks();
         let started = Instant::now();
         let output = generator.output().expect("the load generator runs");
         let wall = started.elapsed();
-        let server = self.cpu_ticks() - before;
-        let client = children_cpu_ticks() - children_before;
-        (output, server, client, wall)
+        let machine = machine_ticks().since(machine_before);
+        let ticks = Ticks {
+            server: self.cpu_ticks() - before,
+            client: children_cpu_ticks() - children_before,
+            wall,
+            steal: machine.steal as f64 / machine.total.max(1) as f64,
+        };
+        (output, ticks)
     }
 
     /// One request to `path` with `headers` before a plain-HTTP round without a script, so
@@ -864,7 +875,7 @@ impl Server<'_> {
         file.write_all(DONE_SCRIPT.as_bytes()).unwrap();
         let mut command = self.wrk_command(path, headers, self.bench.seconds);
         command.arg("-s").arg(&script_path);
-        let (output, server_ticks, client_ticks, wall) = self.measured(&mut command);
+        let (output, ticks) = self.measured(&mut command);
         let text = String::from_utf8_lossy(&output.stdout);
         let line = text
             .lines()
@@ -881,7 +892,7 @@ impl Server<'_> {
         self.measure(
             [fields[0], fields[5], fields[1], fields[2], fields[3]],
             fields[4] as u64 + non_3xx,
-            (server_ticks, client_ticks, wall),
+            ticks,
             None,
         )
     }
@@ -898,7 +909,7 @@ impl Server<'_> {
             .arg(self.bench.seconds.to_string())
             .arg(self.bench.connections.to_string())
             .arg(path);
-        let (output, server_ticks, client_ticks, wall) = self.measured(&mut command);
+        let (output, ticks) = self.measured(&mut command);
         let text = String::from_utf8_lossy(&output.stdout);
         let line = text
             .lines()
@@ -912,18 +923,22 @@ impl Server<'_> {
         self.measure(
             [fields[0], fields[6], fields[2], fields[3], fields[4]],
             fields[5] as u64,
-            (server_ticks, client_ticks, wall),
+            ticks,
             Some(fields[1] / fields[0].max(1.0)),
         )
     }
 
-    /// A measure from `[requests, bytes, p50 µs, p99 µs, p99.9 µs]` and `(server ticks,
-    /// client ticks, wall time)`.
+    /// A measure from `[requests, bytes, p50 µs, p99 µs, p99.9 µs]` and the run's ticks.
     fn measure(
         &self,
         [requests, bytes, p50_us, p99_us, p999_us]: [f64; 5],
         errors: u64,
-        (server_ticks, client_ticks, wall): (u64, u64, Duration),
+        Ticks {
+            server: server_ticks,
+            client: client_ticks,
+            wall,
+            steal,
+        }: Ticks,
         resumed: Option<f64>,
     ) -> Measure {
         let seconds = self.bench.seconds as f64;
@@ -941,6 +956,7 @@ impl Server<'_> {
             server_cores: server_ticks as f64 / ticks_per_sec / wall.as_secs_f64(),
             errors,
             resumed,
+            steal,
         }
     }
 
@@ -980,6 +996,49 @@ impl Drop for Server<'_> {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// What one measured run cost: the server's and the load generator's CPU ticks, its wall
+/// time, and the machine's steal share over it.
+struct Ticks {
+    server: u64,
+    client: u64,
+    wall: Duration,
+    steal: f64,
+}
+
+/// The machine's CPU time from the `cpu` line of `/proc/stat`: all of it, and the steal.
+#[derive(Clone, Copy)]
+struct MachineTicks {
+    total: u64,
+    steal: u64,
+}
+
+impl MachineTicks {
+    fn since(self, before: MachineTicks) -> MachineTicks {
+        MachineTicks {
+            total: self.total.saturating_sub(before.total),
+            steal: self.steal.saturating_sub(before.steal),
+        }
+    }
+}
+
+/// The machine's ticks now (zeros where `/proc/stat` cannot be read).
+fn machine_ticks() -> MachineTicks {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("cpu "))
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is also
+    // counted in user, so the total stops at steal.
+    MachineTicks {
+        total: fields.iter().take(8).sum(),
+        steal: fields.get(7).copied().unwrap_or(0),
     }
 }
 
@@ -1251,16 +1310,16 @@ fn print_table(results: &[(&str, Vec<Measure>)], seconds: u64, rounds: usize, co
     );
     println!(
         "| scenario | req/s | MB/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | \
-         client CPU µs/req | server cores | resumed |"
+         client CPU µs/req | server cores | steal | resumed |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, _) in results {
         let m = median(name).unwrap();
         let resumed = m
             .resumed
             .map_or(String::new(), |r| format!("{:.0} %", r * 100.0));
         println!(
-            "| {name} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {resumed} |",
+            "| {name} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.0} % | {resumed} |",
             m.requests_per_sec,
             m.megabytes_per_sec,
             m.p50_ms,
@@ -1269,6 +1328,22 @@ fn print_table(results: &[(&str, Vec<Measure>)], seconds: u64, rounds: usize, co
             m.cpu_us_per_request,
             m.client_cpu_us_per_request,
             m.server_cores,
+            m.steal * 100.0,
+        );
+    }
+    // How much of the machine a neighbour took: the ratios below are only as steady as this.
+    let mut steals: Vec<f64> = results
+        .iter()
+        .flat_map(|(_, all)| all)
+        .map(|m| m.steal)
+        .collect();
+    steals.sort_by(f64::total_cmp);
+    if let (Some(median), Some(max)) = (steals.get(steals.len() / 2), steals.last()) {
+        println!(
+            "\nsteal (CPU time the host gave to other guests) over the measured runs: median {:.0} %, \
+             highest {:.0} %",
+            median * 100.0,
+            max * 100.0
         );
     }
     // The same ratio taken within each round (its two rows measured minutes apart at most),
