@@ -78,6 +78,8 @@ impl Via {
 /// Who was given which token, for what.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenEvent<'a> {
+    /// When: the event's timestamp.
+    pub at: std::time::SystemTime,
     pub token: &'a IssuedToken,
     /// Whether the token was made for another request first (a cache hit).
     pub reused: bool,
@@ -175,8 +177,8 @@ impl AuditTrail {
                 .members(event.via.members());
         };
         match &self.writer {
-            Writer::Own(writer) => writer.json_event(fill),
-            Writer::Log(direct) => direct.json_event(fill),
+            Writer::Own(writer) => writer.json_event_at(event.at, fill),
+            Writer::Log(direct) => direct.json_event_at(event.at, fill),
         }
     }
 
@@ -288,6 +290,7 @@ mod tests {
 
     fn event(token: &IssuedToken, reused: bool) -> TokenEvent<'_> {
         TokenEvent {
+            at: std::time::SystemTime::now(),
             token,
             reused,
             who: r#""subject":"user:bob","source":"basic""#,

@@ -25,7 +25,6 @@ pub async fn serve(
     head: &Parts,
     body: Incoming,
 ) -> Response<Body> {
-    ctx.html = prefers_html(&head.headers);
     // A page on another site may call `/api/*` only from a listed origin.
     let (cors, refused) = if head.uri.path().starts_with("/api/") {
         match cors_of(snapshot, head) {
@@ -42,7 +41,7 @@ pub async fn serve(
     };
     let mut response = match answered {
         Ok(response) => response,
-        Err(error) => render(snapshot, ctx, &head.uri, error),
+        Err(error) => render(snapshot, head, error),
     };
     if let Some(cors) = &cors {
         cors::decorate(&mut response, cors);
@@ -112,15 +111,16 @@ fn cors_of(snapshot: &Snapshot, head: &Parts) -> Result<cors::Cors, RequestError
     )
 }
 
-/// The one place a refusal becomes a response (and is logged, once).
-fn render(snapshot: &Snapshot, ctx: &Context, uri: &Uri, error: RequestError) -> Response<Body> {
+/// The one place a refusal becomes a response (and is logged, once). Whether the client
+/// prefers HTML (a browser navigating) is read here, on refusals only.
+fn render(snapshot: &Snapshot, head: &Parts, error: RequestError) -> Response<Body> {
+    let html = prefers_html(&head.headers);
     // Only a browser being sent to sign in needs the original URL afterwards.
-    let login = ctx
-        .html
-        .then(|| login_location(&snapshot.settings, uri))
+    let login = html
+        .then(|| login_location(&snapshot.settings, &head.uri))
         .flatten();
     error.render(&Audience {
-        html: ctx.html,
+        html,
         challenges: &snapshot.challenges,
         login,
     })

@@ -369,16 +369,22 @@ impl Drop for Line<'_> {
 impl LogWriter {
     /// Append one JSON object, `{"timestamp":"<now>", <the fields fill adds>}`, as a line.
     pub fn json_event(&self, fill: impl FnOnce(&mut Record<'_>)) {
-        json_event(&self.shared, fill);
+        json_event(&self.shared, SystemTime::now(), fill);
+    }
+
+    /// [`LogWriter::json_event`] stamped `at` (a time the caller has already read).
+    pub fn json_event_at(&self, at: SystemTime, fill: impl FnOnce(&mut Record<'_>)) {
+        json_event(&self.shared, at, fill);
     }
 }
 
-/// One JSON object line into `shared`, formatted in place in this thread's buffer.
-fn json_event(shared: &Shared, fill: impl FnOnce(&mut Record<'_>)) {
+/// One JSON object line stamped `at` into `shared`, formatted in place in this thread's
+/// buffer.
+fn json_event(shared: &Shared, at: SystemTime, fill: impl FnOnce(&mut Record<'_>)) {
     shared.write_line(|out| {
         let mut record = Record { out, json: true };
         record.out.extend_from_slice(b"{\"timestamp\":\"");
-        timestamp(record.out, SystemTime::now());
+        timestamp(record.out, at);
         record.out.push(b'"');
         fill(&mut record);
         record.out.extend_from_slice(b"}\n");
@@ -418,21 +424,33 @@ impl Direct {
         message: &'static str,
         fill: impl FnOnce(&mut Record<'_>),
     ) {
+        self.info_at(SystemTime::now(), target, message, fill);
+    }
+
+    /// [`Direct::info`] stamped `at` (a time the caller has already read).
+    pub fn info_at(
+        &self,
+        at: SystemTime,
+        target: &'static str,
+        message: &'static str,
+        fill: impl FnOnce(&mut Record<'_>),
+    ) {
         self.shared.write_line(|out| {
             let mut record = Record {
                 out,
                 json: self.json,
             };
-            record.start(SystemTime::now(), target, message);
+            record.start(at, target, message);
             fill(&mut record);
             record.finish(target);
         });
     }
 
-    /// Append one JSON object line, as [`LogWriter::json_event`] does, whatever the log
-    /// format: for streams of events that share the log's sink (the audit trail on stderr).
-    pub fn json_event(&self, fill: impl FnOnce(&mut Record<'_>)) {
-        json_event(&self.shared, fill);
+    /// Append one JSON object line stamped `at`, as [`LogWriter::json_event_at`] does,
+    /// whatever the log format: for streams of events that share the log's sink (the audit
+    /// trail on stderr).
+    pub fn json_event_at(&self, at: SystemTime, fill: impl FnOnce(&mut Record<'_>)) {
+        json_event(&self.shared, at, fill);
     }
 }
 

@@ -251,6 +251,9 @@ const ACCESS_PATH_CHARS: usize = 1024;
 /// fields are escaped by the log format (quoted in text, JSON strings in JSON) and cut short
 /// here.
 struct AccessFields<'a> {
+    /// When the request arrived: the line is stamped that plus the time until the body
+    /// ended, with no read of the clock.
+    arrived: std::time::SystemTime,
     request_id: &'a str,
     method: &'a str,
     path: &'a str,
@@ -273,6 +276,7 @@ impl<'a> AccessFields<'a> {
         latency: Duration,
     ) -> Self {
         Self {
+            arrived: ctx.arrived,
             request_id: ctx.id.to_str().unwrap_or(""),
             method: head.method.as_str(),
             path: clip(head.uri.path(), ACCESS_PATH_CHARS),
@@ -335,36 +339,42 @@ impl<'a> AccessFields<'a> {
         body_bytes: Option<u64>,
         duration: Duration,
     ) {
-        direct.info("streamgate::access", "request", |record| {
-            record
-                // Plain by construction: a request id is generated or kept only when plain
-                // (`request::id`), a method is token characters, `body` a fixed label.
-                .plain("request_id", self.request_id)
-                .plain_bare("method", self.method)
-                .str("path", self.path)
-                .u64("status", u64::from(self.status))
-                .millis("latency_ms", self.latency)
-                .millis("duration_ms", duration)
-                .plain("body", body);
-            if let Some(bytes) = body_bytes {
-                record.u64("body_bytes", bytes);
-            }
-            record
-                .bool("truncated", body == "truncated")
-                .ip("peer", self.peer)
-                .ip("client", self.client)
-                // An alias is validated plain at load (`is_valid_alias`); a decision is a
-                // fixed label.
-                .plain("video", self.video)
-                .str("subject", self.subject)
-                .plain("decision", self.decision)
-                .str("rule", self.rule);
-        });
+        direct.info_at(
+            self.arrived + duration,
+            "streamgate::access",
+            "request",
+            |record| {
+                record
+                    // Plain by construction: a request id is generated or kept only when plain
+                    // (`request::id`), a method is token characters, `body` a fixed label.
+                    .plain("request_id", self.request_id)
+                    .plain_bare("method", self.method)
+                    .str("path", self.path)
+                    .u64("status", u64::from(self.status))
+                    .millis("latency_ms", self.latency)
+                    .millis("duration_ms", duration)
+                    .plain("body", body);
+                if let Some(bytes) = body_bytes {
+                    record.u64("body_bytes", bytes);
+                }
+                record
+                    .bool("truncated", body == "truncated")
+                    .ip("peer", self.peer)
+                    .ip("client", self.client)
+                    // An alias is validated plain at load (`is_valid_alias`); a decision is a
+                    // fixed label.
+                    .plain("video", self.video)
+                    .str("subject", self.subject)
+                    .plain("decision", self.decision)
+                    .str("rule", self.rule);
+            },
+        );
     }
 }
 
 /// [`AccessFields`] owned, for a line written when a streamed body ends.
 struct AccessLine {
+    arrived: std::time::SystemTime,
     request_id: String,
     method: http::Method,
     path: String,
@@ -381,6 +391,7 @@ struct AccessLine {
 impl AccessLine {
     fn new(fields: &AccessFields<'_>, method: &http::Method) -> Self {
         Self {
+            arrived: fields.arrived,
             request_id: fields.request_id.to_string(),
             method: method.clone(),
             path: fields.path.to_string(),
@@ -397,6 +408,7 @@ impl AccessLine {
 
     fn fields(&self) -> AccessFields<'_> {
         AccessFields {
+            arrived: self.arrived,
             request_id: &self.request_id,
             method: self.method.as_str(),
             path: &self.path,

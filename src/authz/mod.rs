@@ -89,6 +89,7 @@ impl Authorizer {
             video,
             settings: rule.grant().for_client(ctx.client),
             rule,
+            now: ctx.unix_second(),
         })
     }
 
@@ -135,7 +136,7 @@ impl Authorizer {
         ctx: &mut Context,
         video: &'a Video,
     ) -> Result<RuleMatch<'a>, RequestError> {
-        match self.policy.decide(&ctx.identity, video, unix_now()) {
+        match self.policy.decide(&ctx.identity, video, ctx.unix_second()) {
             Ok(rule) => {
                 ctx.verdict.decision = Some(Decision::Allow);
                 ctx.verdict.rule_index = Some(rule.rule_index());
@@ -209,6 +210,8 @@ pub struct Permit<'a> {
     rule: RuleMatch<'a>,
     /// The rule's shared settings, or settings bound to the viewer's address.
     settings: Cow<'a, Arc<TokenSettings>>,
+    /// The Unix second the request arrived in, which a cached token's life is judged by.
+    now: u64,
 }
 
 impl<'a> Permit<'a> {
@@ -268,7 +271,7 @@ impl<'a> Permit<'a> {
     async fn cached_token(&self, cache: &TokenCache) -> Result<Arc<IssuedToken>, RequestError> {
         let uid = self.video.uid;
         match &self.settings {
-            Cow::Borrowed(shared) => cache.token(uid, shared).await,
+            Cow::Borrowed(shared) => cache.token_at(uid, shared, self.now).await,
             Cow::Owned(for_viewer) => cache.token_unshared(uid, for_viewer).await,
         }
         .map_err(RequestError::Signing)

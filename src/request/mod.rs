@@ -6,6 +6,7 @@ pub mod id;
 pub mod route;
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 
@@ -22,14 +23,16 @@ pub type Decision = metrics::Outcome;
 pub struct Context {
     /// The request id (the client's when sane, else ours); returned in `X-Request-Id`.
     pub id: HeaderValue,
+    /// When the request arrived, by the system clock: the time its policy decision, cached
+    /// token and audit event are judged and stamped by, and its access line is stamped from
+    /// (each read of the clock cost about as much as a log field).
+    pub arrived: SystemTime,
     /// The socket peer.
     pub peer: SocketAddr,
     /// The viewer's address: the peer, or what a trusted hop vouches for. Computed once.
     pub client: IpAddr,
     /// The route's metrics label, from the one router.
     pub label: metrics::Route,
-    /// The client prefers HTML (a browser navigating), for refusals.
-    pub html: bool,
     /// Who is asking: anonymous until a handler identifies the caller.
     pub identity: Identity,
     /// What authorization decided, when it ran.
@@ -55,14 +58,21 @@ pub struct Verdict {
 }
 
 impl Context {
+    /// The Unix second the request arrived in.
+    pub fn unix_second(&self) -> u64 {
+        self.arrived
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+    }
+
     /// The context of a request from `peer` whose viewer is `client`.
     pub fn new(id: HeaderValue, peer: SocketAddr, client: IpAddr, label: metrics::Route) -> Self {
         Self {
             id,
+            arrived: SystemTime::now(),
             peer,
             client,
             label,
-            html: false,
             identity: Identity::Anonymous,
             verdict: Verdict::default(),
             address_limited: false,

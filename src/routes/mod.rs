@@ -86,6 +86,8 @@ pub(crate) fn audit_token(
         .map_or(crate::identity::ANONYMOUS_AUDIT_JSON, |p| p.audit_json());
     let video = permit.video();
     audit.token(&crate::audit::TokenEvent {
+        // Stamped with the request's arrival: the token is handed out within it.
+        at: ctx.arrived,
         token,
         reused: !token.first_hand_out(),
         who,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY};
 use http::request::Parts;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::Body;
 use crate::audit::Via;
@@ -18,6 +18,7 @@ use crate::error::RequestError;
 use crate::metrics::UpstreamErrorKind;
 use crate::proxy::{self, Forward, UpstreamError};
 use crate::request::Context;
+use crate::request::id::REQUEST_ID;
 use crate::request::route::{Resource, Target};
 use crate::snapshot::Snapshot;
 use crate::token::IssuedToken;
@@ -199,18 +200,20 @@ pub fn redirect(
     query: Option<&str>,
 ) -> Result<Response<Body>, RequestError> {
     if resource == Resource::Iframe && query.is_none() {
-        // The most common answer: built once per token, then shared.
-        let location = token
-            .player_location(origin, || location_value(origin, token, resource, None))
+        // The most common answer: its headers built once per token, then copied.
+        let headers = token
+            .player_redirect(origin, || {
+                location_value(origin, token, resource, None).map(found_headers)
+            })
             .ok_or(RequestError::Internal(
                 "redirect location is not a valid header value",
             ))?;
-        return Ok(found(location));
+        return Ok(found(headers));
     }
     let location = location_value(origin, token, resource, query).ok_or(RequestError::Internal(
         "redirect location is not a valid header value",
     ))?;
-    Ok(found(location))
+    Ok(found(found_headers(location)))
 }
 
 /// `<origin>/<token>/<resource>[?query]` as a header value. The origin, token (base64url)
@@ -239,15 +242,25 @@ fn location_value(
     HeaderValue::try_from(location).ok()
 }
 
-/// `302 Found` to `location`, never cached, never leaking the token through a Referer.
-fn found(location: HeaderValue) -> Response<Body> {
+/// `302 Found` with `headers` (from [`found_headers`]).
+fn found(headers: HeaderMap) -> Response<Body> {
     let mut response = Response::new(Body::new(Bytes::new()));
     *response.status_mut() = StatusCode::FOUND;
-    let headers = response.headers_mut();
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A redirect's headers: to `location`, never cached, never leaking the token through a
+/// Referer. `X-Request-Id` is there, empty, for the edge to fill as it does on every
+/// response: a map copied from a cached one has no spare room, and growing it for one more
+/// header cost more than the copy saved.
+fn found_headers(location: HeaderValue) -> HeaderMap {
+    let mut headers = HeaderMap::new();
     headers.insert(LOCATION, location);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    response
+    headers.insert(REQUEST_ID, HeaderValue::from_static(""));
+    headers
 }
 
 /// `302 Location: /watch/<video>/iframe[?query]`: in proxy mode the player page must be

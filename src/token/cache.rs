@@ -142,7 +142,51 @@ impl Expiry<TokenKey, Arc<IssuedToken>> for ReuseWindow {
 /// of the same claims within one second are byte-identical (the claims have no nonce), yet
 /// the second is a replacement for the first.
 fn same_token(a: &Arc<IssuedToken>, b: &Arc<IssuedToken>) -> bool {
-    Arc::ptr_eq(a, b)
+    a.same_as(b)
+}
+
+/// One thread's copy of the token in a hot slot, and the slot entry it was copied from.
+struct LocalHot {
+    source: Arc<Hot>,
+    token: Arc<IssuedToken>,
+}
+
+thread_local! {
+    /// This thread's copies of hot-slot tokens, by slot. A hit hands out the thread's copy,
+    /// not the shared token: counting a reference to the shared one (and to its redirect's
+    /// `Location`) wrote to cache lines every core writes, and those writes were the most
+    /// expensive instructions of a cache hit under load. A copy is valid while its slot
+    /// still holds the entry it was copied from (the copy keeps that entry alive, so its
+    /// address cannot be reused meanwhile): a new token or an eviction replaces the entry.
+    static LOCAL_HOT: std::cell::RefCell<Vec<Option<LocalHot>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This thread's copy of `hot`'s token (kept in slot `index`), made on the thread's first
+/// hit on `hot`; the shared token itself where thread-locals are gone (the thread is exiting).
+fn local_copy(index: usize, hot: &Arc<Hot>) -> Arc<IssuedToken> {
+    LOCAL_HOT
+        .try_with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            if local.len() != HOT_SLOTS {
+                local.resize_with(HOT_SLOTS, || None);
+            }
+            let entry = &mut local[index];
+            if let Some(held) = entry
+                && Arc::ptr_eq(&held.source, hot)
+            {
+                return Some(Arc::clone(&held.token));
+            }
+            let token = Arc::new(hot.token.copy_for_thread());
+            *entry = Some(LocalHot {
+                source: Arc::clone(hot),
+                token: Arc::clone(&token),
+            });
+            Some(token)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Arc::clone(&hot.token))
 }
 
 /// Counters for the cache; read with [`TokenCache::stats`].
@@ -246,14 +290,28 @@ impl TokenCache {
         uid: VideoUid,
         settings: &Arc<TokenSettings>,
     ) -> Result<Arc<IssuedToken>, Arc<SignError>> {
-        let slot = self.hot_slot(uid, settings);
+        self.token_at(uid, settings, crate::token::signer::unix_now())
+            .await
+    }
+
+    /// [`TokenCache::token`] for a request that arrived in Unix second `now` (by the system
+    /// clock; a manual clock still tells its own time): a hot token's life is judged by it,
+    /// without another read of the clock.
+    pub async fn token_at(
+        &self,
+        uid: VideoUid,
+        settings: &Arc<TokenSettings>,
+        now: u64,
+    ) -> Result<Arc<IssuedToken>, Arc<SignError>> {
+        let index = self.hot_index(uid, settings);
+        let slot = &self.hot[index];
         if let Some(hot) = &*slot.load()
             && hot.uid == uid
             && (Arc::ptr_eq(&hot.settings, settings) || *hot.settings == **settings)
-            && self.clock.now() < hot.serve_until
+            && self.clock.now_or(now) < hot.serve_until
         {
             self.hits.increment();
-            return Ok(Arc::clone(&hot.token));
+            return Ok(local_copy(index, hot));
         }
         let token = self.token_unshared(uid, settings).await?;
         // Take the slot unless another key's token is fresh there: two hot keys that share a
@@ -300,9 +358,13 @@ impl TokenCache {
     }
 
     fn hot_slot(&self, uid: VideoUid, settings: &TokenSettings) -> &ArcSwapOption<Hot> {
+        &self.hot[self.hot_index(uid, settings)]
+    }
+
+    fn hot_index(&self, uid: VideoUid, settings: &TokenSettings) -> usize {
         use std::hash::BuildHasher;
         let hash = self.hot_hasher.hash_one(TokenKeyRef { uid, settings });
-        &self.hot[hash as usize % HOT_SLOTS]
+        hash as usize % HOT_SLOTS
     }
 
     /// When a token stops being served: `min_remaining` before it expires, or when it
@@ -654,15 +716,15 @@ mod tests {
         cache.token(uid(4), &settings).await.unwrap();
         assert_eq!(cache.signer().signatures(), 1);
         let second = replaced(replace(&cache, 4, &settings, &first).await);
-        assert!(!Arc::ptr_eq(&second, &first));
+        assert!(!same_token(&second, &first));
         assert_eq!(cache.signer().signatures(), 2, "signed again once");
         // Every later request, from the hot slot or the cache, gets the replacement.
         let hot = cache.token(uid(4), &settings).await.unwrap();
         let behind = cache.token_unshared(uid(4), &settings).await.unwrap();
-        assert!(Arc::ptr_eq(&hot, &second) && Arc::ptr_eq(&behind, &second));
+        assert!(same_token(&hot, &second) && same_token(&behind, &second));
         // A late request refused with the first token gets the same replacement.
         let late = replaced(replace(&cache, 4, &settings, &first).await);
-        assert!(Arc::ptr_eq(&late, &second));
+        assert!(same_token(&late, &second));
         assert_eq!(cache.signer().signatures(), 2);
     }
 
@@ -687,12 +749,8 @@ mod tests {
             replacements.push(task.await.unwrap());
         }
         assert_eq!(cache.signer().signatures(), 2, "one token, one replacement");
-        assert!(
-            replacements
-                .iter()
-                .all(|t| Arc::ptr_eq(t, &replacements[0]))
-        );
-        assert!(!Arc::ptr_eq(&replacements[0], &refused));
+        assert!(replacements.iter().all(|t| same_token(t, &replacements[0])));
+        assert!(!same_token(&replacements[0], &refused));
     }
 
     #[tokio::test]
@@ -708,7 +766,7 @@ mod tests {
         }
         assert_eq!(cache.signer().signatures(), 2);
         let still = cache.token(uid(7), &settings).await.unwrap();
-        assert!(Arc::ptr_eq(&still, &second), "the replacement stays cached");
+        assert!(same_token(&still, &second), "the replacement stays cached");
 
         clock.advance(REFUSED_TOKEN_COOL_DOWN - Duration::from_secs(1));
         assert!(matches!(
@@ -717,7 +775,7 @@ mod tests {
         ));
         clock.advance(Duration::from_secs(1));
         let third = replaced(replace(&cache, 7, &settings, &second).await);
-        assert!(!Arc::ptr_eq(&third, &second));
+        assert!(!same_token(&third, &second));
         assert_eq!(cache.signer().signatures(), 3);
     }
 
@@ -732,18 +790,68 @@ mod tests {
         ));
         let replacement = replaced(replace(&cache, 8, &settings, &stale).await);
         assert!(
-            Arc::ptr_eq(&replacement, &current),
+            same_token(&replacement, &current),
             "the cached token is the answer"
         );
         assert_eq!(cache.signer().signatures(), 1);
         // That was no replacement: a refusal of the current token is its own, and replaced.
         let other = cache.token(uid(9), &settings).await.unwrap();
         let renewed = replaced(replace(&cache, 8, &settings, &current).await);
-        assert!(!Arc::ptr_eq(&renewed, &current));
+        assert!(!same_token(&renewed, &current));
         assert_eq!(cache.signer().signatures(), 3);
         // Other keys are not touched by a refusal.
         let still = cache.token(uid(9), &settings).await.unwrap();
-        assert!(Arc::ptr_eq(&other, &still));
+        assert!(same_token(&other, &still));
+    }
+
+    #[tokio::test]
+    async fn a_hot_hit_hands_out_this_threads_copy_and_a_token_is_first_handed_out_once() {
+        let cache = Arc::new(cache(Duration::from_secs(60)));
+        let settings = settings(3600, false);
+        // The miss hands out the shared token; the first hot hit on a thread makes that
+        // thread's copy, and later hits there get the same copy.
+        let signed = cache.token(uid(3), &settings).await.unwrap();
+        assert!(
+            signed.first_hand_out(),
+            "the signed token's hand-out is its first"
+        );
+        let copy = cache.token(uid(3), &settings).await.unwrap();
+        let again = cache.token(uid(3), &settings).await.unwrap();
+        assert!(
+            !Arc::ptr_eq(&copy, &signed),
+            "a hit gets this thread's copy"
+        );
+        assert!(
+            Arc::ptr_eq(&again, &copy),
+            "the copy is kept for the next hit"
+        );
+        assert!(same_token(&copy, &signed) && copy.expires_at == signed.expires_at);
+        assert_eq!(copy.key_id, signed.key_id);
+        assert_eq!(copy.audit_id().id, signed.audit_id().id);
+        assert!(
+            !copy.first_hand_out(),
+            "a hit on a handed-out token is a reuse"
+        );
+        // Another thread makes a copy of its own.
+        let (other_cache, other_settings) = (Arc::clone(&cache), Arc::clone(&settings));
+        let other = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(other_cache.token(uid(3), &other_settings))
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(!Arc::ptr_eq(&other, &copy) && same_token(&other, &copy));
+        assert!(!other.first_hand_out());
+        assert_eq!(cache.signer().signatures(), 1);
+        assert_eq!(cache.stats().hits, 3);
+        // A token put in a slot but never handed out: the first copy's hand-out is its first.
+        let unseen = cache.token(uid(4), &settings).await.unwrap();
+        let first_copy = cache.token(uid(4), &settings).await.unwrap();
+        assert!(first_copy.first_hand_out() && !unseen.first_hand_out());
+        assert!(!format!("{first_copy:?}").contains(first_copy.token.expose().as_str()));
     }
 
     #[tokio::test]
@@ -752,7 +860,7 @@ mod tests {
         let cache = cache(Duration::from_secs(60));
         let first = cache.token(uid(5), &settings(3600, true)).await.unwrap();
         let second = cache.token(uid(5), &settings(3600, true)).await.unwrap();
-        assert!(Arc::ptr_eq(&first, &second));
+        assert!(same_token(&first, &second));
         assert_eq!(cache.signer().signatures(), 1);
     }
 

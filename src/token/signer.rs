@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::sync::{Mutex, OnceLock};
 
-use http::HeaderValue;
+use http::HeaderMap;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,21 +38,28 @@ pub struct IssuedToken {
     pub token: Secret<String>,
     /// Unix second at which Stream stops accepting it.
     pub expires_at: u64,
-    /// `<origin>/<token>/iframe` as a header value, with the origin it was built for: made
-    /// on the first redirect and shared by every later one (a cache hit then copies no
-    /// token and validates no header bytes). Carries the token, so it is a secret too.
-    player_location: OnceLock<Secret<(Box<str>, HeaderValue)>>,
+    /// The player redirect's response headers (`Location: <origin>/<token>/iframe` and
+    /// those that go with it), with the origin they were built for: made on the first
+    /// redirect and copied by every later one (a cache hit then copies no token, validates
+    /// no header bytes and hashes no header name). Carries the token, so it is a secret too.
+    player_redirect: OnceLock<Secret<(Box<str>, HeaderMap)>>,
     /// The id of the key that signed it (empty for tokens made outside a signer).
     pub key_id: Box<str>,
     /// What the audit trail says of it, made on its first event.
     audit: OnceLock<AuditId>,
     /// Whether a request has been given it already (later ones reuse it).
     handed_out: AtomicBool,
+    /// Which signing this is: shared by the token's copies, different for every token made
+    /// (two signings of the same claims in the same second give equal strings).
+    serial: u64,
 }
+
+/// The next [`IssuedToken`]'s serial.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// How the audit trail names a token without revealing it: the first 12 hex digits of the
 /// SHA-256 of the token, and its expiry in RFC 3339.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AuditId {
     pub id: String,
     pub expires: String,
@@ -66,10 +73,11 @@ impl IssuedToken {
         Self {
             token: Secret::new(token),
             expires_at,
-            player_location: OnceLock::new(),
+            player_redirect: OnceLock::new(),
             key_id: Box::default(),
             audit: OnceLock::new(),
             handed_out: AtomicBool::new(false),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -77,6 +85,33 @@ impl IssuedToken {
     pub fn signed_by(mut self, key_id: &str) -> Self {
         self.key_id = key_id.into();
         self
+    }
+
+    /// A copy of this token for one thread's own use (see the token cache's hot slots): the
+    /// same token, whose reference count and redirect headers that thread alone writes. The
+    /// hand-out it is made for is this token's first if this token was never handed out;
+    /// every later one is a reuse.
+    pub fn copy_for_thread(&self) -> Self {
+        let first = self.first_hand_out();
+        let audit = OnceLock::new();
+        if let Some(id) = self.audit.get() {
+            let _ = audit.set(id.clone());
+        }
+        Self {
+            token: Secret::new(self.token.expose().clone()),
+            expires_at: self.expires_at,
+            player_redirect: OnceLock::new(),
+            key_id: self.key_id.clone(),
+            audit,
+            handed_out: AtomicBool::new(!first),
+            serial: self.serial,
+        }
+    }
+
+    /// Whether `self` and `other` are the same token (one may be the other's copy), not
+    /// merely equal strings.
+    pub fn same_as(&self, other: &IssuedToken) -> bool {
+        self.serial == other.serial
     }
 
     /// The token's id and expiry for the audit trail, computed once.
@@ -106,26 +141,27 @@ impl IssuedToken {
         !self.handed_out.load(Ordering::Relaxed) && !self.handed_out.swap(true, Ordering::Relaxed)
     }
 
-    /// The player's URL on `origin` for this token, built by `build` the first time (for
-    /// the first origin asked; another origin is built anew each time).
-    pub fn player_location(
+    /// The response headers of a redirect to the player on `origin` with this token, built
+    /// by `build` the first time (for the first origin asked; another origin is built anew
+    /// each time).
+    pub fn player_redirect(
         &self,
         origin: &str,
-        build: impl FnOnce() -> Option<HeaderValue>,
-    ) -> Option<HeaderValue> {
-        if let Some(cached) = self.player_location.get() {
-            let (cached_origin, location) = cached.expose();
+        build: impl FnOnce() -> Option<HeaderMap>,
+    ) -> Option<HeaderMap> {
+        if let Some(cached) = self.player_redirect.get() {
+            let (cached_origin, headers) = cached.expose();
             return if **cached_origin == *origin {
-                Some(location.clone())
+                Some(headers.clone())
             } else {
                 build()
             };
         }
-        let location = build()?;
+        let headers = build()?;
         let _ = self
-            .player_location
-            .set(Secret::new((origin.into(), location.clone())));
-        Some(location)
+            .player_redirect
+            .set(Secret::new((origin.into(), headers.clone())));
+        Some(headers)
     }
 
     /// How long from now the token is still valid (zero once expired).
@@ -458,6 +494,14 @@ impl Clock {
         }
     }
 
+    /// The time now, `system_now` being the system clock's (read by the caller).
+    pub fn now_or(&self, system_now: u64) -> u64 {
+        match self {
+            Clock::System => system_now,
+            Clock::Manual(secs) => secs.load(Ordering::Relaxed),
+        }
+    }
+
     /// How long from now until unix second `at` (zero once passed); to the nanosecond on
     /// the system clock.
     pub fn until(&self, at: u64) -> Duration {
@@ -496,16 +540,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_player_location_is_built_once_per_token_for_its_origin() {
+    fn the_player_redirect_is_built_once_per_token_for_its_origin() {
         let token = IssuedToken::new("a.b.c".into(), 10);
         let mut builds = 0;
         let mut location = |origin: &str| {
-            token
-                .player_location(origin, || {
+            let headers = token
+                .player_redirect(origin, || {
                     builds += 1;
-                    HeaderValue::try_from(format!("{origin}/a.b.c/iframe")).ok()
+                    let mut headers = HeaderMap::new();
+                    let location = format!("{origin}/a.b.c/iframe").try_into().ok()?;
+                    headers.insert(http::header::LOCATION, location);
+                    Some(headers)
                 })
-                .unwrap()
+                .unwrap();
+            headers[http::header::LOCATION].clone()
         };
         assert_eq!(location("https://o"), "https://o/a.b.c/iframe");
         assert_eq!(location("https://o"), "https://o/a.b.c/iframe");
