@@ -431,6 +431,37 @@ fn hash_password_reads_stdin_and_prints_an_argon2id_hash() {
 }
 
 #[test]
+fn sign_prints_only_the_token_first_when_it_generates_the_development_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config().replace(
+        &format!("  - id: {FIXTURE_KID}\n    file: "),
+        "  - file: generated-key.json\n    generate_if_missing: true\n    # was: ",
+    );
+    assert!(config.contains("generate_if_missing"), "{config}");
+    let path = write_config(dir.path(), "config.yaml", &config);
+    let output = streamgate()
+        .args(["--config", &path, "sign", "intro"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(dir.path().join("generated-key.json").exists());
+    // `TOKEN=$(streamgate sign intro | head -1)` gets the token, not the notice.
+    let token = stdout.lines().next().unwrap();
+    assert_eq!(
+        decode_claims_unverified(token)["sub"],
+        VIDEO_UID,
+        "{stdout}"
+    );
+    assert!(!stdout.contains("generated"), "{stdout}");
+    assert!(
+        stderr.contains("generated a development signing key"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn sign_prints_a_token_and_its_player_url() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "config.yaml", &gateway_config());

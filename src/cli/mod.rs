@@ -253,7 +253,9 @@ fn load_reporting(
     }
     let (keys, report) = load_signing_keys(&settings, missing).map_err(config_failure)?;
     for path in report.generated {
-        println!(
+        // A notice, on stderr: what a command prints on stdout (a token, a key document) is
+        // its answer, for scripts to read.
+        eprintln!(
             "generated a development signing key in Cloudflare's format (id, pem, jwk): {}",
             path.display()
         );
