@@ -177,8 +177,8 @@ impl AuditTrail {
                 .members(event.via.members());
         };
         match &self.writer {
-            Writer::Own(writer) => writer.json_event_at(event.at, fill),
-            Writer::Log(direct) => direct.json_event_at(event.at, fill),
+            Writer::Own(writer) => writer.json_event(event.at, fill),
+            Writer::Log(direct) => direct.json_event(event.at, fill),
         }
     }
 

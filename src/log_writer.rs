@@ -367,13 +367,9 @@ impl Drop for Line<'_> {
 // === records formatted here, without `tracing` ===
 
 impl LogWriter {
-    /// Append one JSON object, `{"timestamp":"<now>", <the fields fill adds>}`, as a line.
-    pub fn json_event(&self, fill: impl FnOnce(&mut Record<'_>)) {
-        json_event(&self.shared, SystemTime::now(), fill);
-    }
-
-    /// [`LogWriter::json_event`] stamped `at` (a time the caller has already read).
-    pub fn json_event_at(&self, at: SystemTime, fill: impl FnOnce(&mut Record<'_>)) {
+    /// Append one JSON object, `{"timestamp":"<at>", <the fields fill adds>}`, as a line
+    /// (`at` is a time the caller has read: the clock is not read again here).
+    pub fn json_event(&self, at: SystemTime, fill: impl FnOnce(&mut Record<'_>)) {
         json_event(&self.shared, at, fill);
     }
 }
@@ -417,18 +413,9 @@ pub fn direct() -> Option<&'static Direct> {
 }
 
 impl Direct {
-    /// Write one INFO record of `target` with `message` and the fields `fill` adds, stamped now.
+    /// Write one INFO record of `target` with `message` and the fields `fill` adds, stamped
+    /// `at` (a time the caller has read).
     pub fn info(
-        &self,
-        target: &'static str,
-        message: &'static str,
-        fill: impl FnOnce(&mut Record<'_>),
-    ) {
-        self.info_at(SystemTime::now(), target, message, fill);
-    }
-
-    /// [`Direct::info`] stamped `at` (a time the caller has already read).
-    pub fn info_at(
         &self,
         at: SystemTime,
         target: &'static str,
@@ -446,10 +433,10 @@ impl Direct {
         });
     }
 
-    /// Append one JSON object line stamped `at`, as [`LogWriter::json_event_at`] does,
-    /// whatever the log format: for streams of events that share the log's sink (the audit
-    /// trail on stderr).
-    pub fn json_event_at(&self, at: SystemTime, fill: impl FnOnce(&mut Record<'_>)) {
+    /// Append one JSON object line stamped `at`, as [`LogWriter::json_event`] does, whatever
+    /// the log format: for streams of events that share the log's sink (the audit trail on
+    /// stderr).
+    pub fn json_event(&self, at: SystemTime, fill: impl FnOnce(&mut Record<'_>)) {
         json_event(&self.shared, at, fill);
     }
 }
@@ -1039,10 +1026,10 @@ mod tests {
         let sink = Sink::default();
         let (writer, guard, dropped_here) = spawn_own_counter(&sink, 64);
         // Formatted in place in the buffer, then found too long: cut back whole.
-        writer.json_event(|record| {
+        writer.json_event(SystemTime::now(), |record| {
             record.str("long", &"x".repeat(100));
         });
-        writer.json_event(|record| {
+        writer.json_event(SystemTime::now(), |record| {
             record.u64("n", 1);
         });
         drop(guard);
@@ -1120,18 +1107,23 @@ mod tests {
             shared: Arc::clone(&writer.shared),
             json,
         };
-        direct.info("streamgate::access", "request", |record| {
-            record
-                .str("request_id", "abc")
-                .bare("method", "GET")
-                .str("path", tricky)
-                .u64("status", 302)
-                .millis("latency_ms", Duration::from_nanos(1_321_064))
-                .u64("body_bytes", 42)
-                .bool("truncated", false)
-                .ip("peer", peer)
-                .ip("client", "192.0.2.7".parse().unwrap());
-        });
+        direct.info(
+            SystemTime::now(),
+            "streamgate::access",
+            "request",
+            |record| {
+                record
+                    .str("request_id", "abc")
+                    .bare("method", "GET")
+                    .str("path", tricky)
+                    .u64("status", 302)
+                    .millis("latency_ms", Duration::from_nanos(1_321_064))
+                    .u64("body_bytes", 42)
+                    .bool("truncated", false)
+                    .ip("peer", peer)
+                    .ip("client", "192.0.2.7".parse().unwrap());
+            },
+        );
         drop(writer.make_writer());
         drop(guard);
         let written = String::from_utf8(sink.written.lock().unwrap().clone()).unwrap();

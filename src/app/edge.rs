@@ -339,7 +339,7 @@ impl<'a> AccessFields<'a> {
         body_bytes: Option<u64>,
         duration: Duration,
     ) {
-        direct.info_at(
+        direct.info(
             self.arrived + duration,
             "streamgate::access",
             "request",
