@@ -172,13 +172,13 @@ impl Handler for Edge {
                 // `response_timeout` can only be shorter); a proxied body is then bounded by
                 // the upstream's idle timeout and minimum rate (see `proxy::idle`).
                 let timeout = settings.request_timeout;
-                let served =
-                    std::pin::pin!(gateway::serve(&snapshot, &mut ctx, route, &head, body));
-                match (Within {
-                    future: served,
-                    deadline: tokio::time::Instant::from_std(started) + timeout,
-                    timer: None,
-                })
+                let deadline = tokio::time::Instant::from_std(started) + timeout;
+                // Made inside `Within`, which is awaited in place: the request's future holds
+                // one copy of the route's future, not a second for a pinned temporary.
+                match Within::new(
+                    gateway::serve(&snapshot, &mut ctx, route, &head, body),
+                    deadline,
+                )
                 .await
                 {
                     Ok(response) => response,
@@ -216,26 +216,40 @@ impl Handler for Edge {
     }
 }
 
-/// `future`'s output if it is ready by `deadline`, else `Err(())`. Unlike
-/// `tokio::time::timeout`, a future ready at its first poll (a cache hit's redirect) is
-/// answered without making a timer, which costs a clock read and a reference counted in the
-/// runtime's handle (written from every core); the timer is made, boxed, at the first
-/// `Pending`.
-struct Within<'a, F> {
-    future: Pin<&'a mut F>,
-    deadline: tokio::time::Instant,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+pin_project_lite::pin_project! {
+    /// `future`'s output if it is ready by `deadline`, else `Err(())`. Unlike
+    /// `tokio::time::timeout`, a future ready at its first poll (a cache hit's redirect) is
+    /// answered without making a timer, which costs a clock read and a reference counted in
+    /// the runtime's handle (written from every core); the timer is made, boxed, at the first
+    /// `Pending`.
+    struct Within<F> {
+        #[pin]
+        future: F,
+        deadline: tokio::time::Instant,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
 }
 
-impl<F: Future> Future for Within<'_, F> {
+impl<F> Within<F> {
+    fn new(future: F, deadline: tokio::time::Instant) -> Self {
+        Self {
+            future,
+            deadline,
+            timer: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Within<F> {
     type Output = Result<F::Output, ()>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(output) = self.future.as_mut().poll(cx) {
+    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        let deadline = self.deadline;
-        let timer = self
+        let deadline = *this.deadline;
+        let timer = this
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         timer.as_mut().poll(cx).map(Err)

@@ -699,7 +699,15 @@ mod tests {
         assert_eq!(basic.verifications(), 1);
         let second = basic.verify(&credentials, ADDRESS).await.unwrap();
         assert_eq!(basic.verifications(), 1);
-        assert!(Arc::ptr_eq(&first, &second));
+        // The same caller, answered with this thread's copy of the cached principal.
+        assert_eq!(first.label(), second.label());
+        assert_eq!(first.groups, second.groups);
+        let third = basic.verify(&credentials, ADDRESS).await.unwrap();
+        assert_eq!(basic.verifications(), 1);
+        assert!(
+            Arc::ptr_eq(&second, &third),
+            "the thread's copy is made once"
+        );
     }
 
     #[tokio::test]

@@ -77,6 +77,21 @@ impl IssuerSource {
     }
 }
 
+/// A thread's copy of a principal: the same caller, in an allocation whose reference count
+/// only that thread writes (see [`hot::HotSlots`]).
+impl hot::ThreadCopy for Arc<Principal> {
+    fn copy_for_thread(&self) -> Self {
+        Arc::new(Principal {
+            kind: self.kind.clone(),
+            name: Arc::clone(&self.name),
+            groups: self.groups.clone(),
+            claims: self.claims.clone(),
+            label: self.label.clone(),
+            audit_json: self.audit_json.clone(),
+        })
+    }
+}
+
 impl Principal {
     /// A principal with `groups` sorted and deduplicated.
     pub fn new(
@@ -430,7 +445,10 @@ impl Authenticator {
             }
             (Credential::Basic(_), _, _) => Err(self.unsupported("Basic")),
             (Credential::Jwt(token), _, _) => match &self.jwt {
-                Some(jwt) => Box::pin(jwt.verify(token)).await,
+                Some(jwt) => match jwt.recent(token) {
+                    Ok(principal) => Ok(principal),
+                    Err(cache_key) => Box::pin(jwt.verify_keyed(token, cache_key)).await,
+                },
                 None => Err(AuthError::InvalidApiKey),
             },
         }

@@ -313,7 +313,9 @@ impl TokenCache {
             self.hits.increment();
             return Ok(local_copy(index, hot));
         }
-        let token = self.token_unshared(uid, settings).await?;
+        // Boxed: a miss's future (the cache's single-flight insert, the signer) is a few
+        // hundred bytes that every hit's future would otherwise carry and move.
+        let token = Box::pin(self.token_unshared(uid, settings)).await?;
         // Take the slot unless another key's token is fresh there: two hot keys that share a
         // slot then do not evict each other on every request (the second is served by the
         // cache behind).

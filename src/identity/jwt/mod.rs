@@ -173,11 +173,28 @@ impl JwtVerifier {
     /// Verify a token and name its subject. Repeat calls with the same token are answered
     /// from the cache until the token (or the issuer's `cache_ttl`) expires.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
-        let cache_key = self.hasher.digest(&[token.as_bytes()]);
-        let now = Instant::now();
-        if let Some(principal) = self.hot.get(&cache_key, now) {
-            return Ok(principal);
+        match self.recent(token) {
+            Ok(principal) => Ok(principal),
+            Err(cache_key) => self.verify_keyed(token, cache_key).await,
         }
+    }
+
+    /// The principal of `token` when a recent verification is remembered in a hot slot,
+    /// without awaiting anything; else `Err` with the token's cache key, for
+    /// [`JwtVerifier::verify_keyed`]. A repeat caller is answered here, so callers box only
+    /// the rest (whose future is large).
+    pub fn recent(&self, token: &str) -> Result<Arc<Principal>, [u8; 32]> {
+        let cache_key = self.hasher.digest(&[token.as_bytes()]);
+        self.hot.get(&cache_key, Instant::now()).ok_or(cache_key)
+    }
+
+    /// [`JwtVerifier::verify`] past the hot slots, for the key [`JwtVerifier::recent`] gave.
+    pub async fn verify_keyed(
+        &self,
+        token: &str,
+        cache_key: [u8; 32],
+    ) -> Result<Arc<Principal>, AuthError> {
+        let now = Instant::now();
         if let Some(hit) = self.cache.get(&cache_key).await {
             self.hot
                 .put(cache_key, Arc::clone(&hit.principal), hit.until);
