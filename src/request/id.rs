@@ -53,9 +53,11 @@ fn hex_request_id(prefix: u32, slot: u64, n: u64) -> HeaderValue {
     let value = (u128::from(prefix) << 64)
         | (u128::from(slot & 0xffff) << 48)
         | u128::from(n & 0xffff_ffff_ffff);
+    // Two digits per byte of the low 12 bytes: a loop over bytes, not 24 shifts of a u128.
     let mut id = [0u8; 24];
-    for (i, digit) in id.iter_mut().rev().enumerate() {
-        *digit = HEX[((value >> (4 * i)) & 0xf) as usize];
+    for (pair, byte) in id.chunks_exact_mut(2).zip(&value.to_be_bytes()[4..]) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }

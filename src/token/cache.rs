@@ -363,9 +363,16 @@ impl TokenCache {
         &self.hot[self.hot_index(uid, settings)]
     }
 
+    /// The slot for `uid` under `settings`, placed by the settings' address rather than
+    /// their contents: a rule's shared settings are one allocation for the life of its
+    /// policy, and hashing the contents (access rules included) cost more than the rest of
+    /// the lookup. Equal settings from two allocations may take two slots; a slot's entry is
+    /// still checked by contents (see [`TokenCache::token_at`]), so the index only places.
     fn hot_index(&self, uid: VideoUid, settings: &TokenSettings) -> usize {
         use std::hash::BuildHasher;
-        let hash = self.hot_hasher.hash_one(TokenKeyRef { uid, settings });
+        let hash = self
+            .hot_hasher
+            .hash_one((uid, std::ptr::from_ref(settings).addr()));
         hash as usize % HOT_SLOTS
     }
 
