@@ -4,7 +4,8 @@
 //! generator's from this process's waited-for children (`/proc/self/stat`).
 //!
 //! Scenarios, in groups, measured in alternating rounds so that a noisy neighbour slows both
-//! sides of a ratio alike:
+//! sides of a ratio alike (the hit group's servers in an order rotated each round, so that
+//! none is always first or last):
 //! - `hit` group: `hit`, `GET /watch/welcome` with one token reused (anonymous; like every
 //!   gateway row, with the shipped token audit trail writing an event per request);
 //!   `hit no trail`, the same with the `audit_trail` section removed (what the trail costs);
@@ -70,6 +71,18 @@ const SEGMENT_PATH: &str = "manifest/seg_360p_0.ts";
 /// The public video the proxy group fetches: the emulator's large-body video.
 const PROXY_VIDEO: &str = "large";
 
+/// The servers of the hit group, each started, measured and stopped in turn.
+#[derive(Clone, Copy)]
+enum HitStep {
+    /// The shipped config: `hit`, `hit-basic` and `hit-jwt` on one process.
+    Shipped,
+    NoTrail,
+    NoAccessLog,
+    TextLog,
+    Minimal,
+    Nginx,
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // Re-executed as one of the reference servers or the handshake generator.
@@ -121,41 +134,68 @@ fn main() {
     for round in 1..=rounds {
         eprintln!("round {round}/{rounds}");
         if let (true, Some(location)) = (groups.hit, &location) {
-            let gateway = bench.gateway("config.yaml", &bench.work.join("config.yaml"));
-            gateway.location("/watch/welcome"); // signs the one token the hits reuse
-            record("hit", gateway.wrk("/watch/welcome", &[], None));
-            record(
-                "hit-basic",
-                gateway.wrk("/watch/keynote", &[&basic_header()], None),
-            );
-            record(
-                "hit-jwt",
-                gateway.wrk("/watch/keynote", &[&jwt_cookie(&bench.root)], None),
-            );
-            drop(gateway);
-            let untrailed = bench.gateway("no-trail.yaml", &bench.work.join("no-trail.yaml"));
-            untrailed.location("/watch/welcome");
-            record("hit no trail", untrailed.wrk("/watch/welcome", &[], None));
-            drop(untrailed);
-            let unlogged =
-                bench.gateway("no-access-log.yaml", &bench.work.join("no-access-log.yaml"));
-            unlogged.location("/watch/welcome");
-            record(
-                "hit no access log",
-                unlogged.wrk("/watch/welcome", &[], None),
-            );
-            drop(unlogged);
-            let text = bench.gateway_logging("text.yaml", &bench.work.join("config.yaml"), "text");
-            text.location("/watch/welcome");
-            record("hit text log", text.wrk("/watch/welcome", &[], None));
-            drop(text);
-            let minimal = bench.reference("--serve-minimal", &[location]);
-            record("hyper", minimal.wrk("/watch/welcome", &[], None));
-            drop(minimal);
+            // The servers in an order rotated each round, so that none is always measured
+            // first (right after the round before's last group) or last.
+            let mut steps = vec![
+                HitStep::Shipped,
+                HitStep::NoTrail,
+                HitStep::NoAccessLog,
+                HitStep::TextLog,
+                HitStep::Minimal,
+            ];
             if nginx {
-                let nginx = bench.nginx_redirect(location, None);
-                record("nginx", nginx.wrk("/watch/welcome", &[], None));
-                drop(nginx);
+                steps.push(HitStep::Nginx);
+            }
+            let turn = (round - 1) % steps.len();
+            steps.rotate_left(turn);
+            for step in steps {
+                match step {
+                    HitStep::Shipped => {
+                        let gateway = bench.gateway("config.yaml", &bench.work.join("config.yaml"));
+                        gateway.location("/watch/welcome"); // signs the one token the hits reuse
+                        record("hit", gateway.wrk("/watch/welcome", &[], None));
+                        record(
+                            "hit-basic",
+                            gateway.wrk("/watch/keynote", &[&basic_header()], None),
+                        );
+                        record(
+                            "hit-jwt",
+                            gateway.wrk("/watch/keynote", &[&jwt_cookie(&bench.root)], None),
+                        );
+                    }
+                    HitStep::NoTrail => {
+                        let untrailed =
+                            bench.gateway("no-trail.yaml", &bench.work.join("no-trail.yaml"));
+                        untrailed.location("/watch/welcome");
+                        record("hit no trail", untrailed.wrk("/watch/welcome", &[], None));
+                    }
+                    HitStep::NoAccessLog => {
+                        let unlogged = bench
+                            .gateway("no-access-log.yaml", &bench.work.join("no-access-log.yaml"));
+                        unlogged.location("/watch/welcome");
+                        record(
+                            "hit no access log",
+                            unlogged.wrk("/watch/welcome", &[], None),
+                        );
+                    }
+                    HitStep::TextLog => {
+                        let text = bench.gateway_logging(
+                            "text.yaml",
+                            &bench.work.join("config.yaml"),
+                            "text",
+                        );
+                        text.location("/watch/welcome");
+                        record("hit text log", text.wrk("/watch/welcome", &[], None));
+                    }
+                    HitStep::Minimal => {
+                        let minimal = bench.reference("--serve-minimal", &[location]);
+                        record("hyper", minimal.wrk("/watch/welcome", &[], None));
+                    }
+                    HitStep::Nginx => {
+                        let nginx = bench.nginx_redirect(location, None);
+                        record("nginx", nginx.wrk("/watch/welcome", &[], None));
+                    }
+                }
             }
         }
         if groups.miss {
