@@ -173,6 +173,7 @@ impl Handler for Edge {
                 // the upstream's idle timeout and minimum rate (see `proxy::idle`).
                 let timeout = settings.request_timeout;
                 let deadline = tokio::time::Instant::from_std(started) + timeout;
+                ctx.deadline = Some(deadline);
                 // Made inside `Within`, which is awaited in place: the request's future holds
                 // one copy of the route's future, not a second for a pinned temporary.
                 match Within::new(

@@ -43,6 +43,10 @@ pub struct Context {
     /// Whether this request's access-log line is written: fields that cost something to fill
     /// (the video's alias) are filled only then.
     pub logged: bool,
+    /// When the request's response head is due (`limits.request_timeout` after arrival), set
+    /// by the edge. Reading the body ends at this same instant, so a body that never arrives
+    /// is always the client's timeout (408), never the gateway's (503).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// What authorization decided, and by which rule.
@@ -77,6 +81,7 @@ impl Context {
             verdict: Verdict::default(),
             address_limited: false,
             logged: false,
+            deadline: None,
         }
     }
 }

@@ -29,7 +29,7 @@ pub async fn get_signed_url(
     body: Incoming,
 ) -> Result<Response<Body>, RequestError> {
     require_json(&head.headers)?;
-    let bytes = read_body(snapshot, &head.headers, body).await?;
+    let bytes = read_body(snapshot, ctx.deadline, &head.headers, body).await?;
 
     let request: GetSignedUrlRequest = serde_json::from_slice(&bytes).map_err(|error| {
         if error.is_data() {
@@ -62,9 +62,13 @@ pub async fn get_signed_url(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// The request body, within `limits.max_body_bytes` (413) and `limits.request_timeout` (408).
+/// The request body, within `limits.max_body_bytes` (413) and by `deadline` (the request's,
+/// else `limits.request_timeout` from now) (408). The request's own deadline is the one its
+/// response head is due by: both timers fire together, and the body's is polled first, so a
+/// body that never arrives is answered 408 whatever the scheduling.
 pub(super) async fn read_body(
     snapshot: &Snapshot,
+    deadline: Option<tokio::time::Instant>,
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Bytes, RequestError> {
@@ -76,10 +80,9 @@ pub(super) async fn read_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(RequestError::PayloadTooLarge { limit });
     }
-    let read = tokio::time::timeout(
-        snapshot.settings.request_timeout,
-        Limited::new(body, limit).collect(),
-    );
+    let deadline =
+        deadline.unwrap_or_else(|| tokio::time::Instant::now() + snapshot.settings.request_timeout);
+    let read = tokio::time::timeout_at(deadline, Limited::new(body, limit).collect());
     Ok(read
         .await
         .map_err(|_| RequestError::BodyTimeout(snapshot.settings.request_timeout))?

@@ -102,7 +102,7 @@ async fn token(
             "this gateway does not mint tokens for account {account_id}"
         )));
     }
-    let bytes = super::api::read_body(snapshot, &head.headers, body).await?;
+    let bytes = super::api::read_body(snapshot, ctx.deadline, &head.headers, body).await?;
     let requested = TokenRequest::parse(&bytes)?;
 
     let permit = snapshot.authz.authorize(ctx, video_id, Target::Player)?;
