@@ -346,6 +346,55 @@ async fn a_user_name_is_refused_from_any_address_after_the_allowed_failures_unti
 }
 
 #[tokio::test]
+async fn a_remembered_password_is_refused_while_its_address_or_user_name_is_in_backoff() {
+    let gateway = TestGateway::start_with(&config("")).await;
+    let app = gateway.app();
+    let alice = basic_auth("alice", ALICE_PASSWORD);
+    let bob = basic_auth("bob", BOB_PASSWORD);
+    // Both sign in once, from where they will be refused later: their checks are remembered,
+    // and a repeat is answered without another.
+    redirect_location(&watch_as(gateway.origin(), &alice, VIEWER).await, "alice");
+    redirect_location(&watch_as(gateway.origin(), &bob, ATTACKER).await, "bob");
+    redirect_location(
+        &watch_as(gateway.origin(), &bob, ATTACKER).await,
+        "bob again",
+    );
+    assert_eq!(verifications(app), 2);
+
+    // alice's name is guessed at once from each of five addresses: the name is in backoff,
+    // no address is. Her remembered password is refused as a check would be.
+    let wrong = basic_auth("alice", "wrong password");
+    for i in 0..ALLOWED {
+        let address = format!("192.0.2.{}", 10 + i);
+        let response = watch_as(gateway.origin(), &wrong, &address).await;
+        assert_error(&response, 401, "wrong password");
+    }
+    let refused = watch_as(gateway.origin(), &alice, VIEWER).await;
+    assert_error(&refused, 429, "too many failed sign-ins for this user name");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+
+    // The attacker's address guesses another name five times: the address is in backoff,
+    // and bob's remembered password is refused from it, but not from elsewhere.
+    let mallory = basic_auth("mallory", "guess");
+    for _ in 0..ALLOWED {
+        let response = watch_as(gateway.origin(), &mallory, ATTACKER).await;
+        assert_error(&response, 401, "wrong password");
+    }
+    let refused = watch_as(gateway.origin(), &bob, ATTACKER).await;
+    assert_error(&refused, 429, "too many failed sign-ins from this address");
+    redirect_location(
+        &watch_as(gateway.origin(), &bob, VIEWER).await,
+        "bob elsewhere",
+    );
+    assert_eq!(throttled(app, "user"), 1);
+    assert_eq!(throttled(app, "address"), 1);
+    // Only the wrong passwords were checked since; the refused and the remembered ones ran
+    // no check.
+    assert_eq!(verifications(app), 2 + 2 * ALLOWED);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
 async fn wrong_api_keys_put_their_address_in_backoff_too() {
     let gateway = TestGateway::start_with(&config("")).await;
     let app = gateway.app();

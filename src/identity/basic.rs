@@ -117,14 +117,17 @@ pub struct BasicCredentials {
     /// `user:password`.
     decoded: Secret<String>,
     colon: usize,
+    /// The base64 they were decoded from, trimmed: what a remembered check is found by.
+    encoded: Secret<String>,
 }
 
 impl BasicCredentials {
     /// Decode the part of `Authorization: Basic ...` after the scheme. `Err` when it is not
     /// base64 of UTF-8 `user:password`.
     pub fn decode(credentials_b64: &str) -> Result<Self, AuthError> {
+        let encoded = credentials_b64.trim_ascii();
         let decoded = base64::engine::general_purpose::STANDARD
-            .decode(credentials_b64.trim())
+            .decode(encoded)
             .map_err(|_| AuthError::MalformedAuthorization(MALFORMED))?;
         let decoded =
             String::from_utf8(decoded).map_err(|_| AuthError::MalformedAuthorization(MALFORMED))?;
@@ -134,6 +137,7 @@ impl BasicCredentials {
         Ok(Self {
             decoded: Secret::new(decoded),
             colon,
+            encoded: Secret::new(encoded.to_owned()),
         })
     }
 
@@ -249,14 +253,21 @@ impl BasicUsers {
         self.verify_credentials(&credentials, client, &Open).await
     }
 
-    /// The principal of `credentials` when a recent check is remembered in a hot slot: no
-    /// await and no allocation, for the common case of a repeat caller.
-    pub fn cached(&self, credentials: &BasicCredentials) -> Option<Arc<Principal>> {
-        let key = self.hasher.digest(&[
-            credentials.user().as_bytes(),
-            credentials.password().as_bytes(),
-        ]);
-        self.hot.get(&key, Instant::now())
+    /// What a check of `credentials_b64` (the part of `Authorization: Basic ...` after the
+    /// scheme) is remembered by: a keyed hash of the credentials as sent, so that a repeat
+    /// caller is found before they are decoded. The base64 alphabet and its padding are
+    /// strict (`decode`), so one user name and password have one key.
+    fn key(&self, credentials_b64: &str) -> [u8; 32] {
+        self.hasher
+            .digest(&[credentials_b64.trim_ascii().as_bytes()])
+    }
+
+    /// The principal of `credentials_b64` (not yet decoded) when a recent check is
+    /// remembered in a hot slot: no await, no allocation and no decoding, for the common case
+    /// of a repeat caller. `Err` carries the key for [`BasicUsers::verify_keyed`].
+    pub fn recent(&self, credentials_b64: &str) -> Result<Arc<Principal>, [u8; 32]> {
+        let key = self.key(credentials_b64);
+        self.hot.get(&key, Instant::now()).ok_or(key)
     }
 
     /// Verify decoded `credentials` sent from `client`. A full check asks `gate` once it has
@@ -268,8 +279,19 @@ impl BasicUsers {
         client: IpAddr,
         gate: &dyn Gate,
     ) -> Result<Arc<Principal>, AuthError> {
+        let key = self.key(credentials.encoded.expose());
+        self.verify_keyed(credentials, key, client, gate).await
+    }
+
+    /// [`BasicUsers::verify_credentials`] with the key [`BasicUsers::recent`] computed.
+    pub async fn verify_keyed(
+        &self,
+        credentials: &BasicCredentials,
+        key: [u8; 32],
+        client: IpAddr,
+        gate: &dyn Gate,
+    ) -> Result<Arc<Principal>, AuthError> {
         let (name, password) = (credentials.user(), credentials.password());
-        let key = self.hasher.digest(&[name.as_bytes(), password.as_bytes()]);
         let now = Instant::now();
         if let Some(principal) = self.hot.get(&key, now) {
             return Ok(principal);
@@ -708,6 +730,34 @@ mod tests {
             Arc::ptr_eq(&second, &third),
             "the thread's copy is made once"
         );
+    }
+
+    #[tokio::test]
+    async fn a_checked_credential_is_found_as_sent_before_it_is_decoded() {
+        let basic = users(Duration::from_secs(60));
+        let credentials = encode("bob:pa:ss:word");
+        assert!(basic.recent(&credentials).is_err(), "nothing checked yet");
+        let checked = basic.verify(&credentials, ADDRESS).await.unwrap();
+        let found = basic.recent(&credentials).expect("remembered");
+        assert_eq!(found.label(), checked.label());
+        assert_eq!(&*found.name, "bob", "the name the throttle is asked about");
+        // Found as decoding would read it (surrounding blanks are trimmed alike), and by
+        // nothing else: another password or another user name is a new check.
+        assert!(basic.recent(&format!(" {credentials}\t")).is_ok());
+        assert!(basic.recent(&encode("bob:pa:ss:wor")).is_err());
+        assert!(basic.recent(&encode("bob:pa:ss:word ")).is_err());
+        assert!(basic.recent(&encode("Bob:pa:ss:word")).is_err());
+        // A miss hands back the key a check then remembers under.
+        let Err(key) = basic.recent(&encode("alice:wonderland")) else {
+            panic!("alice was never checked");
+        };
+        let alice = BasicCredentials::decode(&encode("alice:wonderland")).unwrap();
+        basic
+            .verify_keyed(&alice, key, ADDRESS, &Open)
+            .await
+            .unwrap();
+        assert!(basic.recent(&encode("alice:wonderland")).is_ok());
+        assert_eq!(basic.verifications(), 2);
     }
 
     #[tokio::test]

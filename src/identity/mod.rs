@@ -402,13 +402,31 @@ impl Authenticator {
         let Some(credential) = self.credential(headers)? else {
             return Ok(Identity::Anonymous);
         };
+        // A repeat Basic caller is found by a keyed hash of the credentials as sent, before
+        // they are decoded. A remembered check is answered only as a check would be: after
+        // the throttle, for the user name it was made for (the user's name, as the decoded
+        // credentials would give it).
+        let mut basic_key = None;
+        if let (Credential::Basic(encoded), Some(users)) = (credential, &self.basic) {
+            match users.recent(encoded) {
+                Ok(principal) => {
+                    let user = Some(&*principal.name);
+                    self.throttle.check(client, user)?;
+                    self.throttle.succeeded(client, user);
+                    return Ok(Identity::Authenticated(principal));
+                }
+                Err(key) => basic_key = Some(key),
+            }
+        }
         let basic = match credential {
             Credential::Basic(encoded) => Some(BasicCredentials::decode(encoded)?),
             _ => None,
         };
         let user = basic.as_ref().map(BasicCredentials::user);
         self.throttle.check(client, user)?;
-        let verified = self.verify(credential, basic.as_ref(), client).await;
+        let verified = self
+            .verify(credential, basic.as_ref(), basic_key, client)
+            .await;
         match &verified {
             Ok(_) => self.throttle.succeeded(client, user),
             // A wrong password was counted by the password check itself (see
@@ -421,11 +439,13 @@ impl Authenticator {
         verified.map(Identity::Authenticated)
     }
 
-    /// Verify the credential found (`basic` is a Basic one, decoded).
+    /// Verify the credential found (`basic` is a Basic one, decoded; `basic_key` what
+    /// [`BasicUsers::recent`] found it by, when it did not know it).
     async fn verify(
         &self,
         credential: Credential<'_>,
         basic: Option<&BasicCredentials>,
+        basic_key: Option<[u8; 32]>,
         client: IpAddr,
     ) -> Result<Arc<Principal>, AuthError> {
         match (credential, basic, &self.basic) {
@@ -433,15 +453,17 @@ impl Authenticator {
             // Boxed: these futures are large (a password check on the blocking pool, a key
             // fetch), and anonymous and API-key callers would otherwise carry their space.
             (Credential::Basic(_), Some(credentials), Some(users)) => {
-                if let Some(principal) = users.cached(credentials) {
-                    return Ok(principal);
-                }
                 let gate = ThrottleGate {
                     throttle: &self.throttle,
                     client,
                     user: credentials.user(),
                 };
-                Box::pin(users.verify_credentials(credentials, client, &gate)).await
+                match basic_key {
+                    Some(key) => {
+                        Box::pin(users.verify_keyed(credentials, key, client, &gate)).await
+                    }
+                    None => Box::pin(users.verify_credentials(credentials, client, &gate)).await,
+                }
             }
             (Credential::Basic(_), _, _) => Err(self.unsupported("Basic")),
             (Credential::Jwt(token), _, _) => match &self.jwt {
@@ -470,17 +492,20 @@ impl Authenticator {
         headers: &'a http::HeaderMap,
     ) -> Result<Option<Credential<'a>>, AuthError> {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            // Visible ASCII (and tabs), so ASCII trimming is all the trimming there is; the
+            // scheme is a word, so its end is found by a short scan.
             let value = value
                 .to_str()
-                .map_err(|_| AuthError::MalformedAuthorization("not visible ASCII"))?;
-            let (scheme, rest) =
+                .map_err(|_| AuthError::MalformedAuthorization("not visible ASCII"))?
+                .trim_ascii();
+            let space =
                 value
-                    .trim()
-                    .split_once(' ')
+                    .bytes()
+                    .position(|b| b == b' ')
                     .ok_or(AuthError::MalformedAuthorization(
                         "expected `<scheme> <credential>`",
                     ))?;
-            let rest = rest.trim();
+            let (scheme, rest) = (&value[..space], value[space + 1..].trim_ascii());
             if rest.is_empty() {
                 return Err(AuthError::MalformedAuthorization("the credential is empty"));
             }
