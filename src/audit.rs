@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use crate::log_writer::{self, LogGuard, LogWriter};
+use crate::log_writer::{self, LogGuard, LogWriter, log_field};
 use crate::token::IssuedToken;
 
 /// How many audit events were dropped because the sink could not keep up, since the
@@ -169,11 +169,11 @@ impl AuditTrail {
                 .members(event.who)
                 // Plain by construction: a uid is hex, an alias validated at load, a request
                 // id generated or kept only when plain.
-                .plain("video", event.video_uid)
-                .plain("alias", event.video_alias)
-                .str("rule", event.rule)
-                .ip("client", event.client)
-                .plain("request_id", event.request_id)
+                .plain(log_field!("video"), event.video_uid)
+                .plain(log_field!("alias"), event.video_alias)
+                .str(log_field!("rule"), event.rule)
+                .ip(log_field!("client"), event.client)
+                .plain(log_field!("request_id"), event.request_id)
                 .members(event.via.members());
         };
         match &self.writer {

@@ -22,6 +22,7 @@ use crate::body::BodyEnd;
 use crate::error::{Audience, RequestError, json_response, prefers_html};
 use crate::gateway;
 use crate::http::server::Handler;
+use crate::log_writer::log_field;
 use crate::metrics::{self, Metrics};
 use crate::request::Context;
 use crate::request::id::{REQUEST_ID, RequestIds};
@@ -362,26 +363,26 @@ impl<'a> AccessFields<'a> {
                 record
                     // Plain by construction: a request id is generated or kept only when plain
                     // (`request::id`), a method is token characters, `body` a fixed label.
-                    .plain("request_id", self.request_id)
-                    .plain_bare("method", self.method)
-                    .str("path", self.path)
-                    .u64("status", u64::from(self.status))
-                    .millis("latency_ms", self.latency)
-                    .millis("duration_ms", duration)
-                    .plain("body", body);
+                    .plain(log_field!("request_id"), self.request_id)
+                    .plain_bare(log_field!("method"), self.method)
+                    .str(log_field!("path"), self.path)
+                    .u64(log_field!("status"), u64::from(self.status))
+                    .millis(log_field!("latency_ms"), self.latency)
+                    .millis(log_field!("duration_ms"), duration)
+                    .plain(log_field!("body"), body);
                 if let Some(bytes) = body_bytes {
-                    record.u64("body_bytes", bytes);
+                    record.u64(log_field!("body_bytes"), bytes);
                 }
                 record
-                    .bool("truncated", body == "truncated")
-                    .ip("peer", self.peer)
-                    .ip("client", self.client)
+                    .bool(log_field!("truncated"), body == "truncated")
+                    .ip(log_field!("peer"), self.peer)
+                    .ip(log_field!("client"), self.client)
                     // An alias is validated plain at load (`is_valid_alias`); a decision is a
                     // fixed label.
-                    .plain("video", self.video)
-                    .str("subject", self.subject)
-                    .plain("decision", self.decision)
-                    .str("rule", self.rule);
+                    .plain(log_field!("video"), self.video)
+                    .str(log_field!("subject"), self.subject)
+                    .plain(log_field!("decision"), self.decision)
+                    .str(log_field!("rule"), self.rule);
             },
         );
     }
