@@ -264,10 +264,9 @@ impl BasicUsers {
 
     /// The principal of `credentials_b64` (not yet decoded) when a recent check is
     /// remembered in a hot slot: no await, no allocation and no decoding, for the common case
-    /// of a repeat caller. `Err` carries the key for [`BasicUsers::verify_keyed`].
-    pub fn recent(&self, credentials_b64: &str) -> Result<Arc<Principal>, [u8; 32]> {
-        let key = self.key(credentials_b64);
-        self.hot.get(&key, Instant::now()).ok_or(key)
+    /// of a repeat caller.
+    pub fn recent(&self, credentials_b64: &str) -> Option<Arc<Principal>> {
+        self.hot.get(&self.key(credentials_b64), Instant::now())
     }
 
     /// Verify decoded `credentials` sent from `client`. A full check asks `gate` once it has
@@ -279,19 +278,8 @@ impl BasicUsers {
         client: IpAddr,
         gate: &dyn Gate,
     ) -> Result<Arc<Principal>, AuthError> {
-        let key = self.key(credentials.encoded.expose());
-        self.verify_keyed(credentials, key, client, gate).await
-    }
-
-    /// [`BasicUsers::verify_credentials`] with the key [`BasicUsers::recent`] computed.
-    pub async fn verify_keyed(
-        &self,
-        credentials: &BasicCredentials,
-        key: [u8; 32],
-        client: IpAddr,
-        gate: &dyn Gate,
-    ) -> Result<Arc<Principal>, AuthError> {
         let (name, password) = (credentials.user(), credentials.password());
+        let key = self.key(credentials.encoded.expose());
         let now = Instant::now();
         if let Some(principal) = self.hot.get(&key, now) {
             return Ok(principal);
@@ -736,27 +724,25 @@ mod tests {
     async fn a_checked_credential_is_found_as_sent_before_it_is_decoded() {
         let basic = users(Duration::from_secs(60));
         let credentials = encode("bob:pa:ss:word");
-        assert!(basic.recent(&credentials).is_err(), "nothing checked yet");
+        assert!(basic.recent(&credentials).is_none(), "nothing checked yet");
         let checked = basic.verify(&credentials, ADDRESS).await.unwrap();
         let found = basic.recent(&credentials).expect("remembered");
         assert_eq!(found.label(), checked.label());
         assert_eq!(&*found.name, "bob", "the name the throttle is asked about");
         // Found as decoding would read it (surrounding blanks are trimmed alike), and by
         // nothing else: another password or another user name is a new check.
-        assert!(basic.recent(&format!(" {credentials}\t")).is_ok());
-        assert!(basic.recent(&encode("bob:pa:ss:wor")).is_err());
-        assert!(basic.recent(&encode("bob:pa:ss:word ")).is_err());
-        assert!(basic.recent(&encode("Bob:pa:ss:word")).is_err());
-        // A miss hands back the key a check then remembers under.
-        let Err(key) = basic.recent(&encode("alice:wonderland")) else {
-            panic!("alice was never checked");
-        };
-        let alice = BasicCredentials::decode(&encode("alice:wonderland")).unwrap();
+        assert!(basic.recent(&format!(" {credentials}\t")).is_some());
+        assert!(basic.recent(&encode("bob:pa:ss:wor")).is_none());
+        assert!(basic.recent(&encode("bob:pa:ss:word ")).is_none());
+        assert!(basic.recent(&encode("Bob:pa:ss:word")).is_none());
+        // A check of decoded credentials is remembered under the key they were sent as.
+        assert!(basic.recent(&encode("alice:wonderland")).is_none());
+        let alice = BasicCredentials::decode(&format!(" {} ", encode("alice:wonderland"))).unwrap();
         basic
-            .verify_keyed(&alice, key, ADDRESS, &Open)
+            .verify_credentials(&alice, ADDRESS, &Open)
             .await
             .unwrap();
-        assert!(basic.recent(&encode("alice:wonderland")).is_ok());
+        assert!(basic.recent(&encode("alice:wonderland")).is_some());
         assert_eq!(basic.verifications(), 2);
     }
 

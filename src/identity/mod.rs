@@ -405,18 +405,15 @@ impl Authenticator {
         // A repeat Basic caller is found by a keyed hash of the credentials as sent, before
         // they are decoded. A remembered check is answered only as a check would be: after
         // the throttle, for the user name it was made for (the user's name, as the decoded
-        // credentials would give it).
-        let mut basic_key = None;
-        if let (Credential::Basic(encoded), Some(users)) = (credential, &self.basic) {
-            match users.recent(encoded) {
-                Ok(principal) => {
-                    let user = Some(&*principal.name);
-                    self.throttle.check(client, user)?;
-                    self.throttle.succeeded(client, user);
-                    return Ok(Identity::Authenticated(principal));
-                }
-                Err(key) => basic_key = Some(key),
-            }
+        // credentials would give it). A caller it does not know is hashed again by the full
+        // check, which runs argon2: not worth carrying the key there.
+        if let (Credential::Basic(encoded), Some(users)) = (credential, &self.basic)
+            && let Some(principal) = users.recent(encoded)
+        {
+            let user = Some(&*principal.name);
+            self.throttle.check(client, user)?;
+            self.throttle.succeeded(client, user);
+            return Ok(Identity::Authenticated(principal));
         }
         let basic = match credential {
             Credential::Basic(encoded) => Some(BasicCredentials::decode(encoded)?),
@@ -424,9 +421,7 @@ impl Authenticator {
         };
         let user = basic.as_ref().map(BasicCredentials::user);
         self.throttle.check(client, user)?;
-        let verified = self
-            .verify(credential, basic.as_ref(), basic_key, client)
-            .await;
+        let verified = self.verify(credential, basic.as_ref(), client).await;
         match &verified {
             Ok(_) => self.throttle.succeeded(client, user),
             // A wrong password was counted by the password check itself (see
@@ -439,13 +434,11 @@ impl Authenticator {
         verified.map(Identity::Authenticated)
     }
 
-    /// Verify the credential found (`basic` is a Basic one, decoded; `basic_key` what
-    /// [`BasicUsers::recent`] found it by, when it did not know it).
+    /// Verify the credential found (`basic` is a Basic one, decoded).
     async fn verify(
         &self,
         credential: Credential<'_>,
         basic: Option<&BasicCredentials>,
-        basic_key: Option<[u8; 32]>,
         client: IpAddr,
     ) -> Result<Arc<Principal>, AuthError> {
         match (credential, basic, &self.basic) {
@@ -458,12 +451,7 @@ impl Authenticator {
                     client,
                     user: credentials.user(),
                 };
-                match basic_key {
-                    Some(key) => {
-                        Box::pin(users.verify_keyed(credentials, key, client, &gate)).await
-                    }
-                    None => Box::pin(users.verify_credentials(credentials, client, &gate)).await,
-                }
+                Box::pin(users.verify_credentials(credentials, client, &gate)).await
             }
             (Credential::Basic(_), _, _) => Err(self.unsupported("Basic")),
             (Credential::Jwt(token), _, _) => match &self.jwt {
