@@ -25,7 +25,7 @@ use crate::http::server::Handler;
 use crate::log_writer::log_field;
 use crate::metrics::{self, Metrics};
 use crate::request::Context;
-use crate::request::id::{REQUEST_ID, RequestIds};
+use crate::request::id::{RequestIds, set_request_id};
 use crate::request::route::{self, Route};
 use crate::snapshot::Snapshot;
 use crate::untrusted::{LOG_CHARS, clip};
@@ -213,7 +213,7 @@ impl Handler for Edge {
                 fields.write(BodyEnd::Complete.label(), None, latency);
             }
         }
-        response.headers_mut().insert(REQUEST_ID, ctx.id);
+        set_request_id(response.headers_mut(), ctx.id);
         response
     }
 }

@@ -479,7 +479,20 @@ impl Authenticator {
         &self,
         headers: &'a http::HeaderMap,
     ) -> Result<Option<Credential<'a>>, AuthError> {
-        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        // One pass over the headers for the three that may carry a credential, instead of a
+        // lookup each (each hashes its name): an anonymous request looks for all three. The
+        // first value of each is the one a lookup finds.
+        let (mut authorization, mut api_key, mut cookie) = (None, None, false);
+        for (name, value) in headers {
+            if *name == http::header::AUTHORIZATION {
+                authorization = authorization.or(Some(value));
+            } else if *name == X_API_KEY {
+                api_key = api_key.or(Some(value));
+            } else if *name == http::header::COOKIE {
+                cookie = true;
+            }
+        }
+        if let Some(value) = authorization {
             // Visible ASCII (and tabs), so ASCII trimming is all the trimming there is; the
             // scheme is a word, so its end is found by a short scan.
             let value = value
@@ -509,11 +522,11 @@ impl Authenticator {
                 Err(self.unsupported(scheme))
             };
         }
-        if let Some(value) = headers.get(&X_API_KEY) {
+        if let Some(value) = api_key {
             let key = value.to_str().map_err(|_| AuthError::InvalidApiKey)?.trim();
             return Ok(Some(Credential::ApiKey(key)));
         }
-        if !self.jwt_cookies.is_empty() {
+        if cookie && !self.jwt_cookies.is_empty() {
             // Read as bytes: a header with another site's non-ASCII cookie in it must not
             // hide ours, and ours must not be skipped for being unreadable.
             for header in headers.get_all(http::header::COOKIE) {
@@ -912,6 +925,49 @@ mod tests {
             auth.credential(&both).unwrap(),
             Some(Credential::ApiKey("k"))
         );
+    }
+
+    #[test]
+    fn the_credential_is_the_first_value_of_the_first_header_by_precedence_in_any_order() {
+        let mut auth = authenticator();
+        auth.jwt_cookies.push("session".into());
+        let map = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        // Authorization, then X-Api-Key, then the cookie, wherever each stands.
+        let all = [
+            ("cookie", "session=a.b.c"),
+            ("x-api-key", "second"),
+            ("accept", "*/*"),
+            ("authorization", "Bearer first"),
+            ("authorization", "Bearer later"),
+            ("x-api-key", "later"),
+        ];
+        assert_eq!(
+            auth.credential(&map(&all)).unwrap(),
+            Some(Credential::ApiKey("first"))
+        );
+        assert_eq!(
+            auth.credential(&map(&all[..3])).unwrap(),
+            Some(Credential::ApiKey("second"))
+        );
+        // The session cookie in a later `Cookie` header is still found.
+        let cookies = [
+            ("cookie", "theme=dark"),
+            ("host", "h"),
+            ("cookie", "session=a.b.c"),
+        ];
+        assert_eq!(
+            auth.credential(&map(&cookies)).unwrap(),
+            Some(Credential::Jwt("a.b.c"))
+        );
+        // A header whose name only begins like one of them is none of them.
+        let lookalikes = [("x-api-keys", "k"), ("authorization-x", "Bearer k")];
+        assert_eq!(auth.credential(&map(&lookalikes)).unwrap(), None);
     }
 
     #[test]

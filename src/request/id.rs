@@ -36,7 +36,13 @@ impl RequestIds {
                     .iter()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
         };
-        if let Some(id) = headers.get(&REQUEST_ID).filter(sane) {
+        // Found by comparing names, not by a lookup: hashing this custom name costs more than
+        // comparing it with a request's few headers (most are standard names, unequal at
+        // their first word). The first value, as a lookup finds.
+        let sent = headers
+            .iter()
+            .find_map(|(name, value)| (*name == REQUEST_ID).then_some(value));
+        if let Some(id) = sent.filter(sane) {
             return id.clone();
         }
         // A random per-process prefix, the thread's slot and a per-thread counter: unique, no
@@ -44,6 +50,22 @@ impl RequestIds {
         let (slot, n) = next_local_id();
         hex_request_id(self.prefix, slot, n)
     }
+}
+
+/// Give a response its `X-Request-Id`, replacing any it has. A redirect's headers carry the
+/// header empty as their last entry, for this to fill (`routes::watch`): that value is
+/// overwritten where it stands, without hashing the name again to find it. Only when no name
+/// in the map has two values, so that the last entry is the header's only value.
+pub fn set_request_id(headers: &mut HeaderMap, id: HeaderValue) {
+    if headers.len() == headers.keys_len()
+        && let Some((name, value)) = headers.iter_mut().last()
+        && *name == REQUEST_ID
+        && value.is_empty()
+    {
+        *value = id;
+        return;
+    }
+    headers.insert(REQUEST_ID, id);
 }
 
 /// `prefix`, `slot` and `n` as 8 + 4 + 12 lowercase hex digits, written directly: `format!`
@@ -108,5 +130,54 @@ mod tests {
         assert_eq!(ids.for_request(&headers), "abc-123");
         headers.insert(REQUEST_ID, HeaderValue::from_static("a b"));
         assert_eq!(ids.for_request(&headers).len(), 24);
+        // The first value decides, as a lookup would; other headers are no id.
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, HeaderValue::from_static("abc"));
+        headers.insert("x-request-ids", HeaderValue::from_static("abc"));
+        assert_eq!(ids.for_request(&headers).len(), 24);
+        headers.append(REQUEST_ID, HeaderValue::from_static("first"));
+        headers.append(REQUEST_ID, HeaderValue::from_static("second"));
+        assert_eq!(ids.for_request(&headers), "first");
+    }
+
+    #[test]
+    fn a_response_gets_exactly_one_request_id() {
+        const ID: &str = "fde615cf0001000000003d28";
+        let id = HeaderValue::from_static(ID);
+        let ids = |headers: &HeaderMap| -> Vec<String> {
+            headers
+                .get_all(REQUEST_ID)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        // The redirect's empty placeholder, last: filled in place.
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::LOCATION, HeaderValue::from_static("/x"));
+        headers.insert(REQUEST_ID, HeaderValue::from_static(""));
+        set_request_id(&mut headers, id.clone());
+        assert_eq!(ids(&headers), [ID]);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers[http::header::LOCATION], "/x");
+        // No such header: added.
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::LOCATION, HeaderValue::from_static("/x"));
+        set_request_id(&mut headers, id.clone());
+        assert_eq!(ids(&headers), [ID]);
+        // Already set, or set twice, or empty but not last: replaced, never added beside.
+        for values in [&["other"][..], &["", "other"], &["other", ""]] {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(REQUEST_ID, HeaderValue::from_static(value));
+            }
+            headers.insert(http::header::LOCATION, HeaderValue::from_static("/x"));
+            set_request_id(&mut headers, id.clone());
+            assert_eq!(ids(&headers), [ID], "{values:?}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("other"));
+        headers.append(REQUEST_ID, HeaderValue::from_static(""));
+        set_request_id(&mut headers, id.clone());
+        assert_eq!(ids(&headers), [ID]);
     }
 }

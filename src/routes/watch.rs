@@ -251,9 +251,9 @@ fn found(headers: HeaderMap) -> Response<Body> {
 }
 
 /// A redirect's headers: to `location`, never cached, never leaking the token through a
-/// Referer. `X-Request-Id` is there, empty, for the edge to fill as it does on every
-/// response: a map copied from a cached one has no spare room, and growing it for one more
-/// header cost more than the copy saved.
+/// Referer. `X-Request-Id` is there, empty and last, for the edge to fill in place as it
+/// sets it on every response (`request::id::set_request_id`): a map copied from a cached one
+/// has no spare room, and growing it for one more header cost more than the copy saved.
 fn found_headers(location: HeaderValue) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(LOCATION, location);
