@@ -34,14 +34,13 @@ pub async fn serve(
     } else {
         (None, None)
     };
-    let answered = match (refused, route) {
-        (Some(refused), _) => Err(refused),
-        (None, Err(error)) => Err(error),
-        (None, Ok(route)) => dispatch(snapshot, ctx, route, head, body).await,
-    };
-    let mut response = match answered {
-        Ok(response) => response,
-        Err(error) => render(snapshot, head, error),
+    // Each arm yields the response itself, not a `Result` matched a second time.
+    let mut response = match (refused, route) {
+        (Some(error), _) | (None, Err(error)) => render(snapshot, head, error),
+        (None, Ok(route)) => match dispatch(snapshot, ctx, route, head, body).await {
+            Ok(response) => response,
+            Err(error) => render(snapshot, head, error),
+        },
     };
     if let Some(cors) = &cors {
         cors::decorate(&mut response, cors);
