@@ -931,14 +931,6 @@ mod tests {
     fn the_credential_is_the_first_value_of_the_first_header_by_precedence_in_any_order() {
         let mut auth = authenticator();
         auth.jwt_cookies.push("session".into());
-        let map = |pairs: &[(&'static str, &'static str)]| {
-            let mut map = HeaderMap::new();
-            for (name, value) in pairs {
-                map.append(*name, HeaderValue::from_static(value));
-            }
-            map
-        };
-        // Authorization, then X-Api-Key, then the cookie, wherever each stands.
         let all = [
             ("cookie", "session=a.b.c"),
             ("x-api-key", "second"),
@@ -947,27 +939,32 @@ mod tests {
             ("authorization", "Bearer later"),
             ("x-api-key", "later"),
         ];
-        assert_eq!(
-            auth.credential(&map(&all)).unwrap(),
-            Some(Credential::ApiKey("first"))
-        );
-        assert_eq!(
-            auth.credential(&map(&all[..3])).unwrap(),
-            Some(Credential::ApiKey("second"))
-        );
-        // The session cookie in a later `Cookie` header is still found.
-        let cookies = [
-            ("cookie", "theme=dark"),
-            ("host", "h"),
-            ("cookie", "session=a.b.c"),
+        let cases: [(&[(&'static str, &str)], _); 4] = [
+            // Authorization, then X-Api-Key, then the cookie, wherever each stands.
+            (&all, Some(Credential::ApiKey("first"))),
+            (&all[..3], Some(Credential::ApiKey("second"))),
+            // The session cookie in a later `Cookie` header is still found.
+            (
+                &[
+                    ("cookie", "theme=dark"),
+                    ("host", "h"),
+                    ("cookie", "session=a.b.c"),
+                ],
+                Some(Credential::Jwt("a.b.c")),
+            ),
+            // A header whose name only begins like one of them is none of them.
+            (
+                &[("x-api-keys", "k"), ("authorization-x", "Bearer k")],
+                None,
+            ),
         ];
-        assert_eq!(
-            auth.credential(&map(&cookies)).unwrap(),
-            Some(Credential::Jwt("a.b.c"))
-        );
-        // A header whose name only begins like one of them is none of them.
-        let lookalikes = [("x-api-keys", "k"), ("authorization-x", "Bearer k")];
-        assert_eq!(auth.credential(&map(&lookalikes)).unwrap(), None);
+        for (pairs, expected) in cases {
+            assert_eq!(
+                auth.credential(&headers(pairs)).unwrap(),
+                expected,
+                "{pairs:?}"
+            );
+        }
     }
 
     #[test]
