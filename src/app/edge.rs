@@ -149,72 +149,82 @@ fn stream_audit_warnings(audit: &crate::metrics::StreamAuditStatus) -> Vec<Strin
 }
 
 impl Handler for Edge {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send {
         let started = Instant::now();
-        let snapshot = self.live.guard();
-        let settings = &snapshot.settings;
-        let id = self.ids.for_request(req.headers());
+        // Split before the future is made, and the work written in the block itself rather
+        // than an `async fn`: an `async fn` keeps its arguments for its whole life beside its
+        // own copy of them, so the request (and then its head) would be held three times in
+        // every request's future, which is copied into place per request.
         let (head, body) = req.into_parts();
-        let matched = route::route(&head.method, head.uri.path(), head.uri.query());
-        let client = settings
-            .identity
-            .client_address
-            .resolve(peer.ip(), &head.headers);
-        let mut ctx = Context::new(id, peer, client, matched.label);
-        // Nothing is collected when no subscriber would record the line.
-        ctx.logged = settings.access_log
-            && tracing::enabled!(target: "streamgate::access", tracing::Level::INFO);
-        let mut response = match matched.route {
-            Ok(Route::Ready) => self.readiness(&snapshot).await,
-            Ok(Route::Metrics) if settings.metrics_public => metrics_response(&self.metrics),
-            route => {
-                // The deadline model: every route has `request_timeout` to produce its
-                // response head (proxied ones included: the upstream's own
-                // `response_timeout` can only be shorter); a proxied body is then bounded by
-                // the upstream's idle timeout and minimum rate (see `proxy::idle`).
-                let timeout = settings.request_timeout;
-                let deadline = tokio::time::Instant::from_std(started) + timeout;
-                ctx.deadline = Some(deadline);
-                // Made inside `Within`, which is awaited in place: the request's future holds
-                // one copy of the route's future, not a second for a pinned temporary.
-                match Within::new(
-                    gateway::serve(&snapshot, &mut ctx, route, &head, body),
-                    deadline,
-                )
-                .await
-                {
-                    Ok(response) => response,
-                    Err(_) => RequestError::Timeout(timeout).render(&Audience {
-                        html: prefers_html(&head.headers),
-                        challenges: &snapshot.challenges,
-                        login: None,
-                    }),
+        async move {
+            let snapshot = self.live.guard();
+            let settings = &snapshot.settings;
+            let id = self.ids.for_request(&head.headers);
+            let matched = route::route(&head.method, head.uri.path(), head.uri.query());
+            let client = settings
+                .identity
+                .client_address
+                .resolve(peer.ip(), &head.headers);
+            let mut ctx = Context::new(id, peer, client, matched.label);
+            // Nothing is collected when no subscriber would record the line.
+            ctx.logged = settings.access_log
+                && tracing::enabled!(target: "streamgate::access", tracing::Level::INFO);
+            let mut response = match matched.route {
+                Ok(Route::Ready) => self.readiness(&snapshot).await,
+                Ok(Route::Metrics) if settings.metrics_public => metrics_response(&self.metrics),
+                route => {
+                    // The deadline model: every route has `request_timeout` to produce its
+                    // response head (proxied ones included: the upstream's own
+                    // `response_timeout` can only be shorter); a proxied body is then bounded by
+                    // the upstream's idle timeout and minimum rate (see `proxy::idle`).
+                    let timeout = settings.request_timeout;
+                    let deadline = tokio::time::Instant::from_std(started) + timeout;
+                    ctx.deadline = Some(deadline);
+                    // Made inside `Within`, which is awaited in place: the request's future holds
+                    // one copy of the route's future, not a second for a pinned temporary.
+                    match Within::new(
+                        gateway::serve(&snapshot, &mut ctx, route, &head, body),
+                        deadline,
+                    )
+                    .await
+                    {
+                        Ok(response) => response,
+                        Err(_) => RequestError::Timeout(timeout).render(&Audience {
+                            html: prefers_html(&head.headers),
+                            challenges: &snapshot.challenges,
+                            login: None,
+                        }),
+                    }
+                }
+            };
+            let status = response.status().as_u16();
+            let latency = started.elapsed();
+            self.metrics.request(ctx.label, status, latency);
+            if let Some(decision) = ctx.verdict.decision {
+                self.metrics.decision(decision, ctx.verdict.rule_index);
+            }
+            if ctx.logged {
+                let fields = AccessFields::new(&snapshot, &ctx, &head, status, latency);
+                if response.body().is_stream() {
+                    // A streamed body may still break off: the line is written when it ends.
+                    let line = AccessLine::new(&fields, &head.method);
+                    response = response.map(|body| {
+                        body.on_end(move |end, bytes| {
+                            line.fields()
+                                .write(end.label(), Some(bytes), started.elapsed());
+                        })
+                    });
+                } else {
+                    fields.write(BodyEnd::Complete.label(), None, latency);
                 }
             }
-        };
-        let status = response.status().as_u16();
-        let latency = started.elapsed();
-        self.metrics.request(ctx.label, status, latency);
-        if let Some(decision) = ctx.verdict.decision {
-            self.metrics.decision(decision, ctx.verdict.rule_index);
+            set_request_id(response.headers_mut(), ctx.id);
+            response
         }
-        if ctx.logged {
-            let fields = AccessFields::new(&snapshot, &ctx, &head, status, latency);
-            if response.body().is_stream() {
-                // A streamed body may still break off: the line is written when it ends.
-                let line = AccessLine::new(&fields, &head.method);
-                response = response.map(|body| {
-                    body.on_end(move |end, bytes| {
-                        line.fields()
-                            .write(end.label(), Some(bytes), started.elapsed());
-                    })
-                });
-            } else {
-                fields.write(BodyEnd::Complete.label(), None, latency);
-            }
-        }
-        set_request_id(response.headers_mut(), ctx.id);
-        response
     }
 }
 

@@ -272,7 +272,10 @@ impl<'a> Permit<'a> {
         let uid = self.video.uid;
         match &self.settings {
             Cow::Borrowed(shared) => cache.token_at(uid, shared, self.now).await,
-            Cow::Owned(for_viewer) => cache.token_unshared(uid, for_viewer).await,
+            // Boxed, like `token_at`'s miss: the cache's lookup-or-sign future is about a
+            // KiB, which every request's future (a cache hit's too) would otherwise carry
+            // and copy into place.
+            Cow::Owned(for_viewer) => Box::pin(cache.token_unshared(uid, for_viewer)).await,
         }
         .map_err(RequestError::Signing)
     }
