@@ -67,7 +67,15 @@ pub struct ConnectionTable {
 }
 
 /// One connection's state, shared by its task, its service and its socket reader.
+///
+/// Written several times per request (atomics), so it sits alone on its cache lines: two
+/// connections' slots next to each other, served by two cores, would pass a line back and
+/// forth. It holds the connection's reference to the table, so that a request, which clones
+/// its [`Connection`] (the service's copy and the [`InFlight`] guard), counts references only
+/// in this connection's allocation, never in the table's that every connection shares.
+#[repr(align(128))]
 pub struct Slot {
+    table: Arc<ConnectionTable>,
     deadline: AtomicU64,
     /// Requests whose response is not yet finished.
     in_flight: AtomicU32,
@@ -103,6 +111,7 @@ impl ConnectionTable {
     pub fn open(self: &Arc<Self>) -> Connection {
         let now = self.now();
         let slot = Arc::new(Slot {
+            table: Arc::clone(self),
             deadline: AtomicU64::new(self.later(now, self.header_read_timeout)),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now),
@@ -110,10 +119,7 @@ impl ConnectionTable {
             notify: Notify::new(),
         });
         lock(&self.slots).push(Arc::downgrade(&slot));
-        Connection {
-            slot,
-            table: Arc::clone(self),
-        }
+        Connection { slot }
     }
 
     /// The server's phase now.
@@ -229,10 +235,13 @@ impl Slot {
 #[derive(Clone)]
 pub struct Connection {
     slot: Arc<Slot>,
-    table: Arc<ConnectionTable>,
 }
 
 impl Connection {
+    fn table(&self) -> &ConnectionTable {
+        &self.slot.table
+    }
+
     /// A request head arrived and is being served; the connection is busy until the returned
     /// guard is dropped (with the response body).
     pub fn request_started(&self, http2: bool) -> InFlight {
@@ -247,7 +256,7 @@ impl Connection {
         if http2 && flags & HTTP2 == 0 {
             slot.flags.fetch_or(HTTP2, Ordering::AcqRel);
         }
-        if http2 && self.table.phase() != Phase::Serving {
+        if http2 && self.table().phase() != Phase::Serving {
             // Its first request told us it is HTTP/2: it may need a GOAWAY now.
             slot.notify.notify_one();
         }
@@ -259,16 +268,16 @@ impl Connection {
         if slot.in_flight.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        let now = self.table.now();
+        let now = self.table().now();
         slot.idle_since.store(now, Ordering::Release);
         if slot.flags.load(Ordering::Acquire) & HTTP2 == 0 {
             slot.flags.fetch_or(WATCH_FOR_HEAD, Ordering::AcqRel);
         }
         slot.deadline.store(
-            self.table.later(now, self.table.idle_timeout),
+            self.table().later(now, self.table().idle_timeout),
             Ordering::Release,
         );
-        if self.table.phase() == Phase::Stopping {
+        if self.table().phase() == Phase::Stopping {
             slot.notify.notify_one();
         }
     }
@@ -285,10 +294,10 @@ impl Connection {
             return;
         }
         slot.flags.fetch_or(AWAITING_HEAD, Ordering::AcqRel);
-        let now = self.table.now();
+        let now = self.table().now();
         // Active again: not the first to be evicted while its request is on the way.
         slot.idle_since.store(now, Ordering::Release);
-        let head_by = self.table.later(now, self.table.header_read_timeout);
+        let head_by = self.table().later(now, self.table().header_read_timeout);
         let _ = slot
             .deadline
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |deadline| {
@@ -298,7 +307,7 @@ impl Connection {
 
     /// Why the server should close this connection now, if it should.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.slot.close_reason(self.table.now())
+        self.slot.close_reason(self.table().now())
     }
 
     /// Whether it has spoken HTTP/2.
@@ -308,7 +317,7 @@ impl Connection {
 
     /// The server's phase.
     pub fn phase(&self) -> Phase {
-        self.table.phase()
+        self.table().phase()
     }
 
     /// Resolves when something about this connection may have changed: a deadline passed,
@@ -411,6 +420,33 @@ mod tests {
 
     fn at(table: &ConnectionTable, after: Duration) -> Instant {
         table.epoch + after
+    }
+
+    #[test]
+    fn a_request_counts_references_in_its_connection_not_in_the_shared_table() {
+        let table = table();
+        let connection = table.open();
+        let other = table.open();
+        let shared = Arc::strong_count(&table);
+        let slot = Arc::strong_count(&connection.slot);
+        // What a request does: the service's copy and the busy guard.
+        let copy = connection.clone();
+        let in_flight = copy.request_started(false);
+        assert_eq!(
+            Arc::strong_count(&table),
+            shared,
+            "the table's count is untouched"
+        );
+        assert_eq!(Arc::strong_count(&connection.slot), slot + 2);
+        drop((in_flight, copy));
+        assert_eq!(Arc::strong_count(&connection.slot), slot);
+        // Each slot has its cache lines to itself.
+        assert_eq!(std::mem::align_of::<Slot>(), 128);
+        let (a, b) = (
+            Arc::as_ptr(&connection.slot).addr(),
+            Arc::as_ptr(&other.slot).addr(),
+        );
+        assert!(a.abs_diff(b) >= 128, "two slots share no 128-byte block");
     }
 
     #[test]
