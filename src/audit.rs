@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use crate::log_writer::{self, LogGuard, LogWriter, log_field};
+use crate::page_cache::Trimmed;
 use crate::token::IssuedToken;
 
 /// How many audit events were dropped because the sink could not keep up, since the
@@ -196,10 +197,11 @@ impl AuditTrail {
 
 /// A file that is renamed aside once it holds `max_bytes`. The writer thread writes whole
 /// batches of lines and flushes after each, and rotation happens only at a flush, so no
-/// event is ever split between two files.
+/// event is ever split between two files. Written pages leave the page cache as the file
+/// grows, and a file rotated aside is on disk and out of the cache.
 struct RotatingFile {
     path: PathBuf,
-    file: File,
+    file: Trimmed<File>,
     written: u64,
     max_bytes: u64,
     keep: usize,
@@ -218,7 +220,7 @@ impl RotatingFile {
         let written = file.metadata().map_err(open_error)?.len();
         Ok(RotatingFile {
             path: path.to_path_buf(),
-            file,
+            file: Trimmed::new(file),
             written,
             max_bytes,
             keep,
@@ -246,7 +248,8 @@ impl RotatingFile {
         } else {
             std::fs::rename(&self.path, self.numbered(1))?;
         }
-        self.file = append_only(&self.path)?;
+        // The file rotated aside is written back and dropped from the cache here.
+        self.file = Trimmed::new(append_only(&self.path)?);
         self.written = 0;
         Ok(())
     }

@@ -24,6 +24,7 @@ pub mod http;
 pub mod identity;
 pub mod log_writer;
 pub mod metrics;
+pub mod page_cache;
 pub mod proxy;
 pub mod request;
 pub mod rfc3339;

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::time::Duration;
 
 /// The shared test configuration, a proxy-mode video, and the audit trail in `path`.
 fn config_with_trail(path: &std::path::Path) -> String {
@@ -152,4 +153,57 @@ async fn an_audit_trail_that_cannot_be_opened_stops_the_start_and_names_the_sect
         Err(error) => error,
     };
     assert!(error.to_string().contains("audit_trail"), "{error}");
+}
+
+/// Whether the page of `file` at `offset` is in the page cache: a read that must not wait for
+/// the disk (`RWF_NOWAIT`) succeeds only then.
+#[cfg(target_os = "linux")]
+fn cached(file: &std::fs::File, offset: u64) -> bool {
+    let mut page = [0u8; 4096];
+    match rustix::io::preadv2(
+        file,
+        &mut [std::io::IoSliceMut::new(&mut page)],
+        offset,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    ) {
+        Ok(read) => read > 0,
+        Err(rustix::io::Errno::AGAIN) => false,
+        Err(error) => panic!("RWF_NOWAIT reads are not supported here: {error}"),
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_trail_file_closed_at_shutdown_is_on_disk_and_out_of_the_page_cache() {
+    // On the disk the build is on: a tmpfs /tmp keeps its pages whatever the advice.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("tokens.jsonl");
+    let gateway = TestGateway::start_with(&config_with_trail(&path)).await;
+    for _ in 0..20 {
+        assert_eq!(get(&gateway.url("/watch/intro")).await.status, 302);
+    }
+    // Written by the writer thread within its flush interval, and cached meanwhile: what the
+    // check after shutdown relies on.
+    poll_until(
+        "the 20 events written",
+        Duration::from_secs(10),
+        async || std::fs::read_to_string(&path).is_ok_and(|text| text.lines().count() == 20),
+    )
+    .await
+    .unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    assert!(cached(&file, 0), "a file just written is cached");
+
+    gateway.shutdown().await;
+    let length = file.metadata().unwrap().len();
+    let still: Vec<u64> = (0..length)
+        .step_by(4096)
+        .filter(|&offset| cached(&file, offset))
+        .collect();
+    assert!(
+        still.is_empty(),
+        "pages at {still:?} of {length} bytes still cached"
+    );
+    // Reading it brings it back, whole.
+    assert_eq!(events(&path).len(), 20);
 }

@@ -30,6 +30,7 @@ const LAYERS: &[&str] = &[
     "http",
     "metrics",
     "log_writer",
+    "page_cache",
     "body",
     "secret",
     "untrusted",

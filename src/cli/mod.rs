@@ -204,7 +204,9 @@ fn init_tracing(format: LogFormat) -> Option<log_writer::LogGuard> {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     // Lines are formatted on the thread that logs them and written by a thread of their own.
-    let (writer, guard) = match log_writer::spawn(std::io::stderr(), log_writer::QUEUE_BYTES) {
+    // When stderr is a file, its written pages are dropped from the page cache as it grows.
+    let stderr = crate::page_cache::Trimmed::new(std::io::stderr());
+    let (writer, guard) = match log_writer::spawn(stderr, log_writer::QUEUE_BYTES) {
         Ok((writer, guard)) => (writer, guard),
         Err(error) => {
             eprintln!("error: cannot start the log writer: {error}");
