@@ -25,7 +25,7 @@ use std::num::NonZeroU64;
 use std::os::fd::AsFd;
 
 /// How much is written between two trims, and how much at the file's end stays cached.
-pub const STEP: u64 = 4 * 1024 * 1024;
+pub const STEP: u64 = 16 * 1024 * 1024;
 
 /// A log file whose written pages are handed to the disk and dropped from the page cache a
 /// few [`STEP`]s behind its end (see the module's documentation).
