@@ -198,7 +198,7 @@ impl AuditTrail {
 /// A file that is renamed aside once it holds `max_bytes`. The writer thread writes whole
 /// batches of lines and flushes after each, and rotation happens only at a flush, so no
 /// event is ever split between two files. Written pages leave the page cache as the file
-/// grows, and a file rotated aside is on disk and out of the cache.
+/// grows (`page_cache`).
 struct RotatingFile {
     path: PathBuf,
     file: Trimmed<File>,
@@ -248,8 +248,9 @@ impl RotatingFile {
         } else {
             std::fs::rename(&self.path, self.numbered(1))?;
         }
-        // The file rotated aside is written back and dropped from the cache here.
-        self.file = Trimmed::new(append_only(&self.path)?);
+        let aside = std::mem::replace(&mut self.file, Trimmed::new(append_only(&self.path)?));
+        // Its writeback started, not waited for: the events behind must not wait on the disk.
+        aside.close_in_background();
         self.written = 0;
         Ok(())
     }

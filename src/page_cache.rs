@@ -13,9 +13,10 @@
 //! already went to disk (`posix_fadvise(POSIX_FADV_DONTNEED)`, which never discards data that
 //! is not yet on disk). So a log file keeps a few steps cached (a reader following the
 //! file's end still reads from memory), and the pages dropped are reused for the next ones.
-//! Appending 1 GB that way took 0.5–0.8 s of system time on the same machine, writing back
-//! included. When the file is closed (rotated, or at shutdown), what is left is written,
-//! waited for, and dropped.
+//! Appending 1 GB that way took 0.36–0.45 s of system time on the same machine, writing back
+//! included. When the file is closed at shutdown, what is left is written, waited for, and
+//! dropped; a file rotated aside is not waited for (the writer thread must not stall on the
+//! disk): its writeback is started and what is already written dropped.
 //!
 //! Only regular files are trimmed: a pipe, a terminal or `/dev/null` is written as is.
 
@@ -37,6 +38,8 @@ pub struct Trimmed<W: Write + AsFd> {
     since: u64,
     /// Where the last trim ended: everything before was advised at least once.
     trimmed_to: u64,
+    /// Whether closing waits for what is left to reach the disk.
+    wait_on_close: bool,
 }
 
 impl<W: Write + AsFd> Trimmed<W> {
@@ -47,7 +50,14 @@ impl<W: Write + AsFd> Trimmed<W> {
             regular,
             since: 0,
             trimmed_to: 0,
+            wait_on_close: true,
         }
+    }
+
+    /// Close without waiting for the disk (a file rotated aside while the writer goes on):
+    /// the writeback of what is left is started, and what is already on disk dropped.
+    pub fn close_in_background(mut self) {
+        self.wait_on_close = false;
     }
 
     /// Trim once a step has been written since the last time.
@@ -67,13 +77,16 @@ impl<W: Write + AsFd> Trimmed<W> {
         self.trimmed_to = to;
     }
 
-    /// Write back what is left, wait for it, and drop the whole file from the cache.
+    /// Write back what is left (waiting for it unless closed in the background), and drop
+    /// what is on disk from the cache.
     fn finish(&mut self) {
         if !self.regular {
             return;
         }
         let _ = self.inner.flush();
-        sync_data(&self.inner);
+        if self.wait_on_close {
+            sync_data(&self.inner);
+        }
         drop_cached(&self.inner, 0, None);
     }
 }
@@ -260,6 +273,22 @@ mod tests {
             rustix::io::ReadWriteFlags::NOWAIT,
         )
         .expect("the file's last page is cached");
+    }
+
+    #[test]
+    fn a_file_closed_in_the_background_drops_what_is_already_on_disk() {
+        let dir = directory();
+        let path = dir.path().join("rotated.log");
+        let file = File::create(&path).unwrap();
+        let mut trimmed = Trimmed::new(file.try_clone().unwrap());
+        // Less than the steps a trim keeps: nothing dropped while the file is open.
+        write_batches(&mut trimmed, STEP);
+        file.sync_data().unwrap();
+        let (cached, pages) = cached_pages(&File::open(&path).unwrap());
+        assert_eq!(cached, pages, "dropped before the file was closed");
+        trimmed.close_in_background();
+        let (cached, pages) = cached_pages(&File::open(&path).unwrap());
+        assert_eq!(cached, 0, "{cached} of {pages} pages still cached");
     }
 
     #[test]
