@@ -202,6 +202,8 @@ impl AuditTrail {
 struct RotatingFile {
     path: PathBuf,
     file: Trimmed<File>,
+    /// The file last rotated aside, until the next rotation drops it from the page cache.
+    aside: Option<Trimmed<File>>,
     written: u64,
     max_bytes: u64,
     keep: usize,
@@ -221,6 +223,7 @@ impl RotatingFile {
         Ok(RotatingFile {
             path: path.to_path_buf(),
             file: Trimmed::new(file),
+            aside: None,
             written,
             max_bytes,
             keep,
@@ -248,9 +251,13 @@ impl RotatingFile {
         } else {
             std::fs::rename(&self.path, self.numbered(1))?;
         }
-        let aside = std::mem::replace(&mut self.file, Trimmed::new(append_only(&self.path)?));
-        // Its writeback started, not waited for: the events behind must not wait on the disk.
-        aside.close_in_background();
+        let mut aside = std::mem::replace(&mut self.file, Trimmed::new(append_only(&self.path)?));
+        // Its writeback starts now, not waited for: the events behind must not wait on the
+        // disk. It is held until the next rotation, long written by then, and dropped whole.
+        aside.trim_all();
+        if let Some(before) = self.aside.replace(aside) {
+            before.close_in_background();
+        }
         self.written = 0;
         Ok(())
     }
@@ -369,6 +376,35 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_rotated_file_leaves_the_page_cache_at_the_next_rotation() {
+        use crate::page_cache::cached_pages;
+        // On the repository's disk: a tmpfs /tmp keeps its pages whatever the advice.
+        let dir = tempfile::Builder::new()
+            .prefix(".audit-test")
+            .tempdir_in(env!("CARGO_MANIFEST_DIR"))
+            .unwrap();
+        let path = dir.path().join("tokens.jsonl");
+        let mut file = RotatingFile::open(&path, 1 << 20, 3).unwrap();
+        let line = format!("{}\n", "x".repeat(1023));
+        let fill = |file: &mut RotatingFile| {
+            for _ in 0..1024 {
+                file.write_all(line.as_bytes()).unwrap();
+            }
+            // A MiB: this flush rotates.
+            file.flush().unwrap();
+        };
+        fill(&mut file);
+        let first = File::open(file.numbered(1)).unwrap();
+        // What the time until the next rotation gives it: written to the disk.
+        first.sync_data().unwrap();
+        fill(&mut file);
+        assert_eq!(std::fs::metadata(file.numbered(2)).unwrap().len(), 1 << 20);
+        let (cached, pages) = cached_pages(&first);
+        assert_eq!(cached, 0, "{cached} of {pages} pages still cached");
     }
 
     #[test]

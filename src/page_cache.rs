@@ -15,8 +15,9 @@
 //! file's end still reads from memory), and the pages dropped are reused for the next ones.
 //! Appending 1 GB that way took 0.36–0.45 s of system time on the same machine, writing back
 //! included. When the file is closed at shutdown, what is left is written, waited for, and
-//! dropped; a file rotated aside is not waited for (the writer thread must not stall on the
-//! disk): its writeback is started and what is already written dropped.
+//! dropped. A file rotated aside is not waited for (the writer thread must not stall on the
+//! disk): [`Trimmed::trim_all`] starts its writeback, and closing it in the background a
+//! rotation later, long written by then, drops it.
 //!
 //! Only regular files are trimmed: a pipe, a terminal or `/dev/null` is written as is.
 
@@ -54,8 +55,16 @@ impl<W: Write + AsFd> Trimmed<W> {
         }
     }
 
-    /// Close without waiting for the disk (a file rotated aside while the writer goes on):
-    /// the writeback of what is left is started, and what is already on disk dropped.
+    /// Start the writeback of the whole file and drop what is already on disk, without
+    /// waiting (a file just rotated aside).
+    pub fn trim_all(&mut self) {
+        if self.regular {
+            let _ = self.inner.flush();
+            drop_cached(&self.inner, 0, None);
+        }
+    }
+
+    /// Close without waiting for the disk: [`Trimmed::trim_all`], then close.
     pub fn close_in_background(mut self) {
         self.wait_on_close = false;
     }
@@ -172,35 +181,37 @@ fn sync_data(file: &impl AsFd) {
     }
 }
 
+/// How many of `file`'s pages are in the page cache, of how many: a read that must not wait
+/// for the disk (`RWF_NOWAIT`) succeeds only on a cached page.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn cached_pages(file: &std::fs::File) -> (usize, usize) {
+    use std::io::IoSliceMut;
+    let length = file.metadata().unwrap().len();
+    let mut page = [0u8; 4096];
+    let (mut cached, mut pages) = (0, 0);
+    for offset in (0..length).step_by(4096) {
+        pages += 1;
+        let read = rustix::io::preadv2(
+            file,
+            &mut [IoSliceMut::new(&mut page)],
+            offset,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        match read {
+            Ok(n) if n > 0 => cached += 1,
+            Ok(_) => panic!("a short file"),
+            Err(rustix::io::Errno::AGAIN) => {}
+            Err(error) => panic!("RWF_NOWAIT reads are not supported here: {error}"),
+        }
+    }
+    (cached, pages)
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::fs::File;
     use std::io::IoSliceMut;
-
-    /// How many of `file`'s pages are in the page cache: a read that must not wait for the
-    /// disk (`RWF_NOWAIT`) succeeds only on a cached page.
-    fn cached_pages(file: &File) -> (usize, usize) {
-        let length = file.metadata().unwrap().len();
-        let mut page = [0u8; 4096];
-        let (mut cached, mut pages) = (0, 0);
-        for offset in (0..length).step_by(4096) {
-            pages += 1;
-            let read = rustix::io::preadv2(
-                file,
-                &mut [IoSliceMut::new(&mut page)],
-                offset,
-                rustix::io::ReadWriteFlags::NOWAIT,
-            );
-            match read {
-                Ok(n) if n > 0 => cached += 1,
-                Ok(_) => panic!("a short file"),
-                Err(rustix::io::Errno::AGAIN) => {}
-                Err(error) => panic!("RWF_NOWAIT reads are not supported here: {error}"),
-            }
-        }
-        (cached, pages)
-    }
 
     /// What a writer thread does: batches of whole lines, a flush after each.
     fn write_batches(sink: &mut impl Write, bytes: u64) {
