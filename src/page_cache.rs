@@ -44,6 +44,7 @@ pub struct Trimmed<W: Write + AsFd> {
 }
 
 impl<W: Write + AsFd> Trimmed<W> {
+    /// Wrap `inner`: trimmed when it is a regular file, written as is otherwise.
     pub fn new(inner: W) -> Trimmed<W> {
         let regular = is_regular(&inner);
         Trimmed {
@@ -107,8 +108,8 @@ impl<W: Write + AsFd> Write for Trimmed<W> {
         Ok(written)
     }
 
-    /// Flush, then trim when a step has been written: the writer thread flushes after each
-    /// batch, so a trim never falls inside a line.
+    /// Flush, then trim when a step has been written since the last trim. The writer thread
+    /// flushes after each batch, so trims come between batches.
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()?;
         self.step();
