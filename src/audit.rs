@@ -381,7 +381,7 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn a_rotated_file_leaves_the_page_cache_at_the_next_rotation() {
-        use crate::page_cache::cached_pages;
+        use crate::page_cache::resident;
         // On the repository's disk: a tmpfs /tmp keeps its pages whatever the advice.
         let dir = tempfile::Builder::new()
             .prefix(".audit-test")
@@ -398,13 +398,12 @@ mod tests {
             file.flush().unwrap();
         };
         fill(&mut file);
-        let first = File::open(file.numbered(1)).unwrap();
         // What the time until the next rotation gives it: written to the disk.
-        first.sync_data().unwrap();
+        File::open(file.numbered(1)).unwrap().sync_data().unwrap();
         fill(&mut file);
-        assert_eq!(std::fs::metadata(file.numbered(2)).unwrap().len(), 1 << 20);
-        let (cached, pages) = cached_pages(&first);
-        assert_eq!(cached, 0, "{cached} of {pages} pages still cached");
+        let (cached, length) = resident(&file.numbered(2));
+        assert_eq!(length, 1 << 20);
+        assert_eq!(cached, 0, "{cached} of {length} bytes still cached");
     }
 
     #[test]

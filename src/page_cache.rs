@@ -182,37 +182,31 @@ fn sync_data(file: &impl AsFd) {
     }
 }
 
-/// How many of `file`'s pages are in the page cache, of how many: a read that must not wait
-/// for the disk (`RWF_NOWAIT`) succeeds only on a cached page.
+/// How many bytes of the file at `path` are in the page cache, and its length, as `fincore`
+/// (util-linux) counts them: with `mincore` or `cachestat`, which look without reading. (A
+/// read that must not wait, `RWF_NOWAIT`, is no probe: a miss still starts the read, and a fast
+/// disk answers it before the check is over.)
 #[cfg(all(test, target_os = "linux"))]
-pub(crate) fn cached_pages(file: &std::fs::File) -> (usize, usize) {
-    use std::io::IoSliceMut;
-    let length = file.metadata().unwrap().len();
-    let mut page = [0u8; 4096];
-    let (mut cached, mut pages) = (0, 0);
-    for offset in (0..length).step_by(4096) {
-        pages += 1;
-        let read = rustix::io::preadv2(
-            file,
-            &mut [IoSliceMut::new(&mut page)],
-            offset,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        );
-        match read {
-            Ok(n) if n > 0 => cached += 1,
-            Ok(_) => panic!("a short file"),
-            Err(rustix::io::Errno::AGAIN) => {}
-            Err(error) => panic!("RWF_NOWAIT reads are not supported here: {error}"),
-        }
-    }
-    (cached, pages)
+pub(crate) fn resident(path: &std::path::Path) -> (u64, u64) {
+    let output = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore runs (Debian: apt-get install util-linux-extra)");
+    assert!(
+        output.status.success(),
+        "fincore {}: {output:?}",
+        path.display()
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let cached = text.trim().parse().expect("fincore prints a byte count");
+    (cached, std::fs::metadata(path).unwrap().len())
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::fs::File;
-    use std::io::IoSliceMut;
 
     /// What a writer thread does: batches of whole lines, a flush after each.
     fn write_batches(sink: &mut impl Write, bytes: u64) {
@@ -228,6 +222,18 @@ mod tests {
             sink.flush().unwrap();
             written += batch.len() as u64;
         }
+    }
+
+    /// A new file in `dir`, and a [`Trimmed`] writing to it through a second handle (the
+    /// first stays free for `sync_data`).
+    fn trimmed_file(
+        dir: &tempfile::TempDir,
+        name: &str,
+    ) -> (std::path::PathBuf, File, Trimmed<File>) {
+        let path = dir.path().join(name);
+        let file = File::create(&path).unwrap();
+        let trimmed = Trimmed::new(file.try_clone().unwrap());
+        (path, file, trimmed)
     }
 
     // A directory on the disk the repository is on: a `tmpfs` /tmp keeps its pages whatever
@@ -246,61 +252,47 @@ mod tests {
         let mut trimmed = Trimmed::new(File::create(&path).unwrap());
         write_batches(&mut trimmed, 6 * STEP);
         drop(trimmed);
-        let file = File::open(&path).unwrap();
-        assert!(file.metadata().unwrap().len() >= 6 * STEP);
-        let (cached, pages) = cached_pages(&file);
-        assert_eq!(cached, 0, "{cached} of {pages} pages still cached");
+        let (cached, length) = resident(&path);
+        assert!(length >= 6 * STEP);
+        assert_eq!(cached, 0, "{cached} of {length} bytes still cached");
 
         // The same lines through the file alone stay cached: what the check above relies on.
         let plain = dir.path().join("plain.log");
         write_batches(&mut File::create(&plain).unwrap(), 6 * STEP);
-        let (cached, pages) = cached_pages(&File::open(&plain).unwrap());
-        assert!(cached * 10 >= pages * 9, "{cached} of {pages} pages cached");
+        let (cached, length) = resident(&plain);
+        assert!(
+            cached * 10 >= length * 9,
+            "{cached} of {length} bytes cached"
+        );
     }
 
     #[test]
     fn an_open_log_file_keeps_only_its_last_steps_cached() {
         let dir = directory();
-        let path = dir.path().join("open.log");
-        let file = File::create(&path).unwrap();
-        let mut trimmed = Trimmed::new(file.try_clone().unwrap());
+        let (path, file, mut trimmed) = trimmed_file(&dir, "open.log");
         write_batches(&mut trimmed, 4 * STEP);
         // What the first trims left dirty is now written: the next trims drop it.
         file.sync_data().unwrap();
         write_batches(&mut trimmed, 4 * STEP);
-        let (cached, pages) = cached_pages(&File::open(&path).unwrap());
-        // Eight steps written; the last two (and pages still being written) may stay.
-        assert!(
-            (cached as u64) * 4096 <= 5 * STEP,
-            "{cached} of {pages} pages cached"
-        );
-        // The newest step, which a reader following the file wants, is still in memory.
-        let last = File::open(&path).unwrap();
-        let end = last.metadata().unwrap().len();
-        let mut page = [0u8; 4096];
-        rustix::io::preadv2(
-            &last,
-            &mut [IoSliceMut::new(&mut page)],
-            end - 4096,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        )
-        .expect("the file's last page is cached");
+        let (cached, length) = resident(&path);
+        // Eight steps written; the last two (and pages still being written) may stay, and
+        // the newest step, which a reader following the file wants, is never advised.
+        assert!(cached <= 5 * STEP, "{cached} of {length} bytes cached");
+        assert!(cached >= STEP, "{cached} of {length} bytes cached");
     }
 
     #[test]
     fn a_file_closed_in_the_background_drops_what_is_already_on_disk() {
         let dir = directory();
-        let path = dir.path().join("rotated.log");
-        let file = File::create(&path).unwrap();
-        let mut trimmed = Trimmed::new(file.try_clone().unwrap());
+        let (path, file, mut trimmed) = trimmed_file(&dir, "rotated.log");
         // Less than the steps a trim keeps: nothing dropped while the file is open.
         write_batches(&mut trimmed, STEP);
         file.sync_data().unwrap();
-        let (cached, pages) = cached_pages(&File::open(&path).unwrap());
-        assert_eq!(cached, pages, "dropped before the file was closed");
+        let (cached, length) = resident(&path);
+        assert_eq!(cached, length, "dropped before the file was closed");
         trimmed.close_in_background();
-        let (cached, pages) = cached_pages(&File::open(&path).unwrap());
-        assert_eq!(cached, 0, "{cached} of {pages} pages still cached");
+        let (cached, length) = resident(&path);
+        assert_eq!(cached, 0, "{cached} of {length} bytes still cached");
     }
 
     #[test]
