@@ -198,14 +198,17 @@ impl AuditTrail {
 /// A file that is renamed aside once it holds `max_bytes`. The writer thread writes whole
 /// batches of lines and flushes after each, and rotation happens only at a flush, so no
 /// event is ever split between two files. Written pages leave the page cache as the file
-/// grows (`page_cache`).
+/// grows (`page_cache`). A path that is not a regular file (a FIFO a collector reads,
+/// `/dev/null`, a terminal) is written as it is and never renamed: renaming a device node
+/// aside and creating a file in its place would take it from every other program.
 struct RotatingFile {
     path: PathBuf,
     file: Trimmed<File>,
     /// The file last rotated aside, until the next rotation drops it from the page cache.
     aside: Option<Trimmed<File>>,
     written: u64,
-    max_bytes: u64,
+    /// `None` when the path is not a regular file: never rotated.
+    max_bytes: Option<u64>,
     keep: usize,
 }
 
@@ -219,13 +222,13 @@ impl RotatingFile {
             std::fs::create_dir_all(dir).map_err(open_error)?;
         }
         let file = append_only(path).map_err(open_error)?;
-        let written = file.metadata().map_err(open_error)?.len();
+        let metadata = file.metadata().map_err(open_error)?;
         Ok(RotatingFile {
             path: path.to_path_buf(),
             file: Trimmed::new(file),
             aside: None,
-            written,
-            max_bytes,
+            written: metadata.len(),
+            max_bytes: metadata.is_file().then_some(max_bytes),
             keep,
         })
     }
@@ -284,7 +287,7 @@ impl Write for RotatingFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()?;
-        if self.written >= self.max_bytes
+        if self.max_bytes.is_some_and(|max| self.written >= max)
             && let Err(error) = self.rotate()
         {
             // Keep appending to the file we have: an oversized file beats lost events.
@@ -404,6 +407,38 @@ mod tests {
         let (cached, length) = resident(&file.numbered(2));
         assert_eq!(length, 1 << 20);
         assert_eq!(cached, 0, "{cached} of {length} bytes still cached");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_path_that_is_not_a_regular_file_is_written_and_never_renamed() {
+        use rustix::fs::{CWD, FileType, Mode, mknodat};
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO a collector reads, standing in for `/dev/null` or a terminal.
+        let path = dir.path().join("tokens.fifo");
+        mknodat(CWD, &path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+        let collector = {
+            let path = path.clone();
+            std::thread::spawn(move || std::fs::read_to_string(path).unwrap())
+        };
+        let mut file = RotatingFile::open(&path, 100, 2).unwrap();
+        for n in 0..5 {
+            // Each batch passes the limit a regular file rotates at.
+            let line = format!("{}\n", n.to_string().repeat(150));
+            file.write_all(line.as_bytes()).unwrap();
+            file.flush().unwrap();
+        }
+        let first_aside = file.numbered(1);
+        drop(file);
+        let collected = collector.join().unwrap();
+        assert_eq!(
+            collected.lines().count(),
+            5,
+            "every batch reached the reader"
+        );
+        assert!(std::fs::metadata(&path).unwrap().file_type().is_fifo());
+        assert!(!first_aside.exists(), "nothing was renamed aside");
     }
 
     #[test]
