@@ -418,10 +418,15 @@ mod tests {
         // A FIFO a collector reads, standing in for `/dev/null` or a terminal.
         let path = dir.path().join("tokens.fifo");
         mknodat(CWD, &path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
-        let collector = {
+        // Reads until the last writer closes; its result is waited for with a bound, so a
+        // descriptor left open fails the test rather than hanging it.
+        let (collected_tx, collected_rx) = std::sync::mpsc::channel();
+        {
             let path = path.clone();
-            std::thread::spawn(move || std::fs::read_to_string(path).unwrap())
-        };
+            std::thread::spawn(move || {
+                let _ = collected_tx.send(std::fs::read_to_string(path).unwrap());
+            });
+        }
         let mut file = RotatingFile::open(&path, 100, 2).unwrap();
         for n in 0..5 {
             // Each batch passes the limit a regular file rotates at.
@@ -431,7 +436,9 @@ mod tests {
         }
         let first_aside = file.numbered(1);
         drop(file);
-        let collected = collector.join().unwrap();
+        let collected = collected_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the reader saw the end of the stream");
         assert_eq!(
             collected.lines().count(),
             5,
