@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use crate::log_writer::{self, LogGuard, LogWriter, log_field};
-use crate::page_cache::Trimmed;
+use crate::page_cache::Direct;
 use crate::token::IssuedToken;
 
 /// How many audit events were dropped because the sink could not keep up, since the
@@ -197,15 +197,16 @@ impl AuditTrail {
 
 /// A file that is renamed aside once it holds `max_bytes`. The writer thread writes whole
 /// batches of lines and flushes after each, and rotation happens only at a flush, so no
-/// event is ever split between two files. Written pages leave the page cache as the file
-/// grows (`page_cache`). A path that is not a regular file (a FIFO a collector reads,
-/// `/dev/null`, a terminal) is written as it is and never renamed: renaming a device node
-/// aside and creating a file in its place would take it from every other program.
+/// event is ever split between two files. The file is written around the page cache, by
+/// whole blocks with `O_DIRECT`, where its filesystem allows (`page_cache::Direct`). A path
+/// that is not a regular file (a FIFO a collector reads, `/dev/null`, a terminal) is written
+/// as it is and never renamed: renaming a device node aside and creating a file in its place
+/// would take it from every other program.
 struct RotatingFile {
     path: PathBuf,
-    file: Trimmed<File>,
+    file: Direct,
     /// The file last rotated aside, until the next rotation drops it from the page cache.
-    aside: Option<Trimmed<File>>,
+    aside: Option<Direct>,
     written: u64,
     /// `None` when the path is not a regular file: never rotated.
     max_bytes: Option<u64>,
@@ -225,7 +226,7 @@ impl RotatingFile {
         let metadata = file.metadata().map_err(open_error)?;
         Ok(RotatingFile {
             path: path.to_path_buf(),
-            file: Trimmed::new(file),
+            file: Direct::new(file, path),
             aside: None,
             written: metadata.len(),
             max_bytes: metadata.is_file().then_some(max_bytes),
@@ -254,7 +255,8 @@ impl RotatingFile {
         } else {
             std::fs::rename(&self.path, self.numbered(1))?;
         }
-        let mut aside = std::mem::replace(&mut self.file, Trimmed::new(append_only(&self.path)?));
+        let file = Direct::new(append_only(&self.path)?, &self.path);
+        let mut aside = std::mem::replace(&mut self.file, file);
         // Its writeback starts now, not waited for: the events behind must not wait on the
         // disk. It is held until the next rotation, long written by then, and dropped whole.
         aside.trim_all();

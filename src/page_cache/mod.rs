@@ -26,6 +26,9 @@ use std::io::{self, Write};
 use std::num::NonZeroU64;
 use std::os::fd::AsFd;
 
+mod direct;
+pub use direct::Direct;
+
 /// How much is written between two trims, and how much at the file's end stays cached.
 pub const STEP: u64 = 16 * 1024 * 1024;
 
@@ -54,6 +57,11 @@ impl<W: Write + AsFd> Trimmed<W> {
             trimmed_to: 0,
             wait_on_close: true,
         }
+    }
+
+    /// The file written to.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
     }
 
     /// Start the writeback of the whole file and drop what is already on disk, without
