@@ -7,11 +7,16 @@
 //! write covering that block has the kernel write the one cached page back and drop it first.
 //! So at most one page of the file is ever cached, and closing it writes back and drops that.
 //!
+//! Mixing the two is safe because the kernel orders them: before a direct write it writes
+//! back and drops the cached pages in its range, and a direct write it cannot order so
+//! (ext4: a page it cannot drop) is made through the page cache instead.
+//!
 //! That saves what a trimmed file ([`super::Trimmed`]) still pays per byte. On the virtual
-//! machine the benches ran on, writing a token's audit event (381 bytes) cost the writer
-//! thread 0.29–0.33 µs of system time through the page cache, trimmed, and 0.05–0.08 µs with
-//! direct writes (README "Benchmarks"). With `dd`, 1 GB took 0.18–0.24 s of system time with
-//! `oflag=direct` and 0.53–0.57 s buffered with the trim.
+//! machine the benches ran on, under `wrk` on cache hits, a token's audit event (381 bytes)
+//! cost the writer thread 0.27–0.39 µs through the page cache, trimmed, and 0.18–0.24 µs with
+//! direct writes (README "Log files and the page cache"). Holding the partial block back while
+//! batches keep coming, instead of appending it at each flush, saved nothing measurable, so
+//! every flush leaves the file complete.
 //!
 //! Only a file the writer owns alone can be written so: the direct writes go to explicit
 //! offsets, which another writer's appends would overwrite. Standard error may be shared, so
