@@ -18,9 +18,12 @@
 //! batches keep coming, instead of appending it at each flush, saved nothing measurable, so
 //! every flush leaves the file complete.
 //!
-//! Only a file the writer owns alone can be written so: the direct writes go to explicit
-//! offsets, which another writer's appends would overwrite. Standard error may be shared, so
-//! the log stays [`super::Trimmed`].
+//! The direct writes go to offsets the writer keeps. Before each batch's, it checks that the
+//! file still ends where it left it (one `fstat`): a file truncated under it (`logrotate`'s
+//! `copytruncate`) or appended to by someone else is continued from its new end. That suits a
+//! file the writer owns (the audit trail's), not one written by others all the time: a line
+//! appended between the check and the write would be overwritten. Standard error may be
+//! shared so, and the log stays [`super::Trimmed`].
 //!
 //! Where the filesystem takes no direct writes (`tmpfs`; `statx` reports no alignment; a
 //! pipe or a device is no regular file), or refuses one later (`EINVAL`), the file is written
@@ -28,7 +31,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::Trimmed;
 
@@ -40,14 +43,16 @@ const GATHER_BYTES: usize = 1024 * 1024;
 const MAX_BLOCK: usize = 64 * 1024;
 
 /// A log file written by whole blocks with `O_DIRECT`, its partial last block through the
-/// page cache (see the module's documentation). It keeps the file's end itself: nothing else
-/// may write to the file while it is open.
+/// page cache (see the module's documentation). It keeps the file's end itself, and follows
+/// the file when it is truncated or appended to between two batches.
 pub struct Direct {
     /// The file opened for appending, through the page cache: the partial last block, and
     /// everything once direct writes are refused (trimmed then).
     buffered: Trimmed<File>,
     /// The same file opened with `O_DIRECT`; `None` when direct writes are not to be made.
     direct: Option<File>,
+    /// Where the file is: its partial last block is read back from there.
+    path: PathBuf,
     /// What every direct write's offset, length and memory address is a multiple of.
     block: usize,
     /// Holds the gathered bytes at `memory[start..start + GATHER_BYTES]`, `start` making
@@ -72,6 +77,7 @@ impl Direct {
         let mut this = Direct {
             buffered: Trimmed::new(file),
             direct: None,
+            path: path.to_path_buf(),
             block: 1,
             memory: Vec::new(),
             start: 0,
@@ -125,6 +131,10 @@ impl Direct {
     /// gathered. When a direct write is refused, everything not yet in the file is appended
     /// through the page cache instead, and so is everything after.
     fn write_blocks(&mut self) -> io::Result<()> {
+        if self.direct.is_none() {
+            return Ok(());
+        }
+        self.follow_the_file()?;
         let Some(direct) = &self.direct else {
             return Ok(());
         };
@@ -172,6 +182,38 @@ impl Direct {
                 Ok(())
             }
         }
+    }
+
+    /// Make sure the file still ends where it was left. When it was truncated (`logrotate`'s
+    /// `copytruncate`) or appended to by another writer, what is not yet in the file is
+    /// appended where the file now ends, and the direct writes go on from there: one at the
+    /// old end would leave a hole of zeros, or overwrite the other writer's lines.
+    fn follow_the_file(&mut self) -> io::Result<()> {
+        let length = self.buffered.get_ref().metadata()?.len();
+        if length == self.end {
+            return Ok(());
+        }
+        self.append_rest()?;
+        let length = self.buffered.get_ref().metadata()?.len();
+        let base = length - length % self.block as u64;
+        let held = (length - base) as usize;
+        let tail = &mut self.memory[self.start..self.start + held];
+        let file = self.buffered.get_ref();
+        let (base, held) = match read_tail(&self.path, file, base, tail) {
+            Ok(()) => (base, held),
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "a log file changed under its writer and cannot be read back; it is written through the page cache from now on"
+                );
+                self.direct = None;
+                (length, 0)
+            }
+        };
+        self.base = base;
+        self.held = held;
+        self.end = length;
+        Ok(())
     }
 
     /// Drop the first `written` gathered bytes (a multiple of the block), now in the file.
@@ -480,6 +522,46 @@ mod tests {
         let written = write_and_check(&mut again, &path, 12, 20);
         drop(again);
         assert_eq!(std::fs::read(&path).unwrap(), written);
+    }
+
+    #[test]
+    fn a_file_truncated_under_the_writer_is_continued_from_its_new_end_without_a_hole() {
+        let dir = directory();
+        let path = dir.path().join("trail.log");
+        let mut direct = open(&path);
+        write_and_check(&mut direct, &path, 41, 10);
+        // What `logrotate`'s `copytruncate` does once it has copied the file.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let written = write_and_check(&mut direct, &path, 42, 10);
+        assert!(direct.is_direct());
+        drop(direct);
+        assert_eq!(std::fs::read(&path).unwrap(), written);
+    }
+
+    #[test]
+    fn lines_another_writer_appends_are_kept_and_written_after() {
+        let dir = directory();
+        let path = dir.path().join("trail.log");
+        let mut direct = open(&path);
+        write_and_check(&mut direct, &path, 51, 10);
+        append(&path)
+            .write_all(b"a line from another writer\n")
+            .unwrap();
+        let written = write_and_check(&mut direct, &path, 52, 10);
+        assert!(direct.is_direct());
+        drop(direct);
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(file, written);
+        assert!(
+            file.windows(27)
+                .any(|w| w == b"a line from another writer\n"),
+            "the other writer's line was overwritten"
+        );
     }
 
     #[test]
