@@ -20,6 +20,10 @@
 //! rotation later, long written by then, drops it.
 //!
 //! Only regular files are trimmed: a pipe, a terminal or `/dev/null` is written as is.
+//!
+//! [`Direct`] goes further for a file its writer owns (the audit trail's): it writes whole
+//! blocks with `O_DIRECT`, past the cache, and only the partial last block through it; where
+//! direct writes are not taken, it writes a [`Trimmed`] file.
 
 use std::io::{self, Write};
 #[cfg(target_os = "linux")]
