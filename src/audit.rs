@@ -386,12 +386,8 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn a_rotated_file_leaves_the_page_cache_at_the_next_rotation() {
-        use crate::page_cache::resident;
-        // On the repository's disk: a tmpfs /tmp keeps its pages whatever the advice.
-        let dir = tempfile::Builder::new()
-            .prefix(".audit-test")
-            .tempdir_in(env!("CARGO_MANIFEST_DIR"))
-            .unwrap();
+        use crate::page_cache::{on_disk, resident};
+        let dir = on_disk(".audit-test");
         let path = dir.path().join("tokens.jsonl");
         let mut file = RotatingFile::open(&path, 1 << 20, 3).unwrap();
         let line = format!("{}\n", "x".repeat(1023));

@@ -90,23 +90,48 @@ impl Direct {
         {
             let memory = vec![0; GATHER_BYTES + block];
             let start = memory.as_ptr().align_offset(block);
-            let base = end - end % block as u64;
             if start < block && GATHER_BYTES.is_multiple_of(block) {
                 this.memory = memory;
                 this.start = start;
                 this.block = block;
-                this.base = base;
-                this.held = (end - base) as usize;
-                let tail = &mut this.memory[start..start + this.held];
-                if read_tail(path, this.buffered.get_ref(), base, tail).is_ok() {
-                    this.direct = Some(direct);
-                } else {
-                    this.base = end;
-                    this.held = 0;
-                }
+                this.direct = Some(direct);
+                this.continue_from(end);
             }
         }
         this
+    }
+
+    /// Go on after the file's first `length` bytes: its partial last block is read back, to
+    /// be rewritten whole by the next direct write. When it cannot be read back, the file is
+    /// written through the page cache from there.
+    fn continue_from(&mut self, length: u64) {
+        let base = length - length % self.block as u64;
+        let held = (length - base) as usize;
+        let tail = &mut self.memory[self.start..self.start + held];
+        match read_tail(&self.path, self.buffered.get_ref(), base, tail) {
+            Ok(()) => {
+                self.base = base;
+                self.held = held;
+                self.end = length;
+            }
+            Err(error) => {
+                self.end = length;
+                self.stop_direct(&error);
+            }
+        }
+    }
+
+    /// Write through the page cache from now on; what was gathered is in the file already.
+    fn stop_direct(&mut self, why: &io::Error) {
+        tracing::warn!(
+            error = %why,
+            "a log file cannot be written with direct writes; it is written through the page cache from now on"
+        );
+        self.direct = None;
+        self.memory = Vec::new();
+        self.start = 0;
+        self.held = 0;
+        self.base = self.end;
     }
 
     /// Whether whole blocks are written with `O_DIRECT` (not through the page cache).
@@ -171,14 +196,10 @@ impl Direct {
                 Ok(())
             }
             Some(error) => {
-                tracing::warn!(
-                    %error,
-                    "a direct write to a log file was refused; it is written through the page cache from now on"
-                );
-                self.direct = None;
+                // Written first, so that nothing gathered is left behind; on a failure the
+                // next flush tries again.
                 self.append_rest()?;
-                self.base = self.end;
-                self.held = 0;
+                self.stop_direct(&error);
                 Ok(())
             }
         }
@@ -195,24 +216,7 @@ impl Direct {
         }
         self.append_rest()?;
         let length = self.buffered.get_ref().metadata()?.len();
-        let base = length - length % self.block as u64;
-        let held = (length - base) as usize;
-        let tail = &mut self.memory[self.start..self.start + held];
-        let file = self.buffered.get_ref();
-        let (base, held) = match read_tail(&self.path, file, base, tail) {
-            Ok(()) => (base, held),
-            Err(error) => {
-                tracing::warn!(
-                    %error,
-                    "a log file changed under its writer and cannot be read back; it is written through the page cache from now on"
-                );
-                self.direct = None;
-                (length, 0)
-            }
-        };
-        self.base = base;
-        self.held = held;
-        self.end = length;
+        self.continue_from(length);
         Ok(())
     }
 
@@ -311,15 +315,14 @@ fn write_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<usize> {
 #[cfg(target_os = "linux")]
 fn open_direct(file: &File, path: &Path) -> Option<(File, usize)> {
     use rustix::fs::{AtFlags, OFlags, StatxFlags};
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
 
     let direct = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(OFlags::DIRECT.bits() as i32)
         .open(path)
         .ok()?;
-    let (ours, opened) = (file.metadata().ok()?, direct.metadata().ok()?);
-    if (ours.dev(), ours.ino()) != (opened.dev(), opened.ino()) {
+    if !same_file(file, &direct).ok()? {
         return None;
     }
     let stat = rustix::fs::statx(
@@ -356,10 +359,9 @@ fn read_tail(path: &Path, file: &File, base: u64, tail: &mut [u8]) -> io::Result
     }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{FileExt, MetadataExt};
+        use std::os::unix::fs::FileExt;
         let reader = File::open(path)?;
-        let (ours, opened) = (file.metadata()?, reader.metadata()?);
-        if (ours.dev(), ours.ino()) != (opened.dev(), opened.ino()) {
+        if !same_file(file, &reader)? {
             return Err(io::ErrorKind::NotFound.into());
         }
         reader.read_exact_at(tail, base)
@@ -371,20 +373,25 @@ fn read_tail(path: &Path, file: &File, base: u64, tail: &mut [u8]) -> io::Result
     }
 }
 
+/// Whether `a` and `b` are handles on the same inode (the path was not replaced between two
+/// opens).
+#[cfg(unix)]
+fn same_file(a: &File, b: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (a.metadata()?, b.metadata()?);
+    Ok((a.dev(), a.ino()) == (b.dev(), b.ino()))
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::super::resident;
+    use super::super::{on_disk, resident};
     use super::*;
     use std::fs::OpenOptions;
     use std::path::PathBuf;
 
-    // A directory on the disk the repository is on, which takes direct writes (a `tmpfs`
-    // /tmp would not).
+    // On the repository's disk, which takes direct writes (a `tmpfs` /tmp would not).
     fn directory() -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix(".direct-test")
-            .tempdir_in(env!("CARGO_MANIFEST_DIR"))
-            .unwrap()
+        on_disk(".direct-test")
     }
 
     fn append(path: &Path) -> File {

@@ -215,6 +215,16 @@ pub(crate) fn resident(path: &std::path::Path) -> (u64, u64) {
     (cached, std::fs::metadata(path).unwrap().len())
 }
 
+/// A new directory on the disk the repository is on: a `tmpfs` /tmp keeps its pages whatever
+/// the advice, and takes no direct writes.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn on_disk(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(env!("CARGO_MANIFEST_DIR"))
+        .unwrap()
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -248,13 +258,8 @@ mod tests {
         (path, file, trimmed)
     }
 
-    // A directory on the disk the repository is on: a `tmpfs` /tmp keeps its pages whatever
-    // the advice.
     fn directory() -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix(".page-cache-test")
-            .tempdir_in(env!("CARGO_MANIFEST_DIR"))
-            .unwrap()
+        on_disk(".page-cache-test")
     }
 
     #[test]
