@@ -1387,8 +1387,9 @@ fn print_table(results: &[(&str, Vec<Measure>)], seconds: u64, rounds: usize, co
         );
     }
     // The same ratio taken within each round (its two rows measured minutes apart at most),
-    // then the median of those: a noisy neighbour that slows one round slows both sides.
-    let paired = |ratio: &Ratio| -> Option<f64> {
+    // then the median of those, and their lowest and highest: a noisy neighbour that slows
+    // one round slows both sides, and the spread says how far one round can be trusted.
+    let paired = |ratio: &Ratio| -> Option<(f64, f64, f64)> {
         let (_, a) = results.iter().find(|(n, _)| *n == ratio.a)?;
         let (_, b) = results.iter().find(|(n, _)| *n == ratio.b)?;
         let mut values: Vec<f64> = a
@@ -1397,16 +1398,23 @@ fn print_table(results: &[(&str, Vec<Measure>)], seconds: u64, rounds: usize, co
             .map(|(a, b)| (ratio.metric)(a) / (ratio.metric)(b))
             .collect();
         values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied()
+        Some((
+            *values.get(values.len() / 2)?,
+            *values.first()?,
+            *values.last()?,
+        ))
     };
-    println!("\n| ratio | value | median of the rounds' own | CPU µs/req, a vs b | target | |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "\n| ratio | value | median of the rounds' own | the rounds' own, lowest–highest | \
+         CPU µs/req, a vs b | target | |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for ratio in RATIOS {
         let (Some(a), Some(b)) = (median(ratio.a), median(ratio.b)) else {
             continue;
         };
         let value = (ratio.metric)(&a) / (ratio.metric)(&b);
-        let per_round = paired(ratio).unwrap_or(value);
+        let (per_round, lowest, highest) = paired(ratio).unwrap_or((value, value, value));
         // Met only when both measures meet it.
         let (target, met) = match ratio.target {
             Target::AtLeast(bound) => (
@@ -1420,7 +1428,8 @@ fn print_table(results: &[(&str, Vec<Measure>)], seconds: u64, rounds: usize, co
             Target::None => ("—".to_string(), ""),
         };
         println!(
-            "| {} | {value:.2} | {per_round:.2} | {:.1} vs {:.1} | {target} | {met} |",
+            "| {} | {value:.2} | {per_round:.2} | {lowest:.2}–{highest:.2} | {:.1} vs {:.1} | \
+             {target} | {met} |",
             ratio.what, a.cpu_us_per_request, b.cpu_us_per_request
         );
     }

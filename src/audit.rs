@@ -17,6 +17,7 @@ use std::sync::{Mutex, PoisonError};
 use crate::log_writer::{self, LogGuard, LogWriter, log_field};
 use crate::page_cache::Direct;
 use crate::token::IssuedToken;
+use crate::token::claims::VideoUid;
 
 /// How many audit events were dropped because the sink could not keep up, since the
 /// process started.
@@ -88,13 +89,14 @@ pub struct TokenEvent<'a> {
     /// jwt>` and, for a JWT, `"issuer":<iss>` (made once per principal; see
     /// `identity::Principal::audit_json`).
     pub who: &'a str,
-    pub video_uid: &'a str,
+    pub video_uid: &'a VideoUid,
     pub video_alias: &'a str,
     /// The rule that allowed it.
     pub rule: &'a str,
     /// The viewer's address.
     pub client: IpAddr,
-    pub request_id: &'a str,
+    /// The request's id, as its `X-Request-Id` value holds it (plain by construction).
+    pub request_id: &'a [u8],
     pub via: Via,
 }
 
@@ -170,11 +172,11 @@ impl AuditTrail {
                 .members(event.who)
                 // Plain by construction: a uid is hex, an alias validated at load, a request
                 // id generated or kept only when plain.
-                .plain(log_field!("video"), event.video_uid)
+                .plain_bytes(log_field!("video"), event.video_uid.as_bytes())
                 .plain(log_field!("alias"), event.video_alias)
                 .str(log_field!("rule"), event.rule)
                 .ip(log_field!("client"), event.client)
-                .plain(log_field!("request_id"), event.request_id)
+                .plain_bytes(log_field!("request_id"), event.request_id)
                 .members(event.via.members());
         };
         match &self.writer {
@@ -304,17 +306,20 @@ impl Write for RotatingFile {
 mod tests {
     use super::*;
 
+    static UID: std::sync::LazyLock<VideoUid> =
+        std::sync::LazyLock::new(|| "5d5bc37ffcf54c9b82e996823bffbb81".parse().unwrap());
+
     fn event(token: &IssuedToken, reused: bool) -> TokenEvent<'_> {
         TokenEvent {
             at: std::time::SystemTime::now(),
             token,
             reused,
             who: r#""subject":"user:bob","source":"basic""#,
-            video_uid: "5d5bc37ffcf54c9b82e996823bffbb81",
+            video_uid: &UID,
             video_alias: "keynote",
             rule: "members",
             client: "127.0.0.1".parse().unwrap(),
-            request_id: "r-1",
+            request_id: b"r-1",
             via: Via::Redirect,
         }
     }

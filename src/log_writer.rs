@@ -556,6 +556,19 @@ impl Record<'_> {
         self
     }
 
+    /// [`Record::plain`] for a value held as bytes (a request id in its header value, a video
+    /// uid): plain by construction, so written without the check that makes it a `&str`.
+    #[inline(always)]
+    pub fn plain_bytes(&mut self, field: Field, value: &[u8]) -> &mut Self {
+        debug_assert!(
+            std::str::from_utf8(value).is_ok_and(is_plain),
+            "`{}` is not plain",
+            field.text
+        );
+        self.quoted_field(&field, value);
+        self
+    }
+
     /// [`Record::bare`] for a value that is plain and holds no space by construction (an
     /// HTTP method: token characters only), without looking for escapes.
     #[inline(always)]
@@ -627,7 +640,7 @@ impl Record<'_> {
         let nanos = value.as_nanos().min(u128::from(u64::MAX)) as u64;
         decimal(self.out, nanos / 1_000_000);
         self.out.push(b'.');
-        padded(self.out, nanos % 1_000_000, 6);
+        six_digits(self.out, nanos);
         self
     }
 
@@ -707,14 +720,28 @@ fn decimal(out: &mut Vec<u8>, mut value: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// `value` in decimal, zero-padded to `width` digits (`value` must fit).
-fn padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    for at in (0..width).rev() {
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-    }
-    out.extend_from_slice(&digits[..width]);
+/// The two digits of every number below 100, for [`six_digits`].
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// `value % 1_000_000` in six digits, zero-padded: the fraction of a timestamp (microseconds)
+/// or of a millisecond figure (nanoseconds). Three divisions by 100 and three two-byte
+/// copies, where a digit at a time took six of each (callgrind: 168 of a cache hit's
+/// instructions went to the loop).
+fn six_digits(out: &mut Vec<u8>, value: u64) {
+    let value = (value % 1_000_000) as u32;
+    let pair = |n: u32| {
+        let at = n as usize * 2;
+        [DIGIT_PAIRS[at], DIGIT_PAIRS[at + 1]]
+    };
+    let [a, b] = pair(value / 10_000);
+    let [c, d] = pair(value / 100 % 100);
+    let [e, f] = pair(value % 100);
+    out.extend_from_slice(&[a, b, c, d, e, f]);
 }
 
 thread_local! {
@@ -746,7 +773,7 @@ fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
         Some(prefix) => {
             out.extend_from_slice(&prefix);
             out.push(b'.');
-            padded(out, u64::from(since.subsec_micros()), 6);
+            six_digits(out, u64::from(since.subsec_micros()));
             out.push(b'Z');
         }
         None => {
@@ -1212,6 +1239,16 @@ mod tests {
             let mut out = Vec::new();
             decimal(&mut out, value);
             assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
+        for value in [
+            0, 1, 9, 10, 99, 100, 4_207, 99_999, 100_000, 999_999, 1_000_000, 1_234_567,
+        ] {
+            let mut out = Vec::new();
+            six_digits(&mut out, value);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{:06}", value % 1_000_000)
+            );
         }
         let mut out = Vec::new();
         let mut record = Record {

@@ -211,7 +211,7 @@ impl Handler for Edge {
                 let fields = AccessFields::new(&snapshot, &ctx, &head, status, latency);
                 if response.body().is_stream() {
                     // A streamed body may still break off: the line is written when it ends.
-                    let line = AccessLine::new(&fields, &head.method);
+                    let line = AccessLine::new(&fields, &ctx.id, &head.method);
                     response = response.map(|body| {
                         body.on_end(move |end, bytes| {
                             line.fields()
@@ -280,7 +280,8 @@ struct AccessFields<'a> {
     /// When the request arrived: the line is stamped that plus the time until the body
     /// ended, with no read of the clock.
     arrived: std::time::SystemTime,
-    request_id: &'a str,
+    /// As the `X-Request-Id` value holds it: plain by construction (`request::id`).
+    request_id: &'a [u8],
     method: &'a str,
     path: &'a str,
     status: u16,
@@ -303,7 +304,7 @@ impl<'a> AccessFields<'a> {
     ) -> Self {
         Self {
             arrived: ctx.arrived,
-            request_id: ctx.id.to_str().unwrap_or(""),
+            request_id: ctx.id.as_bytes(),
             method: head.method.as_str(),
             path: clip(head.uri.path(), ACCESS_PATH_CHARS),
             status,
@@ -337,7 +338,7 @@ impl<'a> AccessFields<'a> {
         }
         tracing::info!(
             target: "streamgate::access",
-            request_id = self.request_id,
+            request_id = std::str::from_utf8(self.request_id).unwrap_or(""),
             method = %self.method,
             path = self.path,
             status = self.status,
@@ -373,7 +374,7 @@ impl<'a> AccessFields<'a> {
                 record
                     // Plain by construction: a request id is generated or kept only when plain
                     // (`request::id`), a method is token characters, `body` a fixed label.
-                    .plain(log_field!("request_id"), self.request_id)
+                    .plain_bytes(log_field!("request_id"), self.request_id)
                     .plain_bare(log_field!("method"), self.method)
                     .str(log_field!("path"), self.path)
                     .u64(log_field!("status"), u64::from(self.status))
@@ -401,7 +402,7 @@ impl<'a> AccessFields<'a> {
 /// [`AccessFields`] owned, for a line written when a streamed body ends.
 struct AccessLine {
     arrived: std::time::SystemTime,
-    request_id: String,
+    request_id: HeaderValue,
     method: http::Method,
     path: String,
     status: u16,
@@ -415,10 +416,10 @@ struct AccessLine {
 }
 
 impl AccessLine {
-    fn new(fields: &AccessFields<'_>, method: &http::Method) -> Self {
+    fn new(fields: &AccessFields<'_>, request_id: &HeaderValue, method: &http::Method) -> Self {
         Self {
             arrived: fields.arrived,
-            request_id: fields.request_id.to_string(),
+            request_id: request_id.clone(),
             method: method.clone(),
             path: fields.path.to_string(),
             status: fields.status,
@@ -435,7 +436,7 @@ impl AccessLine {
     fn fields(&self) -> AccessFields<'_> {
         AccessFields {
             arrived: self.arrived,
-            request_id: &self.request_id,
+            request_id: self.request_id.as_bytes(),
             method: self.method.as_str(),
             path: &self.path,
             status: self.status,

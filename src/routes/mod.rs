@@ -91,11 +91,11 @@ pub(crate) fn audit_token(
         token,
         reused: !token.first_hand_out(),
         who,
-        video_uid: video.uid.as_str(),
+        video_uid: &video.uid,
         video_alias: &video.alias,
         rule: permit.rule(),
         client: ctx.client,
-        request_id: ctx.id.to_str().unwrap_or(""),
+        request_id: ctx.id.as_bytes(),
         via,
     });
 }

@@ -49,6 +49,11 @@ where
 pub struct VideoUid([u8; 32]);
 
 impl VideoUid {
+    /// The uid's 32 ASCII bytes, for writers that need no `&str`.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The uid as text.
     pub fn as_str(&self) -> &str {
         // Constructed only from ASCII hex digits.
