@@ -430,6 +430,20 @@ mod tests {
         ConnectionTable::new(Duration::from_secs(10), Duration::from_secs(60))
     }
 
+    /// Wait (at most a second) until the table's clock has moved on: the coarse clock
+    /// advances a kernel tick at a time (1–10 ms).
+    fn next_tick(table: &ConnectionTable) {
+        let before = table.now();
+        let give_up = std::time::Instant::now() + Duration::from_secs(1);
+        while table.now() == before {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the coarse clock stood still"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     /// The table's time `after` it was made.
     fn at(table: &ConnectionTable, after: Duration) -> u64 {
         nanos_since(table.epoch, table.epoch + after)
@@ -532,11 +546,11 @@ mod tests {
         let table = table();
         let older = table.open();
         drop(older.request_started(false));
-        // Distinct instants, so that "oldest" is well defined.
-        std::thread::sleep(Duration::from_millis(2));
+        // Distinct readings of the table's coarse clock, so that "oldest" is well defined.
+        next_tick(&table);
         let newer = table.open();
         drop(newer.request_started(false));
-        std::thread::sleep(Duration::from_millis(2));
+        next_tick(&table);
         older.bytes_read();
         assert!(table.evict_oldest_idle());
         assert_eq!(newer.close_reason(), Some(CloseReason::Evicted));
