@@ -121,16 +121,31 @@ impl IssuedToken {
                 &aws_lc_rs::digest::SHA256,
                 self.token.expose().as_bytes(),
             );
-            let id = digest.as_ref()[..6]
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect();
+            // Built once per token, on a miss's path: written digit by digit into buffers
+            // of the right size rather than through a `format!` per byte.
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut id = String::with_capacity(12);
+            for byte in &digest.as_ref()[..6] {
+                id.push(char::from(HEX[usize::from(byte >> 4)]));
+                id.push(char::from(HEX[usize::from(byte & 0xf)]));
+            }
             let expires = humantime::format_rfc3339_seconds(
                 UNIX_EPOCH + Duration::from_secs(self.expires_at),
             )
             .to_string();
             let key_id = serde_json::to_string(&*self.key_id).unwrap_or_default();
-            let json = format!(r#""token_id":"{id}","key_id":{key_id},"expires":"{expires}""#);
+            let mut json = String::with_capacity(48 + id.len() + key_id.len() + expires.len());
+            for part in [
+                r#""token_id":""#,
+                &id,
+                r#"","key_id":"#,
+                &key_id,
+                r#","expires":""#,
+                &expires,
+                "\"",
+            ] {
+                json.push_str(part);
+            }
             AuditId { id, expires, json }
         })
     }
