@@ -20,6 +20,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod hex;
 pub mod http;
 pub mod identity;
 pub mod log_writer;

@@ -853,9 +853,7 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
             b'\t' => out.extend_from_slice(b"\\t"),
             _ => {
                 out.extend_from_slice(b"\\u00");
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
+                out.extend_from_slice(&crate::hex::digits(b));
             }
         }
         plain = i + 1;

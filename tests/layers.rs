@@ -35,6 +35,7 @@ const LAYERS: &[&str] = &[
     "secret",
     "untrusted",
     "rfc3339",
+    "hex",
     "lib",
 ];
 

@@ -71,15 +71,13 @@ pub fn set_request_id(headers: &mut HeaderMap, id: HeaderValue) {
 /// `prefix`, `slot` and `n` as 8 + 4 + 12 lowercase hex digits, written directly: `format!`
 /// cost more than the rest of a cache hit's bookkeeping together.
 fn hex_request_id(prefix: u32, slot: u64, n: u64) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let value = (u128::from(prefix) << 64)
         | (u128::from(slot & 0xffff) << 48)
         | u128::from(n & 0xffff_ffff_ffff);
     // Two digits per byte of the low 12 bytes: a loop over bytes, not 24 shifts of a u128.
     let mut id = [0u8; 24];
     for (pair, byte) in id.chunks_exact_mut(2).zip(&value.to_be_bytes()[4..]) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0xf)];
+        pair.copy_from_slice(&crate::hex::digits(*byte));
     }
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }

@@ -123,11 +123,11 @@ impl IssuedToken {
             );
             // Built once per token, on a miss's path: written digit by digit into buffers
             // of the right size rather than through a `format!` per byte.
-            const HEX: &[u8; 16] = b"0123456789abcdef";
             let mut id = String::with_capacity(12);
             for byte in &digest.as_ref()[..6] {
-                id.push(char::from(HEX[usize::from(byte >> 4)]));
-                id.push(char::from(HEX[usize::from(byte & 0xf)]));
+                for digit in crate::hex::digits(*byte) {
+                    id.push(char::from(digit));
+                }
             }
             let expires = humantime::format_rfc3339_seconds(
                 UNIX_EPOCH + Duration::from_secs(self.expires_at),
