@@ -145,11 +145,7 @@ fn header_value(text: String) -> HeaderValue {
 /// `"<32 hex digits>"`: the first 128 bits of the body's SHA-256, quoted.
 pub fn strong_etag(body: &[u8]) -> String {
     let hash = digest(&SHA256, body);
-    let hex: String = hash.as_ref()[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("\"{hex}\"")
+    format!("\"{}\"", crate::hex::encode(&hash.as_ref()[..16]))
 }
 
 // === conditional requests and ranges ===

@@ -69,7 +69,7 @@ fn sha256(text: &str) -> [u8; 32] {
 
 /// SHA-256 of an API key, hex-encoded: the form the config stores.
 pub fn hash_api_key(key: &str) -> String {
-    sha256(key).iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&sha256(key))
 }
 
 #[cfg(test)]

@@ -259,7 +259,7 @@ pub fn generate() -> Result<GeneratedKey, KeyError> {
 
     let mut id_bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut id_bytes).map_err(|_| fail("no randomness"))?;
-    let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = crate::hex::encode(&id_bytes);
 
     let pem = pem::encode_config(
         &pem::Pem::new("RSA PRIVATE KEY", pkcs1),

@@ -121,31 +121,15 @@ impl IssuedToken {
                 &aws_lc_rs::digest::SHA256,
                 self.token.expose().as_bytes(),
             );
-            // Built once per token, on a miss's path: written digit by digit into buffers
-            // of the right size rather than through a `format!` per byte.
-            let mut id = String::with_capacity(12);
-            for byte in &digest.as_ref()[..6] {
-                for digit in crate::hex::digits(*byte) {
-                    id.push(char::from(digit));
-                }
-            }
+            // Built once per token, on a miss's path: hex from a table, not a `format!` per
+            // byte.
+            let id = crate::hex::encode(&digest.as_ref()[..6]);
             let expires = humantime::format_rfc3339_seconds(
                 UNIX_EPOCH + Duration::from_secs(self.expires_at),
             )
             .to_string();
             let key_id = serde_json::to_string(&*self.key_id).unwrap_or_default();
-            let mut json = String::with_capacity(48 + id.len() + key_id.len() + expires.len());
-            for part in [
-                r#""token_id":""#,
-                &id,
-                r#"","key_id":"#,
-                &key_id,
-                r#","expires":""#,
-                &expires,
-                "\"",
-            ] {
-                json.push_str(part);
-            }
+            let json = format!(r#""token_id":"{id}","key_id":{key_id},"expires":"{expires}""#);
             AuditId { id, expires, json }
         })
     }
